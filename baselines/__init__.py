@@ -1,0 +1,19 @@
+"""Baselines TiTok is measured against, behind the same tokenizer/generator contract.
+
+Tokenizers: the MaskGIT-VQGAN and taming-transformers' ImageNet VQGANs. Generators: MaskGIT.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from titok.registry import create
+from titok.weights import WeightsSource
+
+
+def load_tokenizer(preset: str | None, weights: WeightsSource = None, **overrides: Any):
+    return create("tokenizer", preset, weights, family="baselines", **overrides)
+
+
+def load_generator(preset: str | None, weights: WeightsSource = None, **overrides: Any):
+    return create("generator", preset, weights, family="baselines", **overrides)

@@ -1,0 +1,29 @@
+"""TiTok (arXiv 2406.07550): 1D image tokenizers and the MaskGIT-style generators that model their tokens.
+
+    tok = titok.load_tokenizer("titok_l32", weights="path/to/tokenizer_titok_l32_imagenet")
+    codes = tok.encode(images)          # (B, 32) long, images float (B,3,256,256) in [0,1]
+    recon = tok.decode(codes)           # (B,3,256,256) on the [0,1] scale, unclamped
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from titok.registry import create, get_spec, list_presets, save_checkpoint
+from titok.weights import WeightsError, WeightsSource
+
+__all__ = ["load_tokenizer", "load_generator", "list_presets", "get_spec", "save_checkpoint", "WeightsError"]
+
+
+def load_tokenizer(preset: str | None, weights: WeightsSource = None, **overrides: Any):
+    """A TiTok tokenizer preset, with weights (None: random init; path, directory or state dict)."""
+    return create("tokenizer", preset, weights, family="titok", **overrides)
+
+
+def load_generator(preset: str | None, weights: WeightsSource = None, **overrides: Any):
+    """A TiTok generator preset, with weights (None: random init; path, directory or state dict)."""
+    return create("generator", preset, weights, family="titok", **overrides)
+
+
+# Registration happens on import; keep these last (they import the modules above).
+from titok import presets as _tokenizer_presets  # noqa: E402,F401

@@ -1,0 +1,128 @@
+"""MaskGIT-VQGAN (Chang et al. 2022, as converted to PyTorch for the TiTok release).
+
+TiTok's two-stage tokenizers decode through this network's decoder, and the full model (encoder,
+quantizer, decoder) is also the MaskGIT baseline tokenizer. f16, 1024 codes x 256 dims, no attention.
+Two details of the converted network matter for weight compatibility and are kept on purpose:
+  * residual-block convolutions have no bias;
+  * when a residual block changes width, its 1x1 `nin_shortcut` is applied to the block's *output*
+    (not to its input, as in taming's VQGAN); its weights are therefore (out, out, 1, 1).
+Images are on the [0, 1] scale in and out.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from titok.configs import VQGANConfig
+from titok.quantizer import VectorQuantizer
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(32, channels, eps=1e-6, affine=True)
+
+
+def _conv3x3(cin: int, cout: int, bias: bool = True) -> nn.Conv2d:
+    # "same" padding at stride 1, which is what the original's Conv2dSame computes for odd kernels.
+    return nn.Conv2d(cin, cout, 3, padding=1, bias=bias)
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.norm1 = _norm(cin)
+        self.conv1 = _conv3x3(cin, cout, bias=False)
+        self.norm2 = _norm(cout)
+        self.conv2 = _conv3x3(cout, cout, bias=False)
+        self.nin_shortcut = nn.Conv2d(cout, cout, 1, bias=False) if cin != cout else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, Cin, H, W) -> (B, Cout, H, W)
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        residual = x if self.nin_shortcut is None else self.nin_shortcut(h)
+        return h + residual
+
+
+class _Level(nn.Module):
+    """One resolution level: residual blocks, then an optional resampling."""
+
+    def __init__(self, cin: int, cout: int, num_blocks: int, upsample: bool = False):
+        super().__init__()
+        self.block = nn.ModuleList(ResnetBlock(cin if i == 0 else cout, cout) for i in range(num_blocks))
+        self.upsample_conv = _conv3x3(cout, cout) if upsample else None
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: VQGANConfig):
+        super().__init__()
+        ch, mult = cfg.hidden_channels, cfg.channel_mult
+        self.conv_in = _conv3x3(cfg.image_channels, ch, bias=False)
+        in_mult = (1,) + tuple(mult)
+        self.down = nn.ModuleList(_Level(ch * in_mult[i], ch * mult[i], cfg.num_res_blocks) for i in range(len(mult)))
+        mid = ch * mult[-1]
+        self.mid = nn.ModuleList(ResnetBlock(mid, mid) for _ in range(cfg.num_res_blocks))
+        self.norm_out = _norm(mid)
+        self.conv_out = nn.Conv2d(mid, cfg.z_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, Z, H/16, W/16)
+        h = self.conv_in(x)
+        for i, level in enumerate(self.down):
+            for block in level.block:
+                h = block(h)
+            if i != len(self.down) - 1:
+                h = F.avg_pool2d(h, kernel_size=2, stride=2)
+        for block in self.mid:
+            h = block(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: VQGANConfig):
+        super().__init__()
+        ch, mult = cfg.hidden_channels, cfg.channel_mult
+        top = ch * mult[-1]
+        self.conv_in = _conv3x3(cfg.z_channels, top)
+        self.mid = nn.ModuleList(ResnetBlock(top, top) for _ in range(cfg.num_res_blocks))
+        # up[i] works at level i; it receives level i+1's width (the top level receives its own).
+        levels = []
+        for i in range(len(mult)):
+            cin = ch * (mult[i + 1] if i + 1 < len(mult) else mult[-1])
+            levels.append(_Level(cin, ch * mult[i], cfg.num_res_blocks, upsample=i != 0))
+        self.up = nn.ModuleList(levels)
+        self.norm_out = _norm(ch * mult[0])
+        self.conv_out = _conv3x3(ch * mult[0], cfg.image_channels)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, Z, h, w) -> (B, 3, 16h, 16w)
+        h = self.conv_in(z)
+        for block in self.mid:
+            h = block(h)
+        for level in reversed(self.up):
+            for block in level.block:
+                h = block(h)
+            if level.upsample_conv is not None:
+                h = level.upsample_conv(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class MaskGITVQGAN(nn.Module):
+    """The full MaskGIT-VQGAN: image [0,1] -> (h*w) codes -> image [0,1] (unclamped)."""
+
+    def __init__(self, cfg: VQGANConfig):
+        super().__init__()
+        self.config = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+        self.quantize = VectorQuantizer(cfg.codebook_size, cfg.z_channels)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, h*w) long
+        z = self.encoder(x)  # (B, Z, h, w)
+        return self.quantize.nearest(z.permute(0, 2, 3, 1)).flatten(1)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:  # (B, h*w) long -> (B, 3, H, W)
+        b, n = codes.shape
+        side = int(round(n**0.5))
+        if side * side != n:
+            raise ValueError(f"expected a square grid of codes, got {n}")
+        z = self.quantize.lookup(codes).reshape(b, side, side, -1).permute(0, 3, 1, 2)
+        return self.decoder(z)

@@ -1,0 +1,84 @@
+"""Quantizers of TiTok's latent tokens: a VQ codebook (optionally l2-normalised) and a diagonal Gaussian.
+
+`VectorQuantizer` keeps the release's key (`embedding.weight`). With `use_l2_norm` (titok_l32/b64/s128)
+both the tokens and the codes are unit-normalised before the nearest-neighbour search, and the looked-up
+codes are normalised too. Distances are computed in float32 whatever the autocast dtype, as the release does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class QuantizerOutput:
+    quantized: torch.Tensor  # (..., D), straight-through gradient to the input
+    codes: torch.Tensor  # (...,) long
+    loss: torch.Tensor  # commitment + codebook loss (scalar)
+
+
+class VectorQuantizer(nn.Module):
+    def __init__(self, num_codes: int, dim: int, use_l2_norm: bool = False, commitment_cost: float = 0.25):
+        super().__init__()
+        self.num_codes, self.dim = num_codes, dim
+        self.use_l2_norm = use_l2_norm
+        self.commitment_cost = commitment_cost
+        self.embedding = nn.Embedding(num_codes, dim)
+        nn.init.uniform_(self.embedding.weight, -1.0 / num_codes, 1.0 / num_codes)
+
+    def _codebook(self) -> torch.Tensor:
+        w = self.embedding.weight.float()
+        return F.normalize(w, dim=-1) if self.use_l2_norm else w
+
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """z (..., D) -> indices (...,) of the closest code (squared L2, float32)."""
+        flat = z.reshape(-1, self.dim).float()
+        if self.use_l2_norm:
+            flat = F.normalize(flat, dim=-1)
+        codes = self._codebook()
+        d = flat.pow(2).sum(1, keepdim=True) + codes.pow(2).sum(1) - 2 * flat @ codes.t()  # (M, K)
+        return d.argmin(dim=1).reshape(z.shape[:-1])
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (...,) long -> vectors (..., D)."""
+        if codes.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"codes must be integer, got {codes.dtype}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.num_codes):
+            raise ValueError(f"codes out of range [0, {self.num_codes}): min {int(codes.min())}, max {int(codes.max())}")
+        z = self.embedding(codes)
+        return F.normalize(z, dim=-1) if self.use_l2_norm else z
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        """Quantize with the VQ-VAE losses (used in training)."""
+        codes = self.nearest(z)
+        zq = self.lookup(codes).float()
+        zf = F.normalize(z.float(), dim=-1) if self.use_l2_norm else z.float()
+        loss = self.commitment_cost * F.mse_loss(zf, zq.detach()) + F.mse_loss(zq, zf.detach())
+        quantized = zf + (zq - zf).detach()
+        return QuantizerOutput(quantized.to(z.dtype), codes, loss)
+
+
+@dataclass
+class DiagonalGaussian:
+    """The VAE posterior of the release's `*_vae_*` tokenizers: channels split into (mean, logvar)."""
+
+    mean: torch.Tensor  # (..., C)
+    logvar: torch.Tensor  # (..., C), clamped to [-30, 20] like the release
+
+    @classmethod
+    def from_moments(cls, moments: torch.Tensor) -> DiagonalGaussian:
+        mean, logvar = moments.float().chunk(2, dim=-1)
+        return cls(mean, logvar.clamp(-30.0, 20.0))
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device)
+        return self.mean + torch.exp(0.5 * self.logvar) * noise
+
+    def kl(self) -> torch.Tensor:
+        """KL to the standard normal, summed over tokens and channels: (B,)."""
+        var = torch.exp(self.logvar)
+        return 0.5 * (self.mean.pow(2) + var - 1.0 - self.logvar).flatten(1).sum(1)

@@ -1,0 +1,125 @@
+"""Reading checkpoints from disk, offline and without executing code, and loading them strictly.
+
+Accepted sources (the release formats people download):
+  * a state dict already in memory;
+  * `.safetensors`;
+  * `.bin` / `.pt` / `.pth` (torch pickles, read with `weights_only=True` so a file can't run code);
+  * a Lightning `.ckpt` (taming-transformers): the weights sit under `state_dict`;
+  * a directory laid out like a downloaded model repository (`model.safetensors` or `pytorch_model.bin`,
+    optionally beside `config.json`).
+Loading is strict: a wrong or truncated file is one error naming the file, the missing and unexpected
+keys and the shape mismatches. Models may define `convert_state_dict(sd) -> sd` to accept what the
+original release holds beyond our parameters (buffers such as BERT's `position_ids`, training-loss keys).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Union
+
+import torch
+from torch import nn
+
+WeightsSource = Union[None, str, Path, Mapping[str, torch.Tensor]]
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+# What a downloaded model repository holds, in the order we prefer it.
+REPO_FILES = ("model.safetensors", "pytorch_model.bin", "model.bin", "model.ckpt", "last.ckpt")
+
+
+class WeightsError(ValueError):
+    """A checkpoint that can't be read or doesn't fit the model."""
+
+
+def resolve_weights_file(path: str | Path) -> Path:
+    """The weights file that `path` stands for (itself, or the one inside a model-repository directory)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise WeightsError(f"weights not found: {path} (nothing is downloaded; pass the path of a local file)")
+    if path.is_file():
+        return path
+    for name in REPO_FILES:
+        if (path / name).is_file():
+            return path / name
+    candidates = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise WeightsError(f"no weights file ({', '.join(WEIGHT_SUFFIXES)}) in directory {path}")
+    raise WeightsError(f"several weights files in {path}, pass one: {', '.join(p.name for p in candidates)}")
+
+
+def _read_pickle(path: Path) -> dict:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise WeightsError(
+            f"{path}: refusing to unpickle objects other than tensors (weights_only=True). "
+            f"Re-save the state dict alone, or convert the file to .safetensors. ({str(exc).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): {exc}") from None
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{path}: expected a state dict, found {type(obj).__name__}")
+    # Lightning checkpoints (taming-transformers) and training checkpoints nest the weights.
+    for key in ("state_dict", "model"):
+        if key in obj and isinstance(obj[key], Mapping):
+            return dict(obj[key])
+    return dict(obj)
+
+
+def _read_safetensors(path: Path) -> tuple[dict, dict]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: not a readable safetensors file (truncated or corrupt?): {exc}") from None
+    return tensors, meta
+
+
+def read_weights(source: WeightsSource) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(state dict, metadata) from any accepted source. Metadata is non-empty only for our own checkpoints."""
+    if source is None:
+        raise WeightsError("no weights given")
+    if isinstance(source, Mapping):
+        return dict(source), {}
+    path = resolve_weights_file(source)
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    if path.suffix in WEIGHT_SUFFIXES:
+        return _read_pickle(path), {}
+    raise WeightsError(f"{path}: unknown weights format {path.suffix!r}; expected one of {', '.join(WEIGHT_SUFFIXES)}")
+
+
+def _summarise(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
+    """Strictly load `state_dict` into `model`, after the model's own `convert_state_dict`."""
+    convert = getattr(model, "convert_state_dict", None)
+    sd = dict(convert(dict(state_dict)) if convert is not None else state_dict)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    mismatched = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys: {_summarise(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys: {_summarise(unexpected)}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatches: {_summarise(mismatched, 4)}")
+    if problems:
+        preset = getattr(model, "preset", type(model).__name__)
+        raise WeightsError(f"{source} does not fit {preset}: " + "; ".join(problems))
+    model.load_state_dict(sd, strict=True)
