@@ -17,3 +17,8 @@ def load_tokenizer(preset: str | None, weights: WeightsSource = None, **override
 
 def load_generator(preset: str | None, weights: WeightsSource = None, **overrides: Any):
     return create("generator", preset, weights, family="baselines", **overrides)
+
+
+# Registration happens on import; keep these last.
+from baselines import maskgit_generator as _maskgit_generator  # noqa: E402,F401
+from baselines import presets as _presets  # noqa: E402,F401

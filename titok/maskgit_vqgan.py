@@ -1,7 +1,7 @@
 """MaskGIT-VQGAN (Chang et al. 2022, as converted to PyTorch for the TiTok release).
 
-TiTok's two-stage tokenizers decode through this network's decoder, and the full model (encoder,
-quantizer, decoder) is also the MaskGIT baseline tokenizer. f16, 1024 codes x 256 dims, no attention.
+TiTok's two-stage tokenizers decode through this network's decoder; with the encoder and the codebook
+it is also the MaskGIT baseline tokenizer (baselines/maskgit_vqgan.py). f16, 1024 codes x 256 dims, no attention.
 Two details of the converted network matter for weight compatibility and are kept on purpose:
   * residual-block convolutions have no bias;
   * when a residual block changes width, its 1x1 `nin_shortcut` is applied to the block's *output*
@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from titok.configs import VQGANConfig
-from titok.quantizer import VectorQuantizer
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -103,26 +102,3 @@ class Decoder(nn.Module):
             if level.upsample_conv is not None:
                 h = level.upsample_conv(F.interpolate(h, scale_factor=2.0, mode="nearest"))
         return self.conv_out(F.silu(self.norm_out(h)))
-
-
-class MaskGITVQGAN(nn.Module):
-    """The full MaskGIT-VQGAN: image [0,1] -> (h*w) codes -> image [0,1] (unclamped)."""
-
-    def __init__(self, cfg: VQGANConfig):
-        super().__init__()
-        self.config = cfg
-        self.encoder = Encoder(cfg)
-        self.decoder = Decoder(cfg)
-        self.quantize = VectorQuantizer(cfg.codebook_size, cfg.z_channels)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, h*w) long
-        z = self.encoder(x)  # (B, Z, h, w)
-        return self.quantize.nearest(z.permute(0, 2, 3, 1)).flatten(1)
-
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:  # (B, h*w) long -> (B, 3, H, W)
-        b, n = codes.shape
-        side = int(round(n**0.5))
-        if side * side != n:
-            raise ValueError(f"expected a square grid of codes, got {n}")
-        z = self.quantize.lookup(codes).reshape(b, side, side, -1).permute(0, 3, 1, 2)
-        return self.decoder(z)

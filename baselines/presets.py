@@ -1,0 +1,31 @@
+"""Baseline tokenizer presets: MaskGIT-VQGAN and taming-transformers' ImageNet VQGANs, plus tiny test ones."""
+
+from __future__ import annotations
+
+from baselines.maskgit_vqgan import MaskGITVQGANConfig, MaskGITVQGANTokenizer
+from baselines.taming_vqgan import TamingConfig, TamingVQGANTokenizer
+from titok.configs import VQGANConfig
+from titok.registry import ModelSpec, register
+
+MASKGIT_WEIGHTS = "maskgit-vqgan-imagenet-f16-256.bin from the TiTok release (hub repo fun-research/TiTok)"
+TAMING_WEIGHTS = "taming-transformers README: 'ImageNet (f=16), VQGAN {}' (last.ckpt, Lightning)"
+
+register(ModelSpec("maskgit_vqgan_f16_1024", "tokenizer", "baselines", MaskGITVQGANConfig(), MaskGITVQGANTokenizer,
+                   "MaskGIT-VQGAN", released_weights=MASKGIT_WEIGHTS))
+register(ModelSpec("maskgit_vqgan_f16_1024_512", "tokenizer", "baselines", MaskGITVQGANConfig(image_size=512),
+                   MaskGITVQGANTokenizer, "MaskGIT-VQGAN (512)", released_weights=MASKGIT_WEIGHTS,
+                   notes="the 256 weights applied at 512x512 (32x32 tokens), as MaskGIT-512 uses them"))
+register(ModelSpec("taming_vqgan_f16_1024", "tokenizer", "baselines", TamingConfig(n_embed=1024), TamingVQGANTokenizer,
+                   "Taming-VQGAN f16-1024", released_weights=TAMING_WEIGHTS.format("f16-1024")))
+register(ModelSpec("taming_vqgan_f16_16384", "tokenizer", "baselines", TamingConfig(n_embed=16384),
+                   TamingVQGANTokenizer, "Taming-VQGAN f16-16384", released_weights=TAMING_WEIGHTS.format("f16-16384")))
+
+register(ModelSpec("maskgit_vqgan_tiny", "tokenizer", "baselines",
+                   MaskGITVQGANConfig(image_size=32, vqgan=VQGANConfig(hidden_channels=32, channel_mult=(1, 1, 2),
+                                                                       num_res_blocks=1, z_channels=32,
+                                                                       codebook_size=64)),
+                   MaskGITVQGANTokenizer, "maskgit_vqgan_tiny", test_only=True))
+register(ModelSpec("taming_vqgan_tiny", "tokenizer", "baselines",
+                   TamingConfig(image_size=32, ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(8,),
+                                resolution=32, z_channels=32, embed_dim=16, n_embed=64),
+                   TamingVQGANTokenizer, "taming_vqgan_tiny", test_only=True))
