@@ -1,0 +1,68 @@
+"""`titok-bench fid A B`: FID between two image folders, or a folder and a statistics .npz (incl. ADM's).
+
+Images are read as they are (no resizing unless --image-size), exactly as torch-fidelity reads a folder, so the
+number equals torch-fidelity's on the same folders and Inception weights. Prints the value; --json prints one
+object with constant keys and the protocol. Bad input: one message on stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bench.data import DataError, ImageFolder
+from bench.inception import MissingArtifactError
+from bench.metrics import MetricError, compute_image_metrics
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("fid", help="FID between two image folders (or a folder and a statistics .npz)")
+    p.add_argument("a", help="image folder (generated / reconstructed images)")
+    p.add_argument("b", help="image folder (reference images) or a statistics .npz with mu and sigma")
+    p.add_argument("--inception-weights", default=None, help="torch-fidelity Inception weights (.pth); see README")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--image-size", type=int, default=None, help="resize+center-crop both sets to this size first")
+    p.add_argument("--strict", action="store_true", help="an unreadable image is an error instead of skipped")
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of the bare number")
+    p.set_defaults(func=run)
+    return p
+
+
+def _source(path: str, args):
+    if Path(path).suffix == ".npz":
+        if not Path(path).is_file():
+            raise DataError(f"statistics file not found: {path}")
+        return path
+    return ImageFolder(path, image_size=args.image_size, strict=args.strict)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        a = _source(args.a, args)
+        if isinstance(a, str):
+            raise DataError("the first argument must be an image folder; only the second may be statistics")
+        b = _source(args.b, args)
+        result = compute_image_metrics(a, b, inception_weights=args.inception_weights, metrics=("fid",),
+                                       batch_size=args.batch_size, device=args.device, progress=sys.stderr.isatty())
+    except (DataError, MetricError, MissingArtifactError, ValueError, ImportError) as exc:
+        print(f"titok-bench fid: error: {exc}", file=sys.stderr)
+        return 2
+    skipped = [*getattr(a, "skipped", []), *getattr(b, "skipped", [])]
+    if skipped:
+        print(f"titok-bench fid: skipped {len(skipped)} unreadable images (use --strict to fail)", file=sys.stderr)
+    key, value = next(iter(result.values.items()))
+    if args.json:
+        print(json.dumps({"metric": key, "value": value, "skipped": len(skipped), "protocol": result.protocol}))
+    else:
+        print(f"{key}: {value:.6f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="titok-bench")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)

@@ -1,0 +1,32 @@
+"""Shared fixtures: small image folders, and a stand-in Inception weights file built once per session."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from bench.data import builtin_images
+
+
+def write_pngs(folder, images: torch.Tensor, prefix: str = "img") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images):
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(folder / f"{prefix}{i:03d}.png")
+
+
+@pytest.fixture(scope="session")
+def standin_inception(tmp_path_factory):
+    """Seeded random-weight Inception saved to a file and loaded through the real path (metrics stack only)."""
+    from bench.inception import make_standin_inception_weights
+
+    return make_standin_inception_weights(tmp_path_factory.mktemp("inception") / "standin.pth", seed=0)
+
+
+@pytest.fixture(scope="session")
+def image_folders(tmp_path_factory):
+    """Two folders of 64x64 PNGs: photographs (a) and procedural drawings (b), 12 each."""
+    root = tmp_path_factory.mktemp("folders")
+    write_pngs(root / "a", builtin_images("skimage", 64, 12, seed=0))
+    write_pngs(root / "b", builtin_images("procedural", 64, 12, seed=0))
+    return root / "a", root / "b"
