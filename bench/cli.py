@@ -1,0 +1,243 @@
+"""`titok-bench`: run benchmark suites, render tables, compare results, compute FID, generate, reconstruct.
+
+    titok-bench run --suite smoke --out out/smoke          # the main job (CPU, no external files)
+    titok-bench tables out/smoke/results.jsonl --out out/smoke/tables
+    titok-bench compare NEW.jsonl BASE.jsonl --tolerance 0.05
+    titok-bench fid FOLDER_A FOLDER_OR_STATS_B --inception-weights PATH
+    titok-bench generate --model titok_l32 --num 8 --out samples/
+    titok-bench reconstruct --model titok_l32 --input photos/ --out recon/
+    titok-bench list
+Bad input (unknown presets or suite keys, missing files) is one message on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from bench.commands import fid as fid_command
+from bench.data import DataError
+from bench.inception import MissingArtifactError
+from bench.metrics import MetricError
+from bench.suite import SuiteError
+from titok.weights import WeightsError
+
+BAD_INPUT = (SuiteError, MissingArtifactError, DataError, MetricError, WeightsError, KeyError, ValueError,
+             FileNotFoundError, ImportError)
+log = logging.getLogger("titok-bench")
+
+
+def _device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+# ------------------------------------------------------------------------------------------------ run
+def cmd_run(args) -> int:
+    from bench.env import environment
+    from bench.records import git_commit, new_run_id
+    from bench.suite import check_paths, load_suite
+    from bench.tables import write_tables
+    from bench.tasks.common import RunContext
+    from bench.tasks.gen import run_gen
+    from bench.tasks.recon import run_recon
+    from bench.tasks.speed import run_speed
+
+    suite = load_suite(args.suite, args.set or [])
+    if args.inception_weights:
+        for r in suite.runs:
+            r.settings["inception_weights"] = args.inception_weights
+    check_paths(suite)
+    device = _device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(out, new_run_id(), device, environment(device), git_commit(), progress=sys.stderr.isatty(),
+                     limit=args.limit)
+    (out / f"suite-{ctx.run_id}.resolved.json").write_text(json.dumps(
+        {"source": suite.source, "device": str(device), "limit": args.limit, **suite.resolved}, indent=2))
+    tasks = {"speed": run_speed, "recon": run_recon, "gen": run_gen}
+    print(f"suite {suite.name}: {len(suite.runs)} runs on {device} -> {ctx.results_path}")
+    for spec in tqdm(suite.runs, desc=f"suite {suite.name}", unit="run", disable=not ctx.progress):
+        print(f"  {spec.task}: {', '.join(spec.models)}", flush=True)
+        tasks[spec.task](spec, ctx)
+    written = write_tables(ctx.records, out / "tables")
+    errors = [r for r in ctx.records if r.get("error")]
+    print(f"{len(ctx.records)} records ({len(errors)} with an error field) -> {ctx.results_path}")
+    print(f"tables -> {written[0].parent}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- tables
+def cmd_tables(args) -> int:
+    from bench.records import read_records
+    from bench.tables import write_tables
+
+    res = read_records(args.results)
+    for p in res.problems:
+        print(f"skipped {p}", file=sys.stderr)
+    if not res.records:
+        print(f"titok-bench tables: error: no readable records in {', '.join(args.results)}", file=sys.stderr)
+        return 2
+    for path in write_tables(res.records, args.out):
+        print(path)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ compare
+def cmd_compare(args) -> int:
+    from bench.compare import compare
+    from bench.records import read_records
+
+    per_metric = {}
+    for item in args.metric_tolerance or []:
+        name, _, value = item.partition("=")
+        per_metric[name] = float(value)
+    new, base = read_records(args.new), read_records(args.base)
+    for p in new.problems + base.problems:
+        print(f"skipped {p}", file=sys.stderr)
+    rep = compare(new.records, base.records, args.tolerance, per_metric)
+    print(f"{rep.matched} matched measurements; {len(rep.regressions)} regressions, "
+          f"{len(rep.improvements)} improvements (tolerance {args.tolerance:.0%})")
+    for c in rep.regressions:
+        print(f"REGRESSION {c.line()}")
+    for c in rep.improvements:
+        print(f"improved   {c.line()}")
+    for s in rep.only_new:
+        print(f"new only   {s}")
+    for s in rep.only_base:
+        print(f"base only  {s}")
+    return 1 if rep.regressions else 0
+
+
+# ---------------------------------------------------------------------------------------- generate
+def cmd_generate(args) -> int:
+    from bench.tasks.common import load_model, paired_tokenizer
+    from bench.tasks.gen import generate_samples
+
+    device = _device(args.device)
+    weights = {"generator": {args.model: args.weights}, "tokenizer": {}}
+    gen, _ = load_model("generator", args.model, weights, device)
+    tok_name = paired_tokenizer(args.model)
+    weights["tokenizer"][tok_name] = args.tokenizer_weights
+    tok, _ = load_model("tokenizer", tok_name, weights, device)
+    labels = [int(x) for x in args.labels.split(",")] if args.labels else None
+    num = args.num or (len(labels) if labels else 8)
+    k, n = (int(x) for x in args.shard.split("/"))
+    made = generate_samples(gen, tok, Path(args.out), num, args.seed, args.batch_size, (k, n),
+                            progress=sys.stderr.isatty(), labels=labels)
+    print(f"wrote {made} new samples to {args.out} ({num} in all)")
+    return 0
+
+
+def cmd_reconstruct(args) -> int:
+    from bench.data import iter_image_batches, open_dataset
+    from bench.tasks.common import load_model
+    from bench.tasks.gen import write_png_atomic
+
+    device = _device(args.device)
+    tok, _ = load_model("tokenizer", args.model, {"tokenizer": {args.model: args.weights}}, device)
+    data = open_dataset(args.input, tok.image_size, limit=args.limit)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    i = 0
+    for batch, _ in iter_image_batches(data, args.batch_size, sys.stderr.isatty(), desc="reconstruct"):
+        for img in tok.reconstruct(batch, batch_size=args.batch_size):
+            write_png_atomic(out / f"{i:06d}.png", img)
+            i += 1
+    print(f"wrote {i} reconstructions to {out}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from bench.suite import builtin_suites
+    from titok.registry import get_spec, list_presets
+
+    for kind in ("tokenizer", "generator"):
+        print(f"{kind}s:")
+        for name in list_presets(kind, include_test=args.all):
+            spec = get_spec(kind, name)
+            print(f"  {name:30s} {spec.family:10s} {spec.display_name}{'  [' + spec.notes + ']' if spec.notes else ''}")
+    print("suites: " + ", ".join(builtin_suites()))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="titok-bench", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a benchmark suite")
+    p.add_argument("--suite", required=True, help="built-in suite name (see `list`) or a .toml file")
+    p.add_argument("--out", required=True, help="output folder: results.jsonl, tables/, resolved suite")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--limit", type=int, default=None, help="cap images/samples per run (quick looks)")
+    p.add_argument("--inception-weights", default=None, help="Inception weights for every metric of the suite")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a suite value, e.g. --set defaults.iters=5 --set vars.IMAGENET_VAL=/data/val")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("tables", help="render tables (md, tex, csv) from results files")
+    p.add_argument("results", nargs="+")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("compare", help="compare two results files; exit 1 on a regression")
+    p.add_argument("new")
+    p.add_argument("base")
+    p.add_argument("--tolerance", type=float, default=0.05, help="relative change allowed (default 0.05)")
+    p.add_argument("--metric-tolerance", action="append", metavar="NAME=VALUE")
+    p.set_defaults(func=cmd_compare)
+
+    fid_command.add_parser(sub)
+
+    p = sub.add_parser("generate", help="class-conditional samples to PNG (resumable, shardable)")
+    p.add_argument("--model", required=True, help="generator preset")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--labels", help="comma-separated ImageNet class ids, cycled")
+    p.add_argument("--num", type=int, default=None, help="number of samples (default: one per label, or 8)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights", default=None)
+    p.add_argument("--tokenizer-weights", default=None)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--shard", default="0/1", help="k/n: this process writes samples i with i %% n == k")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("reconstruct", help="images through a tokenizer and back, to PNG")
+    p.add_argument("--model", required=True, help="tokenizer preset")
+    p.add_argument("--input", required=True, help="image folder or builtin:skimage / builtin:procedural")
+    p.add_argument("--out", required=True)
+    p.add_argument("--weights", default=None)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("list", help="list presets and built-in suites")
+    p.add_argument("--all", action="store_true", help="include the tiny test presets")
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except BAD_INPUT as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"titok-bench {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Published numbers, each with its source, for the comparison rows of generated tables.
+
+They are shown in their own rows marked as published; they are never mixed into measured records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TITOK_README = "TiTok release README (bytedance/1d-tokenizer), ImageNet 256x256"
+TITOK_ABSTRACT = "TiTok paper abstract (arXiv 2406.07550), ImageNet 512x512"
+TAMING_README = "taming-transformers README, ImageNet val, torch-fidelity"
+MASKGIT_PAPER = "MaskGIT paper (Chang et al. 2022), ImageNet class-conditional"
+
+
+@dataclass(frozen=True)
+class Published:
+    model: str  # our preset name
+    resolution: int
+    metrics: dict
+    source: str
+    note: str = ""
+
+
+PUBLISHED = [
+    Published("titok_l32", 256, {"rfid": 2.21, "gfid": 2.77}, TITOK_README),
+    Published("titok_b64", 256, {"rfid": 1.70, "gfid": 2.48}, TITOK_README),
+    Published("titok_s128", 256, {"rfid": 1.71, "gfid": 1.97}, TITOK_README),
+    Published("titok_bl64_vq8k", 256, {"rfid": 2.06}, TITOK_README),
+    Published("titok_bl128_vq8k", 256, {"rfid": 1.49}, TITOK_README),
+    Published("titok_sl256_vq8k", 256, {"rfid": 1.03}, TITOK_README),
+    Published("titok_ll32_vae_c16", 256, {"rfid": 1.61}, TITOK_README),
+    Published("titok_bl64_vae_c16", 256, {"rfid": 1.25}, TITOK_README),
+    Published("titok_bl128_vae_c16", 256, {"rfid": 0.84}, TITOK_README),
+    Published("titok_l64_512", 512, {"gfid": 2.74}, TITOK_ABSTRACT,
+              "abstract: 2.74 with 64x fewer tokens than DiT-XL/2 (3.04), 410x faster generation"),
+    Published("titok_b128_512", 512, {"gfid": 2.13}, TITOK_ABSTRACT,
+              "abstract: best variant 2.13, 74x faster than DiT-XL/2; attributed to B-128 here"),
+    Published("taming_vqgan_f16_1024", 256, {"rfid": 7.94}, TAMING_README),
+    Published("taming_vqgan_f16_16384", 256, {"rfid": 4.98}, TAMING_README),
+    Published("maskgit_256", 256, {"gfid": 6.18, "isc_mean": 182.1}, MASKGIT_PAPER),
+    Published("maskgit_512", 512, {"gfid": 7.32, "isc_mean": 156.0}, MASKGIT_PAPER),
+]

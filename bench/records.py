@@ -1,0 +1,112 @@
+"""Results records: append-only JSON Lines with a versioned schema (one measurement per line).
+
+A record is written whole or not at all: the full line goes out in one `write` on a file opened for append,
+then flush + fsync, so a crash never leaves half a line and never touches earlier records. Readers skip and
+report malformed lines instead of dying, so one bad line can't hide a results file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+TASKS = ("recon", "gen", "speed", "memory", "train")
+REQUIRED = ("schema_version", "run_id", "time", "git_commit", "model", "weights_tag", "task", "metrics", "protocol",
+            "env")
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent, capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd or Path(__file__).parent,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if out.returncode != 0:
+        return "unknown"
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def _finite(x):
+    """JSON has no NaN/inf: store them as strings so a record stays valid JSON and the value is not lost."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def make_record(*, run_id: str, model: str, task: str, metrics: dict, protocol: dict, env: dict,
+                weights_tag: str = "random", error: str | None = None, commit: str | None = None) -> dict:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    rec = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           "git_commit": commit or git_commit(), "model": model, "weights_tag": weights_tag, "task": task,
+           "metrics": metrics, "protocol": protocol, "env": env}
+    if error:
+        rec["error"] = error
+    return rec
+
+
+def append_record(path: str | Path, record: dict) -> None:
+    missing = [k for k in REQUIRED if k not in record]
+    if missing:
+        raise ValueError(f"record lacks {missing}")
+    line = json.dumps(_finite(record), sort_keys=True, allow_nan=False) + "\n"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        data = line.encode()
+        if os.write(fd, data) != len(data):
+            raise OSError(f"short write to {path}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class ReadResult:
+    records: list[dict]
+    problems: list[str]  # "file:line: why" for every skipped line
+
+
+def read_records(paths: str | Path | Iterable[str | Path]) -> ReadResult:
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    records, problems = [], []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"results file not found: {path}")
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    problems.append(f"{path}:{n}: not JSON ({exc.msg})")
+                    continue
+                if not isinstance(rec, dict) or any(k not in rec for k in REQUIRED):
+                    problems.append(f"{path}:{n}: not a results record (missing fields)")
+                    continue
+                if rec["schema_version"] > SCHEMA_VERSION:
+                    problems.append(f"{path}:{n}: schema {rec['schema_version']} is newer than this tool's")
+                    continue
+                records.append(rec)
+    return ReadResult(records, problems)

@@ -1,0 +1,233 @@
+"""Benchmark suites: TOML data (never code) describing models x tasks x settings.
+
+    [suite]                      name, description
+    [vars]                       NAME = "value", used as ${NAME} in strings; the environment and
+                                 `--set vars.NAME=...` override them
+    [defaults]                   settings every [[run]] inherits (below)
+    [[run]]                      task = "speed" | "recon" | "gen", models = [...], and settings
+
+Settings (defaults shown in DEFAULTS): batch sizes, precisions, warm-up and timed iterations, ops, data,
+limit, metrics, Inception weights ("standin" for the seeded stand-in), reference statistics, sample count,
+seed, sampling overrides ([run.sampling]), weights by preset ([defaults.weights] / [run.weights]).
+Unknown sections, keys and presets are errors that list the known ones. Paths that a run needs are checked
+before any work starts, and every missing one is named in a single error.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import tomli
+
+from titok.registry import get_spec
+
+SECTIONS = ("suite", "vars", "defaults", "run")
+SUITE_KEYS = ("name", "description")
+TASKS = ("speed", "recon", "gen")
+DEFAULTS: dict[str, Any] = {
+    "kind": "tokenizer",  # which registry the models come from: "tokenizer" | "generator"
+    "ops": [],  # speed: tokenizer encode/decode; generator sample/generate (empty = all of the kind)
+    "batch_sizes": [1],
+    "precisions": ["fp32"],  # fp32 | bf16 | fp16 (autocast; bf16/fp16 recorded as unsupported on CPU)
+    "warmup": 1,
+    "iters": 3,
+    "data": "builtin:skimage",
+    "limit": 16,
+    "metrics": ["fid", "psnr", "ssim"],
+    "inception_weights": "standin",
+    "reference": "",  # gen: statistics .npz of the real images (ADM's VIRTUAL_imagenet256_labeled.npz)
+    "num_samples": 50000,
+    "seed": 0,
+    "eval_batch_size": 32,
+    "sampling": {},
+    "weights": {},  # {"tokenizer": {preset: path}, "generator": {preset: path}}: released weights
+}
+RUN_KEYS = ("task", "models", *DEFAULTS)
+OPS = {"tokenizer": ("encode", "decode"), "generator": ("sample", "generate")}
+VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class SuiteError(ValueError):
+    """A suite that can't be run as written; the message says what and lists the valid choices."""
+
+
+@dataclass
+class RunSpec:
+    task: str
+    models: list[str]
+    settings: dict[str, Any]
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    runs: list[RunSpec]
+    source: str
+    resolved: dict = field(default_factory=dict)  # what was actually run, written beside the outputs
+
+
+def builtin_suites() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in resources.files("bench.suites").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def _read(name_or_path: str) -> tuple[dict, str]:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise SuiteError(f"suite file not found: {path}")
+        text, source = path.read_text(), str(path)
+    elif name_or_path in builtin_suites():
+        text, source = (resources.files("bench.suites") / f"{name_or_path}.toml").read_text(), name_or_path
+    else:
+        raise SuiteError(f"unknown suite {name_or_path!r}; built-in: {', '.join(builtin_suites())} (or a .toml path)")
+    try:
+        return tomli.loads(text), source
+    except tomli.TOMLDecodeError as exc:
+        raise SuiteError(f"{source}: invalid TOML: {exc}") from None
+
+
+def _check_keys(where: str, got, known) -> None:
+    unknown = sorted(set(got) - set(known))
+    if unknown:
+        raise SuiteError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
+
+
+def _coerce(key: str, value: Any, like: Any) -> Any:
+    if like is None or isinstance(value, type(like)) or (isinstance(like, float) and isinstance(value, int)):
+        return value
+    raise SuiteError(f"{key}: expected {type(like).__name__}, got {type(value).__name__} ({value!r})")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'defaults.iters=5' -> (['defaults', 'iters'], 5); the value is read as TOML, else as a string."""
+    if "=" not in text:
+        raise SuiteError(f"--set expects section.key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = tomli.loads(f"v = {raw}")["v"]
+    except tomli.TOMLDecodeError:
+        value = raw
+    parts = key.strip().split(".")
+    if len(parts) != 2 or parts[0] not in ("defaults", "vars", "suite"):
+        raise SuiteError(f"--set {key}: use defaults.KEY, vars.NAME or suite.KEY")
+    return parts, value
+
+
+def _merge_weights(where: str, base: dict, extra: dict) -> dict:
+    merged = {"tokenizer": {}, "generator": {}}
+    for table in (base, extra):
+        _check_keys(f"{where} weights", table, ("tokenizer", "generator"))
+        for kind, entries in table.items():
+            if not isinstance(entries, dict):
+                raise SuiteError(f"{where} weights.{kind}: expected a table of preset = path")
+            for preset, path in entries.items():
+                get_spec(kind, preset)
+                merged[kind][preset] = path
+    return merged
+
+
+def _expand(value: Any, variables: dict[str, str], missing: set[str]) -> Any:
+    if isinstance(value, str):
+        def sub(m):
+            name = m.group(1)
+            if name in os.environ:
+                return os.environ[name]
+            if name in variables:
+                return str(variables[name])
+            missing.add(name)
+            return m.group(0)
+        return VAR.sub(sub, value)
+    if isinstance(value, list):
+        return [_expand(v, variables, missing) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v, variables, missing) for k, v in value.items()}
+    return value
+
+
+def load_suite(name_or_path: str, overrides: list[str] = ()) -> Suite:
+    data, source = _read(name_or_path)
+    _check_keys(source, data, SECTIONS)
+    data = copy.deepcopy(data)
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        data.setdefault(section, {})[key] = value
+    suite_meta = data.get("suite", {})
+    _check_keys(f"{source} [suite]", suite_meta, SUITE_KEYS)
+    defaults = dict(DEFAULTS)
+    _check_keys(f"{source} [defaults]", data.get("defaults", {}), DEFAULTS)
+    for k, v in data.get("defaults", {}).items():
+        defaults[k] = _coerce(f"defaults.{k}", v, DEFAULTS[k])
+    variables = {k: str(v) for k, v in data.get("vars", {}).items()}
+    missing_vars: set[str] = set()
+    runs = []
+    for i, run in enumerate(data.get("run", [])):
+        where = f"{source} [[run]] #{i + 1}"
+        _check_keys(where, run, RUN_KEYS)
+        if run.get("task") not in TASKS:
+            raise SuiteError(f"{where}: task must be one of {', '.join(TASKS)}, got {run.get('task')!r}")
+        settings = dict(defaults)
+        for k, v in run.items():
+            if k not in ("task", "models"):
+                settings[k] = _coerce(f"{where} {k}", v, DEFAULTS[k])
+        settings["weights"] = _merge_weights(where, defaults["weights"], run.get("weights", {}))
+        kind = "generator" if run["task"] == "gen" else settings["kind"]
+        if kind not in OPS:
+            raise SuiteError(f"{where}: kind must be 'tokenizer' or 'generator', got {kind!r}")
+        settings["kind"] = kind
+        bad_ops = sorted(set(settings["ops"]) - set(OPS[kind]))
+        if bad_ops:
+            raise SuiteError(f"{where}: unknown op(s) {bad_ops} for {kind}s; known: {', '.join(OPS[kind])}")
+        models = run.get("models") or []
+        if not models:
+            raise SuiteError(f"{where}: needs a non-empty `models` list")
+        for m in models:
+            get_spec(kind, m)  # unknown presets -> error listing the known ones
+        runs.append(RunSpec(run["task"], list(models), _expand(settings, variables, missing_vars)))
+    if missing_vars:
+        raise SuiteError(f"{source}: undefined variable(s) {', '.join(sorted(missing_vars))}: set them in the "
+                         f"environment or with --set vars.NAME=VALUE")
+    if not runs:
+        raise SuiteError(f"{source}: no [[run]] entries")
+    resolved = {"suite": suite_meta, "vars": variables, "run": [{"task": r.task, "models": r.models, **r.settings}
+                                                                for r in runs]}
+    return Suite(suite_meta.get("name", Path(source).stem), suite_meta.get("description", ""), runs, source, resolved)
+
+
+def required_paths(suite: Suite) -> list[tuple[str, str]]:
+    """(what, path) for every external file the suite needs; 'standin' and built-in data need none."""
+    need = []
+    for r in suite.runs:
+        s = r.settings
+        if r.task in ("recon", "gen") and s["inception_weights"] != "standin":
+            need.append(("Inception weights (torch-fidelity weights-inception-2015-12-05-6726825d.pth)",
+                         s["inception_weights"]))
+        if r.task == "recon" and not s["data"].startswith("builtin:"):
+            need.append(("image folder (e.g. ImageNet val, val/<wnid>/*.JPEG)", s["data"]))
+        if r.task == "gen":
+            need.append(("reference statistics (ADM VIRTUAL_imagenet256_labeled.npz)", s["reference"]))
+        for kind, table in s["weights"].items():
+            for model, path in table.items():
+                need.append((f"{kind} weights for {model}", path))
+    return need
+
+
+def check_paths(suite: Suite) -> None:
+    from bench.inception import MissingArtifactError
+
+    missing = [f"  {what}: {path or '(not set)'}" for what, path in required_paths(suite) if not path or
+               not Path(path).exists()]
+    if missing:
+        raise MissingArtifactError(
+            f"suite {suite.name} needs files that are not on this machine (nothing is downloaded):\n"
+            + "\n".join(missing)
+            + "\nSee README 'External files' for where to get each and where to put it; set paths in the environment"
+              " or with --set vars.NAME=PATH."
+        )

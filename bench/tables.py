@@ -1,0 +1,133 @@
+"""Tables generated from result records only (never typed by hand): markdown, LaTeX and CSV.
+
+`quality`: the paper's layout (tokenizer, #tokens, codebook, rFID, PSNR, SSIM, generator params, gFID, IS,
+images/sec, memory), one row per model measured, plus the published numbers in their own rows marked
+"published". Numbers from a stand-in Inception get their own columns, headed as such; they are never FID.
+`speed`: every speed record (op, batch, precision, resolution, images/sec, peak memory, device, error).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tabulate import tabulate
+
+from bench.paper import PUBLISHED
+from titok.registry import get_spec
+
+QUALITY_COLUMNS = ["model", "source", "resolution", "tokens", "codebook", "rFID", "PSNR", "SSIM", "gFID", "IS",
+                   "params (M)", "gen img/s", "peak mem (MB)", "rFID (stand-in Inception)",
+                   "gFID (stand-in Inception)"]
+SPEED_COLUMNS = ["model", "op", "resolution", "batch", "precision", "img/s", "sec/batch", "peak mem (MB)",
+                 "params (M)", "device", "weights", "error"]
+_FACTS: dict[tuple[str, str], dict] = {}
+
+
+def model_facts(name: str) -> dict:
+    """Display name, token count and codebook of a preset (tokenizer, or a generator's tokenizer)."""
+    key = ("tokenizer", name)
+    if key not in _FACTS:
+        try:
+            spec = get_spec("tokenizer", name)
+        except KeyError:
+            try:
+                gspec = get_spec("generator", name)
+            except KeyError:
+                return {"display": name}
+            spec = get_spec("tokenizer", gspec.tokenizer) if gspec.tokenizer else None
+            if spec is None:
+                return {"display": gspec.display_name or name}
+            facts = dict(model_facts(spec.name), display=gspec.display_name or name)
+            _FACTS[key] = facts
+            return facts
+        from titok.registry import create
+
+        with torch.device("meta"):
+            tok = create("tokenizer", name)
+        codebook = tok.codebook_size if tok.codebook_size else f"VAE c{tok.token_channels}"
+        _FACTS[key] = {"display": spec.display_name or name, "tokens": tok.num_tokens, "codebook": codebook,
+                       "resolution": tok.image_size}
+    return _FACTS[key]
+
+
+def _fmt(x, digits=2):
+    if x is None or (isinstance(x, float) and pd.isna(x)):
+        return ""
+    if isinstance(x, float):
+        return f"{x:.{digits}f}" if abs(x) >= 10 ** -digits or x == 0 else f"{x:.2e}"
+    return str(x)
+
+
+def quality_table(records: list[dict]) -> pd.DataFrame:
+    rows: dict[tuple, dict] = {}
+    for r in records:
+        if r.get("error"):
+            continue
+        facts = model_facts(r["model"])
+        res = r["protocol"].get("resolution") or facts.get("resolution")
+        key = (r["model"], r["weights_tag"], res)
+        row = rows.setdefault(key, {"model": facts["display"], "source": f"measured ({r['weights_tag']})",
+                                    "resolution": res, "tokens": facts.get("tokens"),
+                                    "codebook": facts.get("codebook")})
+        m = r["metrics"]
+        if r["task"] == "recon":
+            row.update({"rFID": m.get("rfid"), "PSNR": m.get("psnr"), "SSIM": m.get("ssim"),
+                        "rFID (stand-in Inception)": m.get("standin_rfid")})
+        elif r["task"] == "gen":
+            row.update({"gFID": m.get("gfid"), "IS": m.get("isc_mean"),
+                        "gFID (stand-in Inception)": m.get("standin_gfid")})
+        elif r["task"] == "speed" and r["protocol"].get("op") in ("generate", "decode"):
+            # The table's throughput column is end-to-end generation, else decoding, at the largest batch.
+            if r["protocol"]["op"] == "generate" or row.get("_op") != "generate":
+                if r["protocol"].get("precision") == "fp32" or row.get("gen img/s") is None:
+                    row.update({"gen img/s": m.get("images_per_sec"), "peak mem (MB)": m.get("peak_memory_mb"),
+                                "params (M)": m.get("params_m"), "_op": r["protocol"]["op"]})
+    measured = list(rows.values())
+    for p in PUBLISHED:
+        if not any(k[0] == p.model for k in rows):
+            continue
+        facts = model_facts(p.model)
+        measured.append({"model": facts["display"], "source": f"published: {p.source}", "resolution": p.resolution,
+                         "tokens": facts.get("tokens"), "codebook": facts.get("codebook"),
+                         "rFID": p.metrics.get("rfid"), "gFID": p.metrics.get("gfid"), "IS": p.metrics.get("isc_mean")})
+    df = pd.DataFrame(measured, columns=QUALITY_COLUMNS)
+    return df.dropna(axis=1, how="all")
+
+
+def speed_table(records: list[dict]) -> pd.DataFrame:
+    rows = []
+    for r in records:
+        if r["task"] != "speed":
+            continue
+        p, m = r["protocol"], r["metrics"]
+        rows.append({"model": r["model"], "op": p.get("op"), "resolution": p.get("resolution"),
+                     "batch": p.get("batch_size_used", p.get("batch_size")), "precision": p.get("precision"),
+                     "img/s": m.get("images_per_sec"), "sec/batch": m.get("sec_per_batch"),
+                     "peak mem (MB)": m.get("peak_memory_mb"), "params (M)": m.get("params_m"),
+                     "device": r["env"].get("device_name"), "weights": r["weights_tag"], "error": r.get("error", "")})
+    return pd.DataFrame(rows, columns=SPEED_COLUMNS)
+
+
+def render(df: pd.DataFrame, fmt: str) -> str:
+    shown = df.apply(lambda col: col.map(_fmt)) if len(df) else df
+    if fmt == "md":
+        return tabulate(shown.values.tolist(), headers=list(shown.columns), tablefmt="pipe")
+    if fmt == "tex":
+        return tabulate(shown.values.tolist(), headers=list(shown.columns), tablefmt="latex_booktabs")
+    if fmt == "csv":
+        return df.to_csv(index=False)
+    raise ValueError(f"unknown table format {fmt!r}; known: md, tex, csv")
+
+
+def write_tables(records: list[dict], out_dir: str | Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, df in (("quality", quality_table(records)), ("speed", speed_table(records))):
+        for fmt in ("md", "tex", "csv"):
+            path = out_dir / f"{name}.{fmt}"
+            path.write_text(render(df, fmt) + "\n")
+            written.append(path)
+    return written

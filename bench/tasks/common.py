@@ -1,0 +1,83 @@
+"""What every task needs: the run's context, model loading with weights tags, and record emission."""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from bench.records import append_record, make_record
+from titok.registry import create, get_spec
+
+log = logging.getLogger(__name__)
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Inference options in effect; the fast-inference work toggles these, and `compare` matches on them.
+OPTIONS = {"attention": "sdpa", "cfg_batched": True, "compile": False, "channels_last": False, "cuda_graphs": False}
+
+
+@dataclass
+class RunContext:
+    out_dir: Path
+    run_id: str
+    device: torch.device
+    env: dict
+    commit: str
+    progress: bool = False
+    limit: int | None = None  # --limit: caps images / samples per run, for quick looks
+    records: list[dict] = field(default_factory=list)
+
+    @property
+    def results_path(self) -> Path:
+        return self.out_dir / "results.jsonl"
+
+    def emit(self, **kwargs) -> dict:
+        rec = make_record(run_id=self.run_id, env=self.env, commit=self.commit, **kwargs)
+        append_record(self.results_path, rec)
+        self.records.append(rec)
+        return rec
+
+
+def weights_tag(path: str | None) -> str:
+    """'random' or '<file name>@<sha256 prefix>' so records say which weights produced them."""
+    if not path:
+        return "random"
+    p = Path(path)
+    if p.is_dir():
+        from titok.weights import resolve_weights_file
+
+        p = resolve_weights_file(p)
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return f"{p.name}@{h.hexdigest()[:12]}"
+
+
+def load_model(kind: str, preset: str, weights: dict, device: torch.device):
+    """A preset on `device` in eval mode, with its weights from the suite's table ({kind: {preset: path}})."""
+    path = weights.get(kind, {}).get(preset)
+    torch.manual_seed(0)  # random-weight runs are reproducible
+    model = create(kind, preset, path or None).to(device).eval()
+    return model, weights_tag(path)
+
+
+def paired_tokenizer(generator_preset: str) -> str:
+    tok = get_spec("generator", generator_preset).tokenizer
+    if tok is None:
+        raise ValueError(f"generator {generator_preset} names no tokenizer to decode its tokens")
+    return tok
+
+
+def free(*objs) -> None:
+    del objs
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def parameter_millions(model: torch.nn.Module) -> float:
+    return sum(p.numel() for p in model.parameters()) / 1e6

@@ -1,0 +1,90 @@
+"""Tables from records (paper rows marked, stand-ins never called FID) and regression comparison."""
+
+from __future__ import annotations
+
+import copy
+
+from bench.cli import main
+from bench.compare import compare
+from bench.env import environment
+from bench.records import append_record, make_record, read_records
+from bench.tables import quality_table, render, speed_table, write_tables
+
+ENV = environment("cpu")
+
+
+def speed(model, ips, op="decode", mem=100.0):
+    return make_record(run_id="r", model=model, task="speed", commit="c", env=ENV,
+                       metrics={"images_per_sec": ips, "sec_per_batch": 1 / ips, "peak_memory_mb": mem},
+                       protocol={"op": op, "batch_size": 1, "precision": "fp32", "resolution": 256})
+
+
+def recon(model, key="standin_rfid", value=3.0):
+    return make_record(run_id="r", model=model, task="recon", commit="c", env=ENV,
+                       metrics={key: value, "psnr": 20.0, "ssim": 0.5},
+                       protocol={"data": "builtin:skimage", "resolution": 256, "extractor": {"standin": True}})
+
+
+def test_quality_table_marks_published_rows_and_stand_ins():
+    df = quality_table([recon("titok_l32"), speed("titok_l32", 2.0)])
+    measured = df[df.source.str.startswith("measured")].iloc[0]
+    published = df[df.source.str.startswith("published")].iloc[0]
+    assert measured["model"] == "TiTok-L-32" and measured["tokens"] == 32 and measured["codebook"] == 4096
+    assert measured["rFID (stand-in Inception)"] == 3.0 and ("rFID" not in df.columns or df.rFID.isna()[0])
+    assert published["rFID"] == 2.21 and "TiTok release README" in published["source"]
+    md, tex = render(df, "md"), render(df, "tex")
+    assert "rFID (stand-in Inception)" in md and "published" in md and "\\toprule" in tex
+
+
+def test_real_fid_goes_in_the_fid_column():
+    df = quality_table([recon("titok_b64", key="rfid", value=1.8)])
+    assert df[df.source.str.startswith("measured")].iloc[0]["rFID"] == 1.8
+
+
+def test_speed_table_keeps_errors():
+    bad = speed("titok_l32", 1.0)
+    bad["error"] = "not supported: bf16 autocast is measured on CUDA only"
+    df = speed_table([speed("titok_b64", 3.0), bad])
+    assert list(df["img/s"])[0] == 3.0 and "not supported" in list(df["error"])[1]
+
+
+def test_write_tables_all_formats(tmp_path):
+    paths = write_tables([recon("titok_l32"), speed("titok_l32", 2.0)], tmp_path)
+    assert sorted(p.name for p in paths) == sorted(f"{n}.{f}" for n in ("quality", "speed") for f in ("md", "tex", "csv"))
+    assert "TiTok-L-32" in (tmp_path / "quality.csv").read_text()
+
+
+def test_compare_flags_planted_throughput_drop(tmp_path):
+    base = [speed("titok_l32", 10.0), speed("titok_b64", 8.0), recon("titok_l32")]
+    same = copy.deepcopy(base)
+    slower = copy.deepcopy(base)
+    slower[0]["metrics"]["images_per_sec"] = 9.0  # planted 10% drop
+    slower[0]["metrics"]["sec_per_batch"] = 1 / 9.0
+    assert not compare(same, base).regressions
+    rep = compare(slower, base, tolerance=0.05)
+    assert {c.metric for c in rep.regressions} == {"images_per_sec", "sec_per_batch"}
+    assert rep.matched == 3
+    assert not compare(slower, base, tolerance=0.2).regressions
+
+    for name, recs in (("base", base), ("same", same), ("slower", slower)):
+        for r in recs:
+            append_record(tmp_path / f"{name}.jsonl", r)
+    assert main(["compare", str(tmp_path / "same.jsonl"), str(tmp_path / "base.jsonl")]) == 0
+    assert main(["compare", str(tmp_path / "slower.jsonl"), str(tmp_path / "base.jsonl")]) == 1
+
+
+def test_compare_does_not_match_different_protocols():
+    a, b = speed("titok_l32", 10.0), speed("titok_l32", 5.0)
+    b["protocol"]["batch_size"] = 8
+    rep = compare([b], [a])
+    assert rep.matched == 0 and rep.only_new and rep.only_base and not rep.regressions
+
+
+def test_tables_command_skips_malformed_lines(tmp_path, capsys):
+    path = tmp_path / "r.jsonl"
+    append_record(path, recon("titok_l32"))
+    with open(path, "a") as f:
+        f.write("garbage\n")
+    assert main(["tables", str(path), "--out", str(tmp_path / "t")]) == 0
+    assert "skipped" in capsys.readouterr().err
+    assert len(read_records(path).records) == 1
