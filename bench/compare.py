@@ -47,7 +47,8 @@ class Change:
         return (self.new - self.base) / abs(self.base) if self.base else float("inf")
 
     def line(self) -> str:
-        return f"{self.model} {self.task} {self.what}: {self.metric} {self.base:.4g} -> {self.new:.4g} ({self.relative:+.1%})"
+        return (f"{self.model} {self.task} {self.what}: {self.metric} {self.base:.4g} -> {self.new:.4g} "
+                f"({self.relative:+.1%})")
 
 
 @dataclass

@@ -151,7 +151,8 @@ def load_inception(weights: str | Path | None, device: str | torch.device = "cpu
     try:
         torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path}: refusing an Inception weights file that is not a plain tensor state dict: {exc}")
+        raise ValueError(f"{path}: refusing an Inception weights file that is not a plain tensor state dict: "
+                         f"{exc}") from None
     extractor = fe.FeatureExtractorInceptionV3("inception-v3-compat", list(FEATURES),
                                                feature_extractor_weights_path=str(path))
     return extractor.to(device).eval(), info

@@ -174,5 +174,5 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
 
     vals = [structural_similarity(x.permute(1, 2, 0).numpy(), y.permute(1, 2, 0).numpy(), channel_axis=2,
                                   data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
-            for x, y in zip(a, b)]
+            for x, y in zip(a, b, strict=True)]
     return float(np.mean(vals))

@@ -116,7 +116,8 @@ def measure(fn: Callable[[], object], batch_size: int, device: str | torch.devic
             seconds.append(time.perf_counter() - t0)
     t = Timing(batch_size, seconds, warmup)
     if cuda:
-        t.peak_memory_mb, t.memory_source = torch.cuda.max_memory_allocated(device) / 2**20, "torch.cuda.max_memory_allocated"
+        t.peak_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20
+        t.memory_source = "torch.cuda.max_memory_allocated"
         t.nvml_used_mb = _nvml_used_mb(device)
     else:
         kb = _read_vmhwm_kb()

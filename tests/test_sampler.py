@@ -27,7 +27,7 @@ def test_schedule_is_arccos_and_ends_unmasked():
         counts.append(left)
     expected = [max(1, math.floor(n * math.acos((s + 1) / steps) / (math.pi / 2))) for s in range(steps - 1)] + [0]
     assert counts == expected
-    assert all(a > b for a, b in zip(counts, counts[1:]))
+    assert all(a > b for a, b in zip(counts, counts[1:], strict=False))
 
 
 @pytest.mark.parametrize("decay", ["constant", "linear", "power-cosine"])
@@ -67,7 +67,7 @@ def test_guidance_schedules():
     assert {guidance_scale_at(s, const) for s in range(4)} == {4.0}
     pc = SamplingConfig(num_steps=4, guidance_scale=6.9, guidance_decay="power-cosine")
     scales = [guidance_scale_at(s, pc) for s in range(4)]
-    assert scales[0] == 1.0 and all(a <= b for a, b in zip(scales, scales[1:])) and scales[-1] < 6.9
+    assert scales[0] == 1.0 and all(a <= b for a, b in zip(scales, scales[1:], strict=False)) and scales[-1] < 6.9
     with pytest.raises(ValueError, match="guidance_decay"):
         SamplingConfig(guidance_decay="cosine")
 

@@ -50,7 +50,8 @@ def test_speed_table_keeps_errors():
 
 def test_write_tables_all_formats(tmp_path):
     paths = write_tables([recon("titok_l32"), speed("titok_l32", 2.0)], tmp_path)
-    assert sorted(p.name for p in paths) == sorted(f"{n}.{f}" for n in ("quality", "speed") for f in ("md", "tex", "csv"))
+    expected = sorted(f"{n}.{f}" for n in ("quality", "speed") for f in ("md", "tex", "csv"))
+    assert sorted(p.name for p in paths) == expected
     assert "TiTok-L-32" in (tmp_path / "quality.csv").read_text()
 
 

@@ -26,5 +26,5 @@ def load_generator(preset: str | None, weights: WeightsSource = None, **override
 
 
 # Registration happens on import; keep these last (they import the modules above).
-from titok import presets as _tokenizer_presets  # noqa: E402,F401
 from titok import generator_presets as _generator_presets  # noqa: E402,F401
+from titok import presets as _tokenizer_presets  # noqa: E402,F401

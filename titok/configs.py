@@ -28,7 +28,8 @@ class ConfigMixin:
         kwargs = {}
         for name, value in data.items():
             hint = hints[name]
-            sub = next((a for a in typing.get_args(hint) or (hint,) if isinstance(a, type) and issubclass(a, ConfigMixin)), None)
+            options = typing.get_args(hint) or (hint,)
+            sub = next((a for a in options if isinstance(a, type) and issubclass(a, ConfigMixin)), None)
             if sub is not None and isinstance(value, dict):
                 value = sub.from_dict(value)
             elif isinstance(value, list):

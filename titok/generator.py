@@ -44,7 +44,8 @@ class Generator(nn.Module):
         if class_labels.numel() and (int(class_labels.min()) < 0 or int(class_labels.max()) >= self.num_classes):
             raise ValueError(f"class labels must lie in [0, {self.num_classes})")
         ids = class_labels.long() + self.codebook_size + 1
-        return torch.where(torch.as_tensor(unconditional, device=ids.device), torch.full_like(ids, self.null_class_id), ids)
+        null = torch.full_like(ids, self.null_class_id)
+        return torch.where(torch.as_tensor(unconditional, device=ids.device), null, ids)
 
     def logits(
         self, input_ids: torch.Tensor, class_labels: torch.Tensor, unconditional: bool | torch.Tensor = False

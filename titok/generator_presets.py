@@ -30,7 +30,8 @@ for _name, (_display, _cfg) in _RELEASED.items():
 
 # The paper's 512x512 generators (TiTok-L-64 / B-128 at 512). No checkpoint or config was released; we use the
 # 256 models' BERT size and TiTok-L-32's sampling defaults and say so wherever they are reported.
-for _name, _display, _tokens in (("titok_l64_512", "TiTok-L-64 (512)", 64), ("titok_b128_512", "TiTok-B-128 (512)", 128)):
+_PAPER_512 = (("titok_l64_512", "TiTok-L-64 (512)", 64), ("titok_b128_512", "TiTok-B-128 (512)", 128))
+for _name, _display, _tokens in _PAPER_512:
     register(ModelSpec(_name, "generator", "titok", GeneratorConfig(**_BERT, num_tokens=_tokens), build_generator,
                        _display, tokenizer=_name,
                        notes="paper configuration at 512x512; no public checkpoint; size and sampling assumed"))

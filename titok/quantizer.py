@@ -48,7 +48,8 @@ class VectorQuantizer(nn.Module):
         if codes.dtype not in (torch.int32, torch.int64):
             raise TypeError(f"codes must be integer, got {codes.dtype}")
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.num_codes):
-            raise ValueError(f"codes out of range [0, {self.num_codes}): min {int(codes.min())}, max {int(codes.max())}")
+            lo, hi = int(codes.min()), int(codes.max())
+            raise ValueError(f"codes out of range [0, {self.num_codes}): min {lo}, max {hi}")
         z = self.embedding(codes)
         return F.normalize(z, dim=-1) if self.use_l2_norm else z
 

@@ -17,12 +17,11 @@ from __future__ import annotations
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Union
 
 import torch
 from torch import nn
 
-WeightsSource = Union[None, str, Path, Mapping[str, torch.Tensor]]
+WeightsSource = None | str | Path | Mapping[str, torch.Tensor]
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 # What a downloaded model repository holds, in the order we prefer it.
 REPO_FILES = ("model.safetensors", "pytorch_model.bin", "model.bin", "model.ckpt", "last.ckpt")

@@ -77,7 +77,7 @@ def generate_samples(gen, tok, out_dir: Path, num_samples: int, run_seed: int, b
         with torch.no_grad():
             tokens = gen.generate(classes, seeds=[sample_seed(run_seed, i) for i in idx], **(sampling or {}))
             images = to_uint8(tok.decode(tokens))
-        for i, img in zip(idx, images):
+        for i, img in zip(idx, images, strict=True):
             if not (out_dir / f"{i:06d}.png").is_file():
                 write_png_atomic(out_dir / f"{i:06d}.png", img)
                 written += 1
