@@ -25,6 +25,13 @@ register(ModelSpec("maskgit_vqgan_tiny", "tokenizer", "baselines",
                                                                        num_res_blocks=1, z_channels=32,
                                                                        codebook_size=64)),
                    MaskGITVQGANTokenizer, "maskgit_vqgan_tiny", test_only=True))
+# The tiny two-stage TiTok's pixel decoder is this network (f16 at 32x32 -> a 2x2 grid of 64 codes): the frozen
+# proxy-code teacher of `titok-train --model.task=proxy_codes --model.preset=titok_tiny_2stage`.
+register(ModelSpec("maskgit_vqgan_tiny_f16", "tokenizer", "baselines",
+                   MaskGITVQGANConfig(image_size=32, vqgan=VQGANConfig(hidden_channels=32, channel_mult=(1, 1, 1, 1, 1),
+                                                                       num_res_blocks=1, z_channels=32,
+                                                                       codebook_size=64)),
+                   MaskGITVQGANTokenizer, "maskgit_vqgan_tiny_f16", test_only=True))
 register(ModelSpec("taming_vqgan_tiny", "tokenizer", "baselines",
                    TamingConfig(image_size=32, ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(8,),
                                 resolution=32, z_channels=32, embed_dim=16, n_embed=64),

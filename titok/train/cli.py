@@ -1,0 +1,84 @@
+"""`titok-train`: train a TiTok tokenizer (either stage, or single stage) or a generator, on one process or
+under torchrun. Every setting is a `--section.key=value` override of titok/train/config.py's TrainConfig.
+
+    titok-train --model.task=single_stage --model.preset=titok_tiny_vq --run.out=runs/tiny --schedule.steps=300
+    titok-train --model.task=proxy_codes --model.preset=titok_l32 --model.teacher_weights=maskgit-vqgan.bin \
+                --data.source=/data/imagenet/train --optim.batch_size=1024 --run.out=runs/l32-stage1
+    titok-train --model.task=generator --model.preset=titok_l32 --model.tokenizer_weights=runs/l32/ema.safetensors \
+                --data.tokens=runs/l32/tokens.safetensors ...      # pretokenizes into the file if it is missing
+    torchrun --nproc_per_node 8 -m titok.train.cli ...                # same global batch, split over 8 processes
+    titok-train --resume --run.out=runs/tiny ...                       # continue from runs/tiny/checkpoint.pt
+
+Bad input (unknown preset or key, wrong type, missing folder or weights file) is one message on stderr and exit
+status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from bench.data import DataError
+from titok.train.config import ConfigError, TrainConfig, apply_overrides, load_config
+from titok.weights import WeightsError
+
+BAD_INPUT = (ConfigError, DataError, WeightsError, FileNotFoundError, KeyError, ValueError)
+
+
+def split_overrides(rest: list[str]) -> list[str]:
+    """['--optim.lr=1e-3', '--run.out', 'x'] -> ['optim.lr=1e-3', 'run.out=x']; anything else is an error."""
+    out, i = [], 0
+    while i < len(rest):
+        arg = rest[i]
+        if not arg.startswith("--") or "." not in arg.split("=", 1)[0]:
+            raise ConfigError(f"unexpected argument {arg!r}; settings are given as --section.key=value")
+        if "=" in arg:
+            out.append(arg[2:])
+        elif i + 1 < len(rest):
+            out.append(f"{arg[2:]}={rest[i + 1]}")
+            i += 1
+        else:
+            raise ConfigError(f"{arg} needs a value")
+        i += 1
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="titok-train", description=__doc__.split("\n")[0],
+                                epilog="settings: --section.key=value with section one of model, data, optim, "
+                                       "schedule, loss, run (see --print-config)")
+    p.add_argument("--config", help="start from this config.json (a previous run's) before the overrides")
+    p.add_argument("--resume", action="store_true", help="continue from run.out/checkpoint.pt")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, rest = build_parser().parse_known_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s", force=True)
+    from titok.train.loop import preflight, train
+
+    try:
+        config = load_config(args.config) if args.config else TrainConfig()
+        config = apply_overrides(config, split_overrides(rest))
+        if args.print_config:
+            print(json.dumps(config.to_dict(), indent=2))
+            return 0
+        preflight(config, args.resume)
+        result = train(config, resume=args.resume)
+    except BAD_INPUT as exc:
+        print(f"titok-train: {exc}", file=sys.stderr)
+        return 2
+    if rank == 0:
+        print(f"trained {result.step} steps -> {result.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""The training run's config: frozen dataclass sections, and the one `--section.key=value` override mechanism.
+
+Defaults are the TiTok release's training hyper-parameters (arXiv 2406.07550, configs/training/TiTok):
+AdamW with betas (0.9, 0.99) and weight decay 1e-4, cosine decay to `end_lr` after a linear warm-up, EMA of
+the weights, gradient clipping at 1.0, bf16 autocast on CUDA. `optim.batch_size` is the GLOBAL batch of one
+optimizer step (summed over processes and accumulation steps), so a run means the same thing at any scale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli
+
+from titok.configs import ConfigMixin
+from titok.registry import config_with_overrides
+
+TASKS = ("proxy_codes", "decoder_finetune", "single_stage", "generator")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class ConfigError(ValueError):
+    """A config or override that can't be used; the message names the key and the valid choices."""
+
+
+@dataclass(frozen=True)
+class ModelSection(ConfigMixin):
+    task: str = "single_stage"  # one of TASKS
+    preset: str = "titok_tiny_vq"  # tokenizer preset (tokenizer tasks) or generator preset (generator task)
+    init_weights: str = ""  # start from these weights; decoder_finetune: the proxy_codes stage's output
+    teacher: str = ""  # proxy_codes: frozen MaskGIT-VQGAN preset ("" = the one matching the pixel decoder)
+    teacher_weights: str = ""  # its weights (the release's maskgit-vqgan-imagenet-f16-256.bin)
+    tokenizer: str = ""  # generator: tokenizer preset ("" = the generator preset's paired tokenizer)
+    tokenizer_weights: str = ""
+
+
+@dataclass(frozen=True)
+class DataSection(ConfigMixin):
+    source: str = "builtin:skimage"  # "builtin:skimage" | "builtin:procedural" | an image folder (ImageNet train/)
+    limit: int = 64  # images used (built-in sets: how many are drawn); 0 = the whole folder
+    random_crop: bool = True  # resize to image_size * (1 + crop_margin), then a random image_size crop
+    crop_margin: float = 0.125
+    hflip: bool = True  # random horizontal flip; generator token caches store both orientations
+    tokens: str = ""  # generator: pretokenized cache (.safetensors); written from `source` first if missing
+    strict: bool = False  # an unreadable image is an error instead of being replaced by the next one
+
+
+@dataclass(frozen=True)
+class OptimSection(ConfigMixin):
+    batch_size: int = 8  # global: over all processes and accumulation steps
+    grad_accum: int = 1
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0  # 0 = off
+    ema_decay: float = 0.999  # 0 = no EMA
+    disc_lr: float = 1e-4
+
+
+@dataclass(frozen=True)
+class ScheduleSection(ConfigMixin):
+    steps: int = 1000  # optimizer steps
+    warmup_steps: int = 0
+    end_lr: float = 1e-5  # cosine decay from optim.lr to this
+
+
+@dataclass(frozen=True)
+class LossSection(ConfigMixin):
+    recon: str = "l2"  # "l1" | "l2" pixel reconstruction
+    recon_weight: float = 1.0
+    perceptual_weight: float = 0.1  # resolved to 0 (and logged) when no perceptual_weights file is given
+    perceptual_weights: str = ""  # VGG16 feature weights (torchvision `features.*` keys), by path, offline
+    adversarial_weight: float = 0.1
+    disc_start: int = 20000  # the PatchGAN discriminator joins at this step; -1 = never
+    disc_layers: int = 3
+    disc_channels: int = 64
+    quantizer_weight: float = 1.0  # VQ commitment + codebook loss
+    kl_weight: float = 1e-6  # VAE tokenizers
+    label_dropout: float = 0.1  # generator: rows trained with the null class (classifier-free guidance)
+
+
+@dataclass(frozen=True)
+class RunSection(ConfigMixin):
+    out: str = "runs/train"
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    precision: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU
+    log_every: int = 10
+    ckpt_every: int = 500
+    image_every: int = 500  # reconstruction / sample grids as PNG; 0 = off
+    stop_at: int = 0  # stop (with a checkpoint) after this step although schedule.steps is larger; 0 = off
+    threads: int = 0  # torch CPU threads; 0 = leave as is
+
+
+@dataclass(frozen=True)
+class TrainConfig(ConfigMixin):
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    optim: OptimSection = OptimSection()
+    schedule: ScheduleSection = ScheduleSection()
+    loss: LossSection = LossSection()
+    run: RunSection = RunSection()
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.model.task in TASKS, f"model.task must be one of {', '.join(TASKS)}, got {self.model.task!r}"),
+            (self.loss.recon in ("l1", "l2"), f"loss.recon must be 'l1' or 'l2', got {self.loss.recon!r}"),
+            (self.run.precision in PRECISIONS,
+             f"run.precision must be one of {', '.join(PRECISIONS)}, got {self.run.precision!r}"),
+            (self.run.device in ("auto", "cpu", "cuda"),
+             f"run.device must be auto, cpu or cuda, got {self.run.device!r}"),
+            (self.optim.batch_size > 0 and self.optim.grad_accum > 0, "optim.batch_size and grad_accum must be > 0"),
+            (self.optim.batch_size % self.optim.grad_accum == 0,
+             f"optim.batch_size {self.optim.batch_size} is not a multiple of grad_accum {self.optim.grad_accum}"),
+            (self.schedule.steps > 0, "schedule.steps must be > 0"),
+            (len(self.optim.betas) == 2, "optim.betas needs two numbers"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+
+SECTIONS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def parse_value(raw: str) -> Any:
+    """An override's value: read as a TOML value (1e-4, true, [0.9, 0.99], "x"), else taken as a plain string."""
+    try:
+        return tomli.loads(f"v = {raw}")["v"]
+    except tomli.TOMLDecodeError:
+        return raw
+
+
+def _coerce(key: str, value: Any, current: Any) -> Any:
+    # Shapes TOML gives that the dataclass holds differently; anything else is checked by config_with_overrides.
+    if isinstance(current, str) and not isinstance(value, str):
+        return str(value)  # `--model.preset=123` means the string
+    if isinstance(current, tuple) and isinstance(value, list):
+        pairs = zip(value, current, strict=False)
+        return tuple(float(v) if isinstance(v, int) and isinstance(c, float) else v for v, c in pairs)
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(current, (int, float)) and isinstance(value, bool) or (
+        isinstance(current, bool) and not isinstance(value, bool)
+    ):
+        raise ConfigError(f"{key}: expected {type(current).__name__}, got {type(value).__name__} ({value!r})")
+    return value
+
+
+def apply_overrides(config: TrainConfig, overrides: Iterable[str]) -> TrainConfig:
+    """Apply 'section.key=value' strings; unknown sections/keys and wrong types are errors listing the known ones."""
+    per_section: dict[str, dict[str, Any]] = {}
+    for text in overrides:
+        text = text.removeprefix("--")
+        if "=" not in text:
+            raise ConfigError(f"override {text!r}: expected section.key=value")
+        key, raw = text.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2 or parts[0] not in SECTIONS:
+            raise ConfigError(f"override {key!r}: expected section.key with section one of {', '.join(SECTIONS)}")
+        section, name = parts
+        current_section = getattr(config, section)
+        known = [f.name for f in dataclasses.fields(current_section)]
+        if name not in known:
+            raise ConfigError(f"unknown key {key!r}; known keys of [{section}]: {', '.join(known)}")
+        per_section.setdefault(section, {})[name] = _coerce(key, parse_value(raw), getattr(current_section, name))
+    replaced = {}
+    for section, values in per_section.items():
+        try:
+            replaced[section] = config_with_overrides(getattr(config, section), values)
+        except TypeError as exc:
+            raise ConfigError(f"{section}.{exc}") from None
+    return dataclasses.replace(config, **replaced)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """A config.json written by a run (or by hand); unknown keys are errors."""
+    try:
+        return TrainConfig.from_dict(json.loads(Path(path).read_text()))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None

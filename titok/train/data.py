@@ -1,0 +1,184 @@
+"""Training data: augmented images, pretokenized token caches, and the rank-independent global batch order.
+
+The order is what makes N processes equal one: each epoch is a permutation of the data set drawn from
+(seed, epoch); micro-batch g of the run takes the next `global_micro` indices of it, and rank r takes its
+contiguous slice. Every sample also gets its own seed from (run seed, global sample index), which drives its
+random crop and flip and whatever randomness a task draws for it (generator masking, VAE noise). So a sample's
+treatment depends neither on the number of processes nor on restarts: the data state is just the step.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.data import DataError, ImageFolder, TensorImages, builtin_images
+
+log = logging.getLogger(__name__)
+TOKENS_META = "titok_train.tokens"
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """A well-mixed 63-bit seed for global sample `index` of a run seeded with `seed`."""
+    hi, lo = (int(v) for v in np.random.SeedSequence([seed, index]).generate_state(2, np.uint32))
+    return (hi & 0x7FFFFFFF) << 32 | lo  # < 2**63: fits an int64 tensor
+
+
+def open_images(source: str, image_size: int, limit: int, seed: int, strict: bool = False):
+    """uint8 images at `image_size` (shorter side + center crop): a built-in set or a folder (ImageNet layout)."""
+    if source.startswith("builtin:"):
+        return TensorImages(builtin_images(source.removeprefix("builtin:"), image_size, limit or 64, seed))
+    if not Path(source).expanduser().is_dir():
+        raise DataError(f"data folder not found: {source} (data.source: a folder of images, or builtin:skimage / "
+                        f"builtin:procedural)")
+    return ImageFolder(source, image_size=image_size, strict=strict, limit=limit or None)
+
+
+def load_size(image_size: int, random_crop: bool, margin: float) -> int:
+    return int(round(image_size * (1 + margin))) if random_crop else image_size
+
+
+def augment(image: torch.Tensor, size: int, seed: int, random_crop: bool, hflip: bool) -> torch.Tensor:
+    """uint8 (3, L, L) -> float (3, size, size) in [0, 1]: a random crop and flip drawn from the sample's seed."""
+    rng = np.random.default_rng(seed)
+    top, left = rng.integers(0, image.shape[1] - size + 1), rng.integers(0, image.shape[2] - size + 1)
+    flip = rng.random() < 0.5
+    if not random_crop:  # center crop (the loaded size already equals `size` then)
+        top, left = (image.shape[1] - size) // 2, (image.shape[2] - size) // 2
+    out = image[:, top : top + size, left : left + size]
+    if hflip and flip:
+        out = out.flip(-1)
+    return out.float() / 255.0
+
+
+def fetch(dataset, index: int, strict: bool):
+    """dataset[index], or the next readable item when a folder image is unreadable (deterministically)."""
+    for k in range(len(dataset)):
+        item = dataset[(index + k) % len(dataset)]
+        if item is not None:
+            return item
+        if strict:
+            break
+    raise DataError("no readable image in the data set")
+
+
+@dataclass(frozen=True)
+class GlobalOrder:
+    """Which samples micro-batch g gives to `rank`: a per-epoch permutation, cut into global micro-batches."""
+
+    size: int  # data set length
+    global_micro: int  # samples per micro-batch over all ranks (= batch_size / grad_accum)
+    world_size: int
+    rank: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        if self.global_micro % self.world_size:
+            raise ValueError(f"the micro-batch of {self.global_micro} (optim.batch_size / grad_accum) does not split "
+                             f"over {self.world_size} processes")
+        if self.size < self.global_micro:
+            raise DataError(f"the data set has {self.size} samples, fewer than one micro-batch of {self.global_micro}")
+
+    @property
+    def per_epoch(self) -> int:
+        return self.size // self.global_micro  # the last incomplete micro-batch of an epoch is dropped
+
+    def position(self, micro_index: int) -> tuple[int, int]:
+        """(epoch, micro-batch within the epoch) of the run's micro-batch `micro_index`."""
+        return divmod(micro_index, self.per_epoch)
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return torch.randperm(self.size, generator=g)
+
+    def indices(self, micro_index: int) -> tuple[list[int], list[int]]:
+        """(data indices, sample seeds) of this rank's share of global micro-batch `micro_index`."""
+        epoch, within = self.position(micro_index)
+        local = self.global_micro // self.world_size
+        start = within * self.global_micro + self.rank * local
+        idx = self.permutation(epoch)[start : start + local].tolist()
+        first = micro_index * self.global_micro + self.rank * local
+        return idx, [sample_seed(self.seed, first + j) for j in range(local)]
+
+
+class ImageBatches:
+    """Augmented image batches: {"images": float (b,3,S,S) in [0,1], "labels": (b,), "seeds": (b,)}."""
+
+    def __init__(self, dataset, image_size: int, random_crop: bool, hflip: bool, strict: bool = False):
+        self.dataset, self.image_size = dataset, image_size
+        self.random_crop, self.hflip, self.strict = random_crop, hflip, strict
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batch(self, indices: list[int], seeds: list[int]) -> dict[str, torch.Tensor]:
+        images, labels = [], []
+        for i, s in zip(indices, seeds, strict=True):
+            img, label = fetch(self.dataset, i, self.strict)
+            images.append(augment(img, self.image_size, s, self.random_crop, self.hflip))
+            labels.append(label)
+        return {"images": torch.stack(images), "labels": torch.tensor(labels), "seeds": torch.tensor(seeds)}
+
+
+class TokenBatches:
+    """Pretokenized batches: {"tokens": (b, N) long, "labels": (b,), "seeds": (b,)} from a cache file."""
+
+    def __init__(self, path: str | Path):
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"token cache not found: {path}")
+        with safe_open(str(path), "pt") as f:
+            self.meta = f.metadata() or {}
+        data = load_file(str(path))
+        if "tokens" not in data or "labels" not in data:
+            raise DataError(f"{path} is not a token cache (needs 'tokens' and 'labels' tensors)")
+        self.tokens, self.labels = data["tokens"].long(), data["labels"].long()
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def batch(self, indices: list[int], seeds: list[int]) -> dict[str, torch.Tensor]:
+        idx = torch.tensor(indices)
+        return {"tokens": self.tokens[idx], "labels": self.labels[idx], "seeds": torch.tensor(seeds)}
+
+
+@torch.no_grad()
+def pretokenize(tokenizer, dataset, path: str | Path, batch_size: int = 64, flips: bool = True,
+                strict: bool = False) -> Path:
+    """Encode every image (center crop; with `flips`, also its mirror image) and save tokens + labels atomically.
+
+    Written as safetensors {"tokens": (M, N) int64, "labels": (M,) int64} with the tokenizer preset in the
+    metadata. With flips, rows 2i and 2i+1 are image i and its mirror.
+    """
+    from safetensors.torch import save_file
+
+    if not tokenizer.is_vq:
+        raise ValueError(f"{tokenizer.preset} is a VAE tokenizer; the masked-token generator needs discrete codes")
+    tokenizer.eval()
+    device = tokenizer.device
+    tokens, labels = [], []
+    for start in range(0, len(dataset), batch_size):
+        items = [fetch(dataset, i, strict) for i in range(start, min(start + batch_size, len(dataset)))]
+        x = torch.stack([img for img, _ in items]).to(device).float() / 255.0  # (b, 3, S, S)
+        y = torch.tensor([lab for _, lab in items])
+        views = [x, x.flip(-1)] if flips else [x]
+        codes = torch.stack([tokenizer.encode(v).cpu() for v in views], dim=1)  # (b, views, N)
+        tokens.append(codes.flatten(0, 1))
+        labels.append(y.repeat_interleave(len(views)))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    meta = {TOKENS_META + ".tokenizer": tokenizer.preset, TOKENS_META + ".flips": str(flips),
+            TOKENS_META + ".images": str(len(dataset))}
+    save_file({"tokens": torch.cat(tokens).long().contiguous(), "labels": torch.cat(labels).long().contiguous()},
+              str(tmp), metadata=meta)
+    tmp.replace(path)
+    log.info("pretokenized %d images (%s) into %s", len(dataset), "with flips" if flips else "no flips", path)
+    return path

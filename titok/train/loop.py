@@ -1,0 +1,304 @@
+"""The one training loop of the project, for every task (titok/train/tasks.py): data order, gradient
+accumulation, DistributedDataParallel, autocast (bf16/fp16 on CUDA), clipping, EMA, the optional PatchGAN
+discriminator step, atomic checkpoints with bit-for-bit resume, JSON-lines logs and progress grids.
+
+Outputs in `run.out`: config.json (the resolved config), metrics.jsonl, checkpoint.pt, model.safetensors and
+ema.safetensors (self-describing, loadable with titok.load_tokenizer / load_generator), images/step_*.png.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from bench.data import BUILTIN_SETS, DataError
+from titok.contract import autocast_context
+from titok.registry import get_spec, save_checkpoint
+from titok.train import checkpoint as ckpt_io
+from titok.train import distributed as dist_utils
+from titok.train.config import ConfigError, TrainConfig
+from titok.train.data import GlobalOrder, ImageBatches, TokenBatches, load_size, open_images, pretokenize
+from titok.train.grids import save_grid
+from titok.train.losses import PatchDiscriminator, hinge_d_loss
+from titok.train.tasks import Task, build_task, resolve
+
+log = logging.getLogger(__name__)
+RESUME_IGNORES = {("run", "stop_at"), ("run", "threads"), ("run", "log_every"), ("run", "image_every")}
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    step: int
+    model: nn.Module  # the trained model (not the EMA)
+    ema: dict[str, torch.Tensor] | None
+    history: list[dict] = field(default_factory=list)  # the logged records
+
+
+def lr_factor(step: int, total: int, warmup: int, base_lr: float, end_lr: float) -> float:
+    """Linear warm-up to 1, then cosine decay to end_lr / base_lr (a multiplier of optim.lr)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    end = end_lr / base_lr if base_lr else 0.0
+    return end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("run.precision=fp16 needs CUDA (use bf16 or fp32 on CPU)")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _check_resume(config: TrainConfig, saved: dict) -> None:
+    now = config.to_dict()
+    diffs = [f"{s}.{k}: {saved[s].get(k)!r} -> {v!r}" for s, section in now.items() for k, v in section.items()
+             if (s, k) not in RESUME_IGNORES and saved.get(s, {}).get(k) != (list(v) if isinstance(v, tuple) else v)]
+    if diffs:
+        raise ConfigError("--resume with a different config: " + "; ".join(diffs))
+
+
+def _open_data(config: TrainConfig, task: Task, ctx: dist_utils.DistContext):
+    dc = config.data
+    if task.inputs == "tokens":
+        path = Path(dc.tokens)
+        if not path.exists():
+            if ctx.is_main:  # pretokenize once, center crops (+ mirrors), then everyone reads the file
+                images = open_images(dc.source, task.image_size, dc.limit, config.run.seed, dc.strict)
+                pretokenize(task.tokenizer.to(ctx.device), images, path, flips=dc.hflip, strict=dc.strict)
+            dist_utils.barrier(ctx)
+        data = TokenBatches(path)
+        made_by = data.meta.get("titok_train.tokens.tokenizer")
+        if made_by and made_by != task.tokenizer.preset:
+            raise ConfigError(f"{path} holds codes of {made_by}, not of {task.tokenizer.preset}")
+        return data
+    size = task.image_size
+    images = open_images(dc.source, load_size(size, dc.random_crop, dc.crop_margin), dc.limit, config.run.seed,
+                         dc.strict)
+    return ImageBatches(images, size, dc.random_crop, dc.hflip, dc.strict)
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v if k == "seeds" else v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def preflight(config: TrainConfig, resume: bool = False) -> None:
+    """Cheap checks before anything is built: presets exist, given files exist, the data source exists."""
+    mc, dc = config.model, config.data
+    if mc.task == "generator":
+        get_spec("generator", mc.preset)
+    else:
+        get_spec("tokenizer", mc.preset, family="titok")
+    for name in (mc.teacher, mc.tokenizer):
+        if name:
+            get_spec("tokenizer", name)
+    for key, path in (("model.init_weights", mc.init_weights), ("model.teacher_weights", mc.teacher_weights),
+                      ("model.tokenizer_weights", mc.tokenizer_weights)):
+        if path and not Path(path).expanduser().exists():
+            raise FileNotFoundError(f"{key}: not found: {path} (nothing is downloaded; give a local file)")
+    if mc.task == "generator" and dc.tokens and Path(dc.tokens).is_file():
+        return  # trains from the token cache; the images are not read
+    if dc.source.startswith("builtin:"):
+        if dc.source.removeprefix("builtin:") not in BUILTIN_SETS:
+            raise DataError(f"unknown built-in image set {dc.source!r}; known: "
+                            + ", ".join(f"builtin:{s}" for s in BUILTIN_SETS))
+    elif not Path(dc.source).expanduser().is_dir():
+        raise DataError(f"data folder not found: {dc.source}")
+    if resume and not (Path(config.run.out) / ckpt_io.CHECKPOINT_NAME).is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint in {config.run.out}")
+
+
+def train(config: TrainConfig, resume: bool = False) -> TrainResult:
+    """Run (or, with `resume`, continue) the training `config` describes; under torchrun, on every rank."""
+    config = resolve(config)
+    ctx = dist_utils.setup(config.run.device)
+    try:
+        return _train(config, ctx, resume)
+    finally:
+        dist_utils.teardown(ctx)
+
+
+def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool) -> TrainResult:
+    rc, oc, lc, sc = config.run, config.optim, config.loss, config.schedule
+    out = Path(rc.out)
+    ckpt_path = out / ckpt_io.CHECKPOINT_NAME
+    saved = None
+    if ckpt_path.exists():
+        if not resume:
+            raise ConfigError(f"{out} already holds a checkpoint; pass --resume to continue it, or another run.out")
+        saved = ckpt_io.load(ckpt_path)
+        _check_resume(config, saved["config"])
+    if rc.threads:
+        torch.set_num_threads(rc.threads)
+    device, dtype = ctx.device, amp_dtype(rc.precision, ctx.device)
+
+    dist_utils.seed_all(rc.seed)  # same on every rank: identical initial weights
+    task = build_task(config).to(device)
+    data = _open_data(config, task, ctx)
+    order = GlobalOrder(len(data), oc.batch_size // oc.grad_accum, ctx.world_size, ctx.rank, rc.seed)
+    disc = None
+    if task.uses_discriminator and lc.adversarial_weight > 0 and lc.disc_start >= 0:
+        disc = PatchDiscriminator(lc.disc_channels, lc.disc_layers).to(device)
+
+    params = task.trainable_parameters()
+    opt = torch.optim.AdamW(params, lr=oc.lr, betas=oc.betas, weight_decay=oc.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, sc.steps, sc.warmup_steps, oc.lr, sc.end_lr))
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    d_opt = d_scaler = None
+    if disc is not None:
+        d_opt = torch.optim.AdamW(disc.parameters(), lr=oc.disc_lr, betas=oc.betas, weight_decay=oc.weight_decay)
+        d_scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    ema = ckpt_io.EMA(task.model, oc.ema_decay) if oc.ema_decay > 0 else None
+
+    step = 0
+    if saved is not None:
+        task.model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
+        if disc is not None and saved.get("disc") is not None:
+            disc.load_state_dict(saved["disc"])
+            d_opt.load_state_dict(saved["disc_optimizer"])
+        step = int(saved["step"])
+        states = saved["rng"]
+        if len(states) != ctx.world_size:
+            log.warning("resuming %d processes from a %d-process run: RNG streams reseeded", ctx.world_size,
+                        len(states))
+            dist_utils.seed_all(rc.seed + 7919 * step + ctx.rank)
+        else:
+            ckpt_io.set_rng_state(states[ctx.rank])
+        log.info("resumed %s at step %d", ckpt_path, step)
+    else:
+        dist_utils.seed_all(rc.seed + 1 + ctx.rank)  # per-rank streams (dropout); data randomness is per sample
+
+    model = DDP(task, device_ids=[device.index] if device.type == "cuda" else None) if ctx.distributed else task
+    d_model = DDP(disc, device_ids=[device.index] if device.type == "cuda" else None) if (
+        ctx.distributed and disc is not None) else disc
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        config.save(out / "config.json")
+        n_train = sum(p.numel() for p in params)
+        log.info("task %s, preset %s: %d trainable parameters, %d samples, global batch %d (%d processes x %d, "
+                 "accumulation %d), %s", config.model.task, config.model.preset, n_train, len(data), oc.batch_size,
+                 ctx.world_size, oc.batch_size // oc.grad_accum // ctx.world_size, oc.grad_accum, dtype or "fp32")
+
+    def checkpoint() -> None:
+        states = dist_utils.all_gather_objects(ctx, ckpt_io.rng_state())
+        if ctx.is_main:
+            epoch, within = order.position(step * oc.grad_accum)
+            ckpt_io.save(ckpt_path, {
+                "task": config.model.task, "preset": config.model.preset, "kind": task.kind,
+                "config": config.to_dict(), "step": step, "world_size": ctx.world_size,
+                "model": task.model.state_dict(), "ema": ema.state_dict() if ema else None,
+                "disc": disc.state_dict() if disc is not None else None,
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+                "disc_optimizer": d_opt.state_dict() if d_opt is not None else None,
+                "rng": states,
+                "data": {"seed": rc.seed, "dataset_size": len(data), "global_micro_batch": order.global_micro,
+                         "micro_batches_done": step * oc.grad_accum, "epoch": epoch, "micro_batch_in_epoch": within},
+            })
+            save_checkpoint(task.model, out / "model.safetensors", task.kind)
+            if ema is not None:
+                save_checkpoint(_ema_model(), out / "ema.safetensors", task.kind)
+        dist_utils.barrier(ctx)
+
+    ema_copy: list[nn.Module] = []
+
+    def _ema_model() -> nn.Module:
+        if ema is None:
+            return task.model.eval()
+        if not ema_copy:
+            ema_copy.append(copy.deepcopy(task.model).requires_grad_(False))
+        ema_copy[0].load_state_dict(ema.state_dict())
+        return ema_copy[0].eval()
+
+    metrics = out / "metrics.jsonl"
+    history: list[dict] = []
+    sums: dict[str, float] = {}
+    n_logged, t_last = 0, time.perf_counter()
+    stop = min(sc.steps, rc.stop_at) if rc.stop_at else sc.steps
+    task.train()
+    while step < stop:
+        adversarial = disc is not None and step >= lc.disc_start
+        parts: dict[str, float] = {}
+        for micro in range(oc.grad_accum):
+            idx, seeds = order.indices(step * oc.grad_accum + micro)
+            batch = _to(data.batch(idx, seeds), device)
+            last = micro == oc.grad_accum - 1
+            sync = contextlib.nullcontext() if (last or not ctx.distributed) else model.no_sync()
+            if adversarial:
+                disc.requires_grad_(False)  # the generator-side term must not train the discriminator
+            with sync:
+                with autocast_context(device, dtype):
+                    result = model(batch, disc if adversarial else None)
+                scaler.scale(result.loss / oc.grad_accum).backward()
+            for k, v in {"loss": result.loss, **result.logs}.items():  # tensors: no device sync per step
+                parts[k] = parts.get(k, 0.0) + v.detach().float() / oc.grad_accum
+            if adversarial:
+                disc.requires_grad_(True)
+                d_sync = contextlib.nullcontext() if (last or not ctx.distributed) else d_model.no_sync()
+                with d_sync:
+                    with autocast_context(device, dtype):
+                        logits = d_model(torch.cat([result.real, result.fake.detach()]))  # real and fake: one pass
+                        d_loss = hinge_d_loss(*logits.chunk(2))
+                    d_scaler.scale(d_loss / oc.grad_accum).backward()
+                parts["disc"] = parts.get("disc", 0.0) + d_loss.detach() / oc.grad_accum
+        scaler.unscale_(opt)
+        norm = torch.nn.utils.clip_grad_norm_(params, oc.grad_clip if oc.grad_clip > 0 else float("inf"))
+        parts["grad_norm"] = norm.detach()
+        parts["lr"] = opt.param_groups[0]["lr"]
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        if adversarial:
+            d_scaler.unscale_(d_opt)
+            if oc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(disc.parameters(), oc.grad_clip)
+            d_scaler.step(d_opt)
+            d_scaler.update()
+            d_opt.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update(task.model)
+        step += 1
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v
+        n_logged += 1
+
+        if step % rc.log_every == 0 or step == stop:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            now = time.perf_counter()
+            means = {k: float(v) / n_logged for k, v in sums.items()}
+            record = {"step": step, **dist_utils.mean_over_ranks(ctx, means),
+                      "images_per_sec": n_logged * oc.batch_size / max(now - t_last, 1e-9)}
+            history.append(record)
+            if ctx.is_main:
+                with metrics.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                log.info("step %d/%d  %s", step, sc.steps, "  ".join(
+                    f"{k} {v:.4g}" for k, v in record.items() if k != "step"))
+            sums, n_logged, t_last = {}, 0, time.perf_counter()
+        if rc.image_every and step % rc.image_every == 0 and ctx.is_main:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                rows = task.preview(_ema_model(), batch)
+            save_grid(rows, out / "images" / f"step_{step:07d}.png")
+            task.train()
+        if step % rc.ckpt_every == 0 or step == stop:
+            checkpoint()
+    return TrainResult(out, step, task.model, ema.state_dict() if ema else None, history)

@@ -1,0 +1,275 @@
+"""The pluggable training tasks of TiTok (arXiv 2406.07550, Sec. 3.3 and 4.1), one class each, one loop for all.
+
+  proxy_codes       two-stage stage 1: the decoder predicts a frozen MaskGIT-VQGAN's codes of the image
+                    (cross-entropy on the (B, K, G, G) proxy logits) + the VQ commitment/codebook loss
+  decoder_finetune  two-stage stage 2: encoder and quantizer frozen; decoder + MaskGIT-VQGAN pixel decoder
+                    trained on pixels (reconstruction, perceptual, adversarial)
+  single_stage      VQ or VAE tokenizers that decode pixels: reconstruction + perceptual + adversarial
+                    + VQ loss (straight-through) or KL of the diagonal Gaussian posterior
+  generator         MaskGIT objective on a tokenizer's codes: arccos masking schedule, class dropout to the
+                    null class, cross-entropy on masked positions
+
+A task is an nn.Module holding the model it trains (`.model`, what gets exported and EMA'd) and whatever it
+needs frozen (teacher, perceptual network); `forward(batch, disc)` returns the loss and its parts. The loop
+wraps the task in DistributedDataParallel; only parameters with requires_grad are trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from titok.quantizer import DiagonalGaussian
+from titok.registry import create, get_spec, list_presets
+from titok.train.config import ConfigError, TrainConfig
+from titok.train.losses import (
+    VGGPerceptual,
+    arccos_masks,
+    hinge_g_loss,
+    masked_token_loss,
+    per_sample_normal,
+    reconstruction_loss,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskOutput:
+    loss: torch.Tensor  # scalar, what is back-propagated
+    logs: dict[str, torch.Tensor] = field(default_factory=dict)  # detached parts, for the log
+    fake: torch.Tensor | None = None  # (B, 3, H, W) reconstructions, for the discriminator step
+    real: torch.Tensor | None = None
+
+
+class Task(nn.Module):
+    kind = "tokenizer"  # what `.model` is, for titok.save_checkpoint
+    inputs = "images"  # "images" or "tokens": what the batches must hold
+    uses_discriminator = False
+
+    def __init__(self, config: TrainConfig, model: nn.Module):
+        super().__init__()
+        self.config, self.model = config, model
+        self.frozen: list[nn.Module] = []
+
+    def freeze(self, *modules: nn.Module | nn.Parameter | None) -> None:
+        for m in modules:
+            if m is None:
+                continue
+            m.requires_grad_(False)
+            if isinstance(m, nn.Module):
+                self.frozen.append(m)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for m in self.frozen:  # frozen parts stay in eval mode (dropout off)
+            m.eval()
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
+
+    def forward(self, batch: dict[str, torch.Tensor], disc: nn.Module | None = None) -> TaskOutput:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def preview(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Rows of images (each (n, 3, H, W) in [0, 1]) for the progress grid, made with `model` (e.g. the EMA)."""
+        x = batch["images"][:8]
+        return [x, model.decode(model.encode(x)).clamp(0, 1)]
+
+
+# ------------------------------------------------------------------------------------------- tokenizer tasks
+class PixelTask(Task):
+    """What the pixel-decoding tasks share: reconstruction + perceptual + adversarial terms."""
+
+    uses_discriminator = True
+
+    def __init__(self, config: TrainConfig, model: nn.Module):
+        super().__init__(config, model)
+        lc = config.loss
+        self.perceptual = VGGPerceptual.from_file(lc.perceptual_weights) if lc.perceptual_weights else None
+        self.freeze(self.perceptual)
+
+    def pixel_terms(self, real: torch.Tensor, recon: torch.Tensor, disc: nn.Module | None):
+        lc = self.config.loss
+        rec = reconstruction_loss(recon, real, lc.recon)
+        loss, logs = lc.recon_weight * rec, {"recon": rec.detach()}
+        if self.perceptual is not None and lc.perceptual_weight > 0:
+            p = self.perceptual(recon, real)
+            loss, logs["perceptual"] = loss + lc.perceptual_weight * p, p.detach()
+        if disc is not None:
+            g = hinge_g_loss(disc(recon))
+            loss, logs["adv_g"] = loss + lc.adversarial_weight * g, g.detach()
+        return loss, logs
+
+
+class ProxyCodesTask(Task):
+    def __init__(self, config: TrainConfig, model: nn.Module, teacher: nn.Module):
+        super().__init__(config, model)
+        self.teacher = teacher
+        # The pixel decoder and its codebook ARE the teacher's: copy them so the tokenizer decodes pixels.
+        model.pixel_decoder.load_state_dict(teacher.decoder.state_dict())
+        model.pixel_quantize.load_state_dict(teacher.quantize.state_dict())
+        self.freeze(teacher, model.pixel_decoder, model.pixel_quantize)
+
+    def forward(self, batch, disc=None) -> TaskOutput:
+        x, m = batch["images"], self.model
+        g = m.config.grid_size
+        with torch.no_grad():
+            target = self.teacher.encode(x).view(-1, g, g)  # (B, G, G) MaskGIT-VQGAN codes
+        q = m.quantize(m.encode_features(x))  # straight-through quantized tokens (B, N, C)
+        logits = m.decoder(q.quantized)  # (B, K, G, G) proxy-code logits
+        ce = F.cross_entropy(logits.float(), target)
+        loss = ce + self.config.loss.quantizer_weight * q.loss
+        acc = (logits.argmax(1) == target).float().mean()
+        return TaskOutput(loss, {"proxy_ce": ce.detach(), "vq": q.loss.detach(), "proxy_acc": acc})
+
+    @torch.no_grad()
+    def preview(self, model, batch):
+        x = batch["images"][:8]
+        return [x, self.teacher.decode(self.teacher.encode(x)).clamp(0, 1), model.decode(model.encode(x)).clamp(0, 1)]
+
+
+class DecoderFinetuneTask(PixelTask):
+    def __init__(self, config: TrainConfig, model: nn.Module):
+        super().__init__(config, model)
+        m = model
+        self.freeze(m.encoder, m.quantize, m.latent_tokens, getattr(m, "pixel_quantize", None))
+
+    def forward(self, batch, disc=None) -> TaskOutput:
+        x, m = batch["images"], self.model
+        with torch.no_grad():
+            z = m.tokens_to_latents(m.encode(x))  # frozen encoder + quantizer: (B, N, C)
+        recon = m.decode_latents(z)
+        loss, logs = self.pixel_terms(x, recon, disc)
+        return TaskOutput(loss, logs, fake=recon, real=x)
+
+
+class SingleStageTask(PixelTask):
+    def forward(self, batch, disc=None) -> TaskOutput:
+        x, m, lc = batch["images"], self.model, self.config.loss
+        feats = m.encode_features(x)  # (B, N, C) or VAE moments (B, N, 2C)
+        if m.quantize is not None:
+            q = m.quantize(feats)
+            z, extra, name = q.quantized, lc.quantizer_weight * q.loss, "vq"
+            part = q.loss
+        else:
+            post = DiagonalGaussian.from_moments(feats)
+            noise = per_sample_normal(batch["seeds"], tuple(post.mean.shape[1:])).to(post.mean.device)
+            z = post.mean + torch.exp(0.5 * post.logvar) * noise  # reparameterised sample (B, N, C)
+            part = post.kl().mean()
+            extra, name = lc.kl_weight * part, "kl"
+        recon = m.decode_latents(z.to(feats.dtype))
+        loss, logs = self.pixel_terms(x, recon, disc)
+        logs[name] = part.detach()
+        return TaskOutput(loss + extra, logs, fake=recon, real=x)
+
+
+# ------------------------------------------------------------------------------------------- generator task
+class GeneratorTask(Task):
+    kind = "generator"
+
+    def __init__(self, config: TrainConfig, model: nn.Module, tokenizer: nn.Module, use_cache: bool):
+        super().__init__(config, model)
+        self.tokenizer = tokenizer
+        self.freeze(tokenizer)
+        self.inputs = "tokens" if use_cache else "images"
+
+    @property
+    def image_size(self) -> int:
+        return self.tokenizer.image_size
+
+    def forward(self, batch, disc=None) -> TaskOutput:
+        g = self.model
+        if "tokens" in batch:
+            tokens = batch["tokens"]
+        else:
+            with torch.no_grad():
+                tokens = self.tokenizer.encode(batch["images"])  # (B, N) codes, on the fly
+        masks, drop = arccos_masks(batch["seeds"], g.num_tokens, self.config.loss.label_dropout)
+        masks, drop = masks.to(tokens.device), drop.to(tokens.device)
+        ids = torch.where(masks, torch.full_like(tokens, g.mask_token_id), tokens)
+        logits = g.logits(ids, batch["labels"], unconditional=drop)  # (B, N, K)
+        loss = masked_token_loss(logits, tokens, masks)
+        acc = ((logits.argmax(-1) == tokens) & masks).sum() / masks.sum()
+        return TaskOutput(loss, {"masked_ce": loss.detach(), "masked_acc": acc.detach()})
+
+    @torch.no_grad()
+    def preview(self, model, batch):
+        n = 8
+        labels = batch["labels"][:n].to(self.tokenizer.device)
+        tokens = model.generate(labels, seeds=list(range(len(labels))))
+        return [self.tokenizer.decode(tokens).clamp(0, 1)]
+
+
+# ------------------------------------------------------------------------------------------- building
+def _load(kind: str, preset: str, weights: str, family: str | None = None) -> nn.Module:
+    return create(kind, preset, weights or None, family=family)
+
+
+def matching_teacher(tokenizer: nn.Module) -> str:
+    """The registered MaskGIT-VQGAN preset whose network and image size are the tokenizer's pixel decoder's."""
+    want = tokenizer.config.pixel_decoder
+    for name in list_presets("tokenizer", family="baselines"):
+        cfg = get_spec("tokenizer", name).config
+        if getattr(cfg, "vqgan", None) == want and getattr(cfg, "image_size", None) == tokenizer.image_size:
+            return name
+    raise ConfigError(f"no registered MaskGIT-VQGAN matches the pixel decoder of {tokenizer.preset}; "
+                      f"set model.teacher to one")
+
+
+def build_task(config: TrainConfig) -> Task:
+    """The task `config.model.task` with its models (weights loaded, frozen parts frozen), on the CPU."""
+    mc = config.model
+    if mc.task == "generator":
+        spec = get_spec("generator", mc.preset)
+        gen = _load("generator", mc.preset, mc.init_weights)
+        tok_name = mc.tokenizer or spec.tokenizer
+        if not tok_name:
+            raise ConfigError(f"generator {mc.preset} names no tokenizer; set model.tokenizer")
+        if not mc.tokenizer_weights:
+            log.warning("model.tokenizer_weights not set: generator trained on the codes of a RANDOM %s", tok_name)
+        tok = _load("tokenizer", tok_name, mc.tokenizer_weights)
+        if not tok.is_vq or tok.codebook_size != gen.codebook_size or tok.num_tokens != gen.num_tokens:
+            raise ConfigError(f"tokenizer {tok_name} ({tok.num_tokens} tokens, codebook {tok.codebook_size}) does not "
+                              f"fit generator {mc.preset} ({gen.num_tokens} tokens, codebook {gen.codebook_size})")
+        return GeneratorTask(config, gen, tok, use_cache=bool(config.data.tokens))
+
+    tok = _load("tokenizer", mc.preset, mc.init_weights, family="titok")
+    two_stage = tok.config.two_stage
+    if mc.task in ("proxy_codes", "decoder_finetune") and not two_stage:
+        raise ConfigError(f"{mc.task} trains two-stage tokenizers; {mc.preset} decodes pixels: use single_stage")
+    if mc.task == "single_stage" and two_stage:
+        raise ConfigError(f"{mc.preset} is two-stage: train it with proxy_codes, then decoder_finetune")
+    if mc.task == "proxy_codes":
+        name = mc.teacher or matching_teacher(tok)
+        if not mc.teacher_weights:
+            log.warning("model.teacher_weights not set: proxy codes come from a RANDOM %s (tests only)", name)
+        teacher = _load("tokenizer", name, mc.teacher_weights)
+        if getattr(teacher.config, "vqgan", None) != tok.config.pixel_decoder:
+            raise ConfigError(f"teacher {name} is not the network of {mc.preset}'s pixel decoder")
+        return ProxyCodesTask(config, tok, teacher)
+    if mc.task == "decoder_finetune":
+        if not mc.init_weights:
+            raise ConfigError("decoder_finetune needs model.init_weights: the proxy_codes stage's model.safetensors")
+        return DecoderFinetuneTask(config, tok)
+    return SingleStageTask(config, tok)
+
+
+def resolve(config: TrainConfig) -> TrainConfig:
+    """Settings that follow from others: no perceptual weights file -> perceptual weight 0 (and say so)."""
+    lc = config.loss
+    if not lc.perceptual_weights and lc.perceptual_weight:
+        log.info("loss.perceptual_weights not given: training without the perceptual loss (weight 0)")
+        config = dataclasses.replace(config, loss=dataclasses.replace(lc, perceptual_weight=0.0))
+    return config
