@@ -150,9 +150,7 @@ def _coerce(key: str, value: Any, current: Any) -> Any:
         return tuple(float(v) if isinstance(v, int) and isinstance(c, float) else v for v, c in pairs)
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if isinstance(current, (int, float)) and isinstance(value, bool) or (
-        isinstance(current, bool) and not isinstance(value, bool)
-    ):
+    if isinstance(current, (int, float)) and isinstance(current, bool) != isinstance(value, bool):  # bool is an int
         raise ConfigError(f"{key}: expected {type(current).__name__}, got {type(value).__name__} ({value!r})")
     return value
 

@@ -63,9 +63,9 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 def _check_resume(config: TrainConfig, saved: dict) -> None:
-    now = config.to_dict()
-    diffs = [f"{s}.{k}: {saved[s].get(k)!r} -> {v!r}" for s, section in now.items() for k, v in section.items()
-             if (s, k) not in RESUME_IGNORES and saved.get(s, {}).get(k) != (list(v) if isinstance(v, tuple) else v)]
+    now, saved = json.loads(json.dumps(config.to_dict())), json.loads(json.dumps(saved))  # tuples -> lists
+    diffs = [f"{s}.{k}: {saved.get(s, {}).get(k)!r} -> {v!r}" for s, section in now.items() for k, v in section.items()
+             if (s, k) not in RESUME_IGNORES and saved.get(s, {}).get(k) != v]
     if diffs:
         raise ConfigError("--resume with a different config: " + "; ".join(diffs))
 
@@ -124,9 +124,13 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     """Run (or, with `resume`, continue) the training `config` describes; under torchrun, on every rank."""
     config = resolve(config)
     ctx = dist_utils.setup(config.run.device)
+    threads = torch.get_num_threads()
     try:
+        if config.run.threads:
+            torch.set_num_threads(config.run.threads)
         return _train(config, ctx, resume)
     finally:
+        torch.set_num_threads(threads)  # a caller's setting survives an in-process run
         dist_utils.teardown(ctx)
 
 
@@ -140,8 +144,6 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool) -> Tr
             raise ConfigError(f"{out} already holds a checkpoint; pass --resume to continue it, or another run.out")
         saved = ckpt_io.load(ckpt_path)
         _check_resume(config, saved["config"])
-    if rc.threads:
-        torch.set_num_threads(rc.threads)
     device, dtype = ctx.device, amp_dtype(rc.precision, ctx.device)
 
     dist_utils.seed_all(rc.seed)  # same on every rank: identical initial weights
