@@ -7,7 +7,9 @@
     titok-bench generate --model titok_l32 --num 8 --out samples/
     titok-bench reconstruct --model titok_l32 --input photos/ --out recon/
     titok-bench list
-Bad input (unknown presets or suite keys, missing files) is one message on stderr and exit status 2.
+Bad input (unknown presets or suite keys, missing or corrupt files, empty folders, checkpoints for another preset,
+statistics of the wrong shape, non-finite values) is one message on stderr and exit status 2, never a traceback.
+Where images are read (`run`, `reconstruct`, `fid`), an unreadable file is skipped and counted, or fatal with --strict.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.commands import fid as fid_command
+from bench.commands.argtypes import class_labels, positive_int, shard
 from bench.data import DataError
 from bench.inception import MissingArtifactError
 from bench.metrics import MetricError
@@ -29,14 +32,23 @@ from bench.suite import SuiteError
 from titok.weights import WeightsError
 
 BAD_INPUT = (SuiteError, MissingArtifactError, DataError, MetricError, WeightsError, KeyError, ValueError,
-             FileNotFoundError, ImportError)
+             OSError, ImportError)
 log = logging.getLogger("titok-bench")
 
 
 def _device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but torch sees no CUDA device")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {name!r}: {str(exc).splitlines()[0]}") from None
+
+
+def _report_skipped(what: str, count: int, total: int) -> None:
+    if count:
+        print(f"titok-bench: skipped {count} unreadable images of {total} in {what} (counted in the record's "
+              "protocol.skipped; use --strict to make them an error)", file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------------------------ run
@@ -51,9 +63,11 @@ def cmd_run(args) -> int:
     from bench.tasks.speed import run_speed
 
     suite = load_suite(args.suite, args.set or [])
-    if args.inception_weights:
-        for r in suite.runs:
+    for r in suite.runs:
+        if args.inception_weights:
             r.settings["inception_weights"] = args.inception_weights
+        if args.strict:
+            r.settings["strict"] = True
     check_paths(suite)
     device = _device(args.device)
     out = Path(args.out)
@@ -66,7 +80,16 @@ def cmd_run(args) -> int:
     print(f"suite {suite.name}: {len(suite.runs)} runs on {device} -> {ctx.results_path}")
     for spec in tqdm(suite.runs, desc=f"suite {suite.name}", unit="run", disable=not ctx.progress):
         print(f"  {spec.task}: {', '.join(spec.models)}", flush=True)
-        tasks[spec.task](spec, ctx)
+        done = len(ctx.records)
+        try:
+            tasks[spec.task](spec, ctx)
+        except BAD_INPUT:
+            print(f"titok-bench run: stopped; {len(ctx.records)} complete records were written to {ctx.results_path}",
+                  file=sys.stderr)
+            raise
+        for r in ctx.records[done:]:
+            _report_skipped(f"{r['protocol'].get('data')} ({r['model']})", r["protocol"].get("skipped", 0),
+                            r["protocol"].get("num_images", 0) + r["protocol"].get("skipped", 0))
     written = write_tables(ctx.records, out / "tables")
     errors = [r for r in ctx.records if r.get("error")]
     print(f"{len(ctx.records)} records ({len(errors)} with an error field) -> {ctx.results_path}")
@@ -119,20 +142,22 @@ def cmd_compare(args) -> int:
 # ---------------------------------------------------------------------------------------- generate
 def cmd_generate(args) -> int:
     from bench.tasks.common import load_model, paired_tokenizer
-    from bench.tasks.gen import generate_samples
+    from bench.tasks.gen import generate_samples, missing_samples
 
     device = _device(args.device)
     weights = {"generator": {args.model: args.weights}, "tokenizer": {}}
-    gen, _ = load_model("generator", args.model, weights, device)
+    gen, gen_tag = load_model("generator", args.model, weights, device)
     tok_name = paired_tokenizer(args.model)
     weights["tokenizer"][tok_name] = args.tokenizer_weights
-    tok, _ = load_model("tokenizer", tok_name, weights, device)
-    labels = [int(x) for x in args.labels.split(",")] if args.labels else None
+    tok, tok_tag = load_model("tokenizer", tok_name, weights, device)
+    labels = args.labels
     num = args.num or (len(labels) if labels else 8)
-    k, n = (int(x) for x in args.shard.split("/"))
-    made = generate_samples(gen, tok, Path(args.out), num, args.seed, args.batch_size, (k, n),
-                            progress=sys.stderr.isatty(), labels=labels)
-    print(f"wrote {made} new samples to {args.out} ({num} in all)")
+    made = generate_samples(gen, tok, Path(args.out), num, args.seed, args.batch_size, args.shard,
+                            progress=sys.stderr.isatty(), labels=labels,
+                            weights={"generator": gen_tag, "tokenizer": tok_tag})
+    missing = missing_samples(Path(args.out), num)
+    print(f"wrote {made} new samples to {args.out} ({num - len(missing)} of {num} on disk"
+          + (", the rest belong to other shards)" if missing else ")"))
     return 0
 
 
@@ -143,7 +168,7 @@ def cmd_reconstruct(args) -> int:
 
     device = _device(args.device)
     tok, _ = load_model("tokenizer", args.model, {"tokenizer": {args.model: args.weights}}, device)
-    data = open_dataset(args.input, tok.image_size, limit=args.limit)
+    data = open_dataset(args.input, tok.image_size, limit=args.limit, strict=args.strict)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     i = 0
@@ -151,7 +176,11 @@ def cmd_reconstruct(args) -> int:
         for img in tok.reconstruct(batch, batch_size=args.batch_size):
             write_png_atomic(out / f"{i:06d}.png", img)
             i += 1
-    print(f"wrote {i} reconstructions to {out}")
+    skipped = len(getattr(data, "skipped", []))
+    if not i:
+        raise DataError(f"{args.input}: none of the {len(data)} images could be read ({skipped} skipped)")
+    _report_skipped(args.input, skipped, len(data))
+    print(f"wrote {i} reconstructions to {out}" + (f" ({skipped} unreadable images skipped)" if skipped else ""))
     return 0
 
 
@@ -178,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", required=True, help="built-in suite name (see `list`) or a .toml file")
     p.add_argument("--out", required=True, help="output folder: results.jsonl, tables/, resolved suite")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--limit", type=int, default=None, help="cap images/samples per run (quick looks)")
+    p.add_argument("--limit", type=positive_int, default=None, help="cap images/samples per run (quick looks)")
     p.add_argument("--inception-weights", default=None, help="Inception weights for every metric of the suite")
+    p.add_argument("--strict", action="store_true", help="an unreadable image is an error instead of skipped")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override a suite value, e.g. --set defaults.iters=5 --set vars.IMAGENET_VAL=/data/val")
     p.set_defaults(func=cmd_run)
@@ -201,15 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="class-conditional samples to PNG (resumable, shardable)")
     p.add_argument("--model", required=True, help="generator preset")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--labels", help="comma-separated ImageNet class ids, cycled")
-    p.add_argument("--num", type=int, default=None, help="number of samples (default: one per label, or 8)")
+    group.add_argument("--labels", type=class_labels, help="comma-separated ImageNet class ids, cycled")
+    p.add_argument("--num", type=positive_int, default=None, help="number of samples (default: one per label, or 8)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", default=None)
     p.add_argument("--tokenizer-weights", default=None)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--shard", default="0/1", help="k/n: this process writes samples i with i %% n == k")
+    p.add_argument("--shard", type=shard, default=(0, 1),
+                   help="k/n: this process writes the batches j with j %% n == k (restart any shard to resume)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("reconstruct", help="images through a tokenizer and back, to PNG")
@@ -217,9 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="image folder or builtin:skimage / builtin:procedural")
     p.add_argument("--out", required=True)
     p.add_argument("--weights", default=None)
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--limit", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--strict", action="store_true", help="an unreadable image is an error instead of skipped")
     p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser("list", help="list presets and built-in suites")

@@ -1,8 +1,9 @@
 """Image sets for the harness: ImageNet-layout or any image folder, and built-in sets that need no download.
 
 Evaluation preprocessing (TiTok / ADM style): resize the shorter side to S with PIL bicubic, then center-crop
-S x S; every image becomes 8-bit RGB (grayscale, CMYK, palette and RGBA are converted). A folder with a bad file
-does not stop a 50,000-image run: the file is skipped and counted, unless `strict` asks for a hard error.
+S x S; every image becomes 8-bit RGB (grayscale, 16-bit grayscale, CMYK, palette and RGBA are converted). A
+folder with a bad file does not stop a 50,000-image run: the file is skipped and counted (and the count goes
+into the record's protocol), unless `strict` asks for a hard error.
 Built-in sets: "procedural" (seeded shapes, gradients and textures) and "skimage" (crops of the photographs
 shipped inside the scikit-image package).
 """
@@ -33,10 +34,23 @@ class DataError(ValueError):
     """A data set that can't be used as asked (empty, unreadable file under --strict, unknown name)."""
 
 
+def _high_depth_to_l(img: Image.Image) -> Image.Image:
+    """16-bit / 32-bit integer and float grayscale -> 8-bit "L", scaled (PIL's own convert clips at 255)."""
+    a = np.asarray(img).astype(np.float64)
+    if img.mode == "F":
+        scale = 255.0 if a.size and np.nanmax(a) <= 1.0 else 1.0  # floats in [0, 1], else already 0..255
+    else:
+        sixteen_bit = img.mode.startswith("I;16") or (a.size > 0 and a.max() > 255)
+        scale = 1 / 257 if sixteen_bit else 1.0  # 65535 -> 255
+    return Image.fromarray(np.clip(np.nan_to_num(a * scale), 0, 255).round().astype(np.uint8), mode="L")
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode -> RGB; transparent pixels are composited on white, as a viewer shows them."""
     if img.mode == "RGB":
         return img
+    if img.mode.startswith("I") or img.mode == "F":
+        return _high_depth_to_l(img).convert("RGB")
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         canvas = Image.new("RGB", rgba.size, (255, 255, 255))

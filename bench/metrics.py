@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,22 +75,34 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 
 def load_reference_stats(path) -> tuple[np.ndarray, np.ndarray]:
     """mu/sigma from a statistics .npz: ours, torch-fidelity's and clean-fid's, or ADM's reference batch
-    (VIRTUAL_imagenet256_labeled.npz, keys mu, sigma beside the images arr_0)."""
+    (VIRTUAL_imagenet256_labeled.npz, keys mu, sigma beside the images arr_0).
+
+    Read as data only (no pickled objects), and checked: both keys, shapes for the 2048-d pool features, finite.
+    """
     path = Path(path)
+    if not path.is_file():
+        raise MetricError(f"statistics file not found: {path}")
     try:
-        with np.load(path) as z:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise MetricError(f"{path}: not a readable .npz statistics file: {exc}") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise MetricError(f"{path}: a statistics file must be an .npz archive (np.savez) holding 'mu' and 'sigma', "
+                          f"found a single array of shape {getattr(z, 'shape', '?')}")
+    try:
+        with z:
             if "mu" not in z or "sigma" not in z:
                 raise MetricError(f"{path}: a statistics file needs arrays 'mu' and 'sigma', found {list(z.keys())}")
             mu, sigma = z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         if isinstance(exc, MetricError):
             raise
         raise MetricError(f"{path}: not a readable .npz statistics file: {exc}") from None
     if mu.shape != (FEATURE_DIM,) or sigma.shape != (FEATURE_DIM, FEATURE_DIM):
-        raise MetricError(f"{path}: expected mu ({FEATURE_DIM},) and sigma ({FEATURE_DIM}, {FEATURE_DIM}), "
-                          f"got {mu.shape} and {sigma.shape}")
+        raise MetricError(f"{path}: expected mu ({FEATURE_DIM},) and sigma ({FEATURE_DIM}, {FEATURE_DIM}) for the "
+                          f"{FEATURE_DIM}-d Inception pool features, got {mu.shape} and {sigma.shape}")
     if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-        raise MetricError(f"{path}: statistics hold non-finite values")
+        raise MetricError(f"{path}: statistics hold non-finite values (NaN/inf)")
     return mu, sigma
 
 
@@ -118,6 +132,7 @@ def compute_image_metrics(fake, real=None, *, inception_weights=None, metrics=("
     from torch_fidelity.metric_kid import kid_features_to_metric
     from torch_fidelity.metric_prc import prc_features_to_metric
 
+    reference = load_reference_stats(real) if isinstance(real, (str, Path)) and "fid" in metrics else None
     extractor, info = load_inception(inception_weights, device)
     f_fake = extract_features(fake, extractor, batch_size, device, progress)
     protocol = {"extractor": info.as_protocol(), "resize": RESIZE_MODE, "num_fake": int(f_fake["pool"].shape[0]),
@@ -134,7 +149,7 @@ def compute_image_metrics(fake, real=None, *, inception_weights=None, metrics=("
         if real is None:
             raise MetricError("FID needs real images or reference statistics")
         if isinstance(real, (str, Path)):
-            mu2, sigma2 = load_reference_stats(real)
+            mu2, sigma2 = reference
             protocol["reference"] = {"path": str(real), "sha256": sha256_of(Path(real))}
         else:
             mu2, sigma2 = statistics(f_real["pool"])
@@ -155,6 +170,9 @@ def compute_image_metrics(fake, real=None, *, inception_weights=None, metrics=("
         r = prc_features_to_metric(torch.from_numpy(f_fake["pool"]).float(), torch.from_numpy(f_real["pool"]).float(),
                                    prc_neighborhood=3, prc_batch_size=10000, save_cpu_ram=False, verbose=False)
         values["precision"], values["recall"] = r["precision"], r["recall"]
+    bad = {k: v for k, v in values.items() if not np.isfinite(v)}
+    if bad:  # never hand on a NaN or inf as if it were a measurement
+        raise MetricError(f"metric values are not finite: {bad}")
     return MetricsResult(_prefixed(values, info.standin), protocol)
 
 

@@ -1,8 +1,10 @@
 """Results records: append-only JSON Lines with a versioned schema (one measurement per line).
 
 A record is written whole or not at all: the full line goes out in one `write` on a file opened for append,
-then flush + fsync, so a crash never leaves half a line and never touches earlier records. Readers skip and
-report malformed lines instead of dying, so one bad line can't hide a results file.
+then fsync; a write that fails part-way is truncated away, and earlier records are never rewritten. If the file
+ends in half a line (a writer killed by a power loss, another tool), the next record starts on a new line, so
+the damage stays one malformed line. Readers skip and report malformed lines (not JSON, missing fields, wrong
+types, a newer schema) instead of dying, so one bad line can't hide a results file.
 """
 
 from __future__ import annotations
@@ -64,18 +66,30 @@ def make_record(*, run_id: str, model: str, task: str, metrics: dict, protocol: 
 
 
 def append_record(path: str | Path, record: dict) -> None:
+    """Append one record as one line, whole or not at all; earlier lines are never rewritten."""
     missing = [k for k in REQUIRED if k not in record]
     if missing:
         raise ValueError(f"record lacks {missing}")
-    line = json.dumps(_finite(record), sort_keys=True, allow_nan=False) + "\n"
+    data = (json.dumps(_finite(record), sort_keys=True, allow_nan=False) + "\n").encode()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        data = line.encode()
-        if os.write(fd, data) != len(data):
-            raise OSError(f"short write to {path}")
-        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            # A crash (of another writer, or a power loss) left half a line: end it, so that line stays one
+            # malformed line for readers to report, and ours starts on a line of its own.
+            data = b"\n" + data
+        try:
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(f"short write to {path} ({written} of {len(data)} bytes)")
+            os.fsync(fd)
+        except BaseException:
+            # Whole or not at all: take back what this call added (unless another writer appended since).
+            if os.fstat(fd).st_size > size and os.fstat(fd).st_size <= size + len(data):
+                os.ftruncate(fd, size)
+            raise
     finally:
         os.close(fd)
 
@@ -84,6 +98,19 @@ def append_record(path: str | Path, record: dict) -> None:
 class ReadResult:
     records: list[dict]
     problems: list[str]  # "file:line: why" for every skipped line
+
+
+def _malformed(rec: dict) -> str:
+    """Why a record with every field can't be used (wrong types), or "" when it can."""
+    if not isinstance(rec["schema_version"], int) or isinstance(rec["schema_version"], bool):
+        return "schema_version is not an integer"
+    for key in ("run_id", "model", "task", "weights_tag"):
+        if not isinstance(rec[key], str):
+            return f"{key} is not a string"
+    for key in ("metrics", "protocol", "env"):
+        if not isinstance(rec[key], dict):
+            return f"{key} is not an object"
+    return ""
 
 
 def read_records(paths: str | Path | Iterable[str | Path]) -> ReadResult:
@@ -104,6 +131,10 @@ def read_records(paths: str | Path | Iterable[str | Path]) -> ReadResult:
                     continue
                 if not isinstance(rec, dict) or any(k not in rec for k in REQUIRED):
                     problems.append(f"{path}:{n}: not a results record (missing fields)")
+                    continue
+                why = _malformed(rec)
+                if why:
+                    problems.append(f"{path}:{n}: not a results record ({why})")
                     continue
                 if rec["schema_version"] > SCHEMA_VERSION:
                     problems.append(f"{path}:{n}: schema {rec['schema_version']} is newer than this tool's")

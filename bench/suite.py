@@ -7,7 +7,7 @@
     [[run]]                      task = "speed" | "recon" | "gen", models = [...], and settings
 
 Settings (defaults shown in DEFAULTS): batch sizes, precisions, warm-up and timed iterations, ops, data,
-limit, metrics, Inception weights ("standin" for the seeded stand-in), reference statistics, sample count,
+limit, strict, metrics, Inception weights ("standin" for the seeded stand-in), reference statistics, sample count,
 seed, sampling overrides ([run.sampling]), weights by preset ([defaults.weights] / [run.weights]).
 Unknown sections, keys and presets are errors that list the known ones. Paths that a run needs are checked
 before any work starts, and every missing one is named in a single error.
@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "iters": 3,
     "data": "builtin:skimage",
     "limit": 16,
+    "strict": False,  # an unreadable image is an error (true) or skipped and counted in the record (false)
     "metrics": ["fid", "psnr", "ssim"],
     "inception_weights": "standin",
     "reference": "",  # gen: statistics .npz of the real images (ADM's VIRTUAL_imagenet256_labeled.npz)

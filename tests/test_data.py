@@ -74,3 +74,11 @@ def test_mixed_sizes_are_batched_by_size(tmp_path):
         Image.fromarray(np.zeros((size, size, 3), np.uint8)).save(tmp_path / f"{i}.png")
     shapes = sorted(tuple(b.shape) for b, _ in iter_image_batches(ImageFolder(tmp_path), batch_size=8))
     assert shapes == [(1, 3, 16, 16), (2, 3, 8, 8)]
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path):
+    ramp = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "gray16.png")  # PIL's own convert("RGB") would make it all white
+    img, _ = ImageFolder(tmp_path, image_size=32)[0]
+    assert img[0, 0, 0] == 0 and img[0, -1, -1] == 255 and abs(img.float().mean() - 127.5) < 1
+    assert torch.equal(img[0], img[1]) and torch.equal(img[1], img[2])

@@ -92,6 +92,9 @@ def sample_tokens(
         else:
             logits = model.logits(ids, labels)
         logits = logits.float()
+        if not torch.isfinite(logits).all():  # NaN/inf would still give valid-looking token ids via argmax
+            raise ValueError(f"non-finite generator logits (NaN/inf) at sampling step {step + 1}/{sampling.num_steps}; "
+                             "check the generator's weights and precision")
         if sampling.softmax_temperature_annealing:
             logits = logits / (0.5 + 0.8 * (1 - ratio))
         # Per-sample noise, drawn on CPU from each sample's own generator: (B, N, K) and (B, N).

@@ -8,8 +8,9 @@ Accepted sources (the release formats people download):
   * a directory laid out like a downloaded model repository (`model.safetensors` or `pytorch_model.bin`,
     optionally beside `config.json`).
 Loading is strict: a wrong or truncated file is one error naming the file, the missing and unexpected
-keys and the shape mismatches. Models may define `convert_state_dict(sd) -> sd` to accept what the
-original release holds beyond our parameters (buffers such as BERT's `position_ids`, training-loss keys).
+keys and the shape mismatches; weights holding NaN or inf are refused. Models may define
+`convert_state_dict(sd) -> sd` to accept what the original release holds beyond our parameters (buffers
+such as BERT's `position_ids`, training-loss keys).
 """
 
 from __future__ import annotations
@@ -53,12 +54,17 @@ def _read_pickle(path: Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise WeightsError(
-            f"{path}: refusing to unpickle objects other than tensors (weights_only=True). "
-            f"Re-save the state dict alone, or convert the file to .safetensors. ({str(exc).splitlines()[0]})"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise WeightsError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): {exc}") from None
+        first = (str(exc).splitlines() or [""])[0]
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+            raise WeightsError(
+                f"{path}: refusing to unpickle objects other than tensors (weights_only=True). "
+                f"Re-save the state dict alone, or convert the file to .safetensors. ({first})"
+            ) from None
+        raise WeightsError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): {first}") from None
+    except Exception as exc:  # noqa: BLE001 - torch's unpickler reports a damaged file with many types (KeyError...)
+        first = (str(exc).splitlines() or [""])[0]
+        raise WeightsError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): "
+                           f"{type(exc).__name__} {first}".rstrip()) from None
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path}: expected a state dict, found {type(obj).__name__}")
     # Lightning checkpoints (taming-transformers) and training checkpoints nest the weights.
@@ -121,4 +127,8 @@ def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: 
     if problems:
         preset = getattr(model, "preset", type(model).__name__)
         raise WeightsError(f"{source} does not fit {preset}: " + "; ".join(problems))
+    # NaN/inf weights give NaN activations that argmax and uint8 conversion turn into plausible tokens and images.
+    bad = [k for k, v in sd.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise WeightsError(f"{source}: {len(bad)} tensors hold non-finite values (NaN/inf): {_summarise(bad)}")
     model.load_state_dict(sd, strict=True)

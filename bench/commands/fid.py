@@ -12,9 +12,10 @@ import json
 import sys
 from pathlib import Path
 
+from bench.commands.argtypes import positive_int
 from bench.data import DataError, ImageFolder
 from bench.inception import MissingArtifactError
-from bench.metrics import MetricError, compute_image_metrics
+from bench.metrics import MetricError, compute_image_metrics, load_reference_stats
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -22,9 +23,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("a", help="image folder (generated / reconstructed images)")
     p.add_argument("b", help="image folder (reference images) or a statistics .npz with mu and sigma")
     p.add_argument("--inception-weights", default=None, help="torch-fidelity Inception weights (.pth); see README")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--image-size", type=int, default=None, help="resize+center-crop both sets to this size first")
+    p.add_argument("--image-size", type=positive_int, default=None,
+                   help="resize+center-crop both sets to this size first")
     p.add_argument("--strict", action="store_true", help="an unreadable image is an error instead of skipped")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of the bare number")
     p.set_defaults(func=run)
@@ -35,6 +37,7 @@ def _source(path: str, args):
     if Path(path).suffix == ".npz":
         if not Path(path).is_file():
             raise DataError(f"statistics file not found: {path}")
+        load_reference_stats(path)  # keys, shapes and values checked before any image is read
         return path
     return ImageFolder(path, image_size=args.image_size, strict=args.strict)
 
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         b = _source(args.b, args)
         result = compute_image_metrics(a, b, inception_weights=args.inception_weights, metrics=("fid",),
                                        batch_size=args.batch_size, device=args.device, progress=sys.stderr.isatty())
-    except (DataError, MetricError, MissingArtifactError, ValueError, ImportError) as exc:
+    except (DataError, MetricError, MissingArtifactError, ValueError, ImportError, OSError) as exc:
         print(f"titok-bench fid: error: {exc}", file=sys.stderr)
         return 2
     skipped = [*getattr(a, "skipped", []), *getattr(b, "skipped", [])]

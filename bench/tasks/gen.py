@@ -2,14 +2,20 @@
 reference statistics (gFID) and by Inception Score.
 
 Sample i has class i % 1000 and its own seed derived from (run seed, i), and is written as `<i>.png`
-atomically (temporary file, then rename). A run that stops part-way resumes by skipping the batches already on
-disk; any number of processes (`--shard k/n` in the CLI) produce the same bytes as one process would.
+atomically (a uniquely named temporary file, then rename), so a killed process leaves either the whole PNG or
+none. A run that stops part-way resumes by redoing only the batches with a sample missing; a PNG cut short
+(power loss after the rename reached the disk before the data) does not count as done. Any number of
+processes (`--shard k/n` in the CLI) and any number of restarts produce the same bytes as one process would.
+The folder's manifest (`generation.json`) is created atomically, once, by whichever process gets there first;
+every other process checks its settings against it, so two runs are never mixed in one folder.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import secrets
 from pathlib import Path
 
 import torch
@@ -21,87 +27,178 @@ from bench.suite import RunSpec
 from bench.tasks.common import RunContext, free, load_model, paired_tokenizer
 from titok.contract import to_uint8
 
+log = logging.getLogger(__name__)
+MANIFEST = "generation.json"
+TMP_SUFFIX = ".tmp"
+PNG_END = b"IEND\xaeB`\x82"  # the last 8 bytes of every complete PNG (IEND chunk type and CRC)
+
 
 def sample_seed(run_seed: int, index: int) -> int:
     """Seed of sample `index`: independent of batch size and of how work is split across processes."""
     return (run_seed * 1_000_003 + index) % (2**63 - 1)
 
 
+def sample_path(out_dir: Path, index: int) -> Path:
+    return out_dir / f"{index:06d}.png"
+
+
+def _tmp_name(path: Path) -> Path:
+    # Unique per process and call (threads share a pid); starts with "." and ends in .tmp, so no image reader
+    # or `*.png` glob ever takes it for a sample.
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}")
+
+
 def write_png_atomic(path: Path, image: torch.Tensor) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    tmp = _tmp_name(path)
+    try:
+        Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-MANIFEST = "generation.json"
+def is_complete_png(path: Path) -> bool:
+    """The file exists and ends with PNG's IEND chunk (cheap: reads 8 bytes, not the image)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() < 8 + len(PNG_END):
+                return False
+            f.seek(-len(PNG_END), os.SEEK_END)
+            return f.read() == PNG_END
+    except OSError:
+        return False
+
+
+def remove_stale_tmp(out_dir: Path, owned: set[int]) -> int:
+    """Delete temporary files a killed process left for the samples this shard owns (no one else writes them)."""
+    removed = 0
+    for tmp in out_dir.glob(f".*.png.*{TMP_SUFFIX}"):
+        stem = tmp.name[1:].split(".", 1)[0]
+        if stem.isdigit() and int(stem) in owned:
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _normalised(settings: dict) -> dict:
+    return json.loads(json.dumps(settings, sort_keys=True))
 
 
 def _check_manifest(out_dir: Path, settings: dict) -> None:
-    """A sample folder belongs to one (model, seed, batch size, labels) run; resuming with others would mix runs."""
+    """A sample folder belongs to one run (models, weights, seed, batch size, labels, sampling): claim it or check it.
+
+    The manifest is written to a temporary file and hard-linked into place, which fails if the file exists: of
+    several processes starting at once exactly one creates it, whole, and the others compare against it.
+    """
     path = out_dir / MANIFEST
-    if path.is_file():
+    settings = _normalised(settings)
+    if not path.exists():
+        tmp = _tmp_name(path)
+        try:
+            with open(tmp, "w") as f:
+                f.write(json.dumps(settings, indent=2, sort_keys=True))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+                return
+            except FileExistsError:
+                pass  # another process claimed the folder first: check against its settings below
+            except OSError:  # a file system without hard links: rename (last writer wins, still atomic)
+                if not path.exists():
+                    os.replace(tmp, path)
+                    return
+        finally:
+            tmp.unlink(missing_ok=True)
+    try:
         saved = json.loads(path.read_text())
-        diff = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
-        if diff:
-            raise ValueError(f"{out_dir} holds samples of another run; differing settings (saved, now): {diff}. "
-                             "Use another --out folder, or the same settings to resume.")
-    else:
-        tmp = path.with_name(f".{MANIFEST}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(settings, indent=2))
-        os.replace(tmp, path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable generation manifest ({exc}); it was not written by this tool, or "
+                         "was damaged. Use another --out folder.") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: a generation manifest must be a JSON object. Use another --out folder.")
+    diff = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
+    if diff:
+        raise ValueError(f"{out_dir} holds samples of another run; differing settings (saved, now): {diff}. "
+                         "Use another --out folder, or the same settings to resume.")
 
 
 def generate_samples(gen, tok, out_dir: Path, num_samples: int, run_seed: int, batch_size: int,
                      shard: tuple[int, int] = (0, 1), progress: bool = False, sampling: dict | None = None,
-                     labels: list[int] | None = None) -> int:
+                     labels: list[int] | None = None, weights: dict | None = None) -> int:
     """Write the samples [0, num_samples) this shard owns that are not on disk yet; returns how many it wrote.
 
     Sample i has class `labels[i % len(labels)]`, or i % num_classes (class-balanced) without `labels`.
     Work is cut into global batches [j*B, (j+1)*B) and shard k of n takes the batches with j % n == k, so every
     image is computed in the same batch whatever the number of processes or restarts: results are identical
-    to the last bit. The batch size is therefore part of the folder's manifest.
+    to the last bit. The batch size is therefore part of the folder's manifest, as are the weights tags.
     """
     k, n = shard
     if not 0 <= k < n:
         raise ValueError(f"shard must be k/n with 0 <= k < n, got {k}/{n}")
+    if batch_size < 1 or num_samples < 0:
+        raise ValueError(f"need batch size >= 1 and a sample count >= 0, got {batch_size} and {num_samples}")
+    bad = [c for c in labels or [] if not 0 <= c < gen.num_classes]
+    if labels is not None and (not labels or bad):
+        raise ValueError(f"class labels must be in [0, {gen.num_classes}) for {gen.preset}; got {bad or 'none'}")
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_manifest(out_dir, {"generator": gen.preset, "tokenizer": tok.preset, "seed": run_seed,
-                              "batch_size": batch_size, "labels": labels, "sampling": sampling or {}})
+                              "batch_size": batch_size, "labels": labels, "sampling": sampling or {},
+                              "weights": weights or {}})
     device = next(gen.parameters()).device
     batches = [list(range(j * batch_size, min((j + 1) * batch_size, num_samples)))
                for j in range(k, -(-num_samples // batch_size), n)]
-    todo = [b for b in batches if not all((out_dir / f"{i:06d}.png").is_file() for i in b)]
+    stale = remove_stale_tmp(out_dir, {i for b in batches for i in b})
+    if stale:
+        log.info("removed %d temporary files left by an interrupted run in %s", stale, out_dir)
+    todo = [b for b in batches if not all(is_complete_png(sample_path(out_dir, i)) for i in b)]
     written = 0
     for idx in tqdm(todo, desc="sampling", disable=not progress, unit="batch"):
         classes = torch.tensor([labels[i % len(labels)] if labels else i % gen.num_classes for i in idx], device=device)
         with torch.no_grad():
             tokens = gen.generate(classes, seeds=[sample_seed(run_seed, i) for i in idx], **(sampling or {}))
-            images = to_uint8(tok.decode(tokens))
-        for i, img in zip(idx, images, strict=True):
-            if not (out_dir / f"{i:06d}.png").is_file():
-                write_png_atomic(out_dir / f"{i:06d}.png", img)
+            decoded = tok.decode(tokens)
+        if not torch.isfinite(decoded).all():  # to_uint8 would turn NaN into plausible-looking black pixels
+            raise ValueError(f"{tok.preset} decoded non-finite pixel values (NaN/inf) for samples {idx[0]}..{idx[-1]}; "
+                             "check the tokenizer's weights")
+        for i, img in zip(idx, to_uint8(decoded), strict=True):
+            if not is_complete_png(sample_path(out_dir, i)):
+                write_png_atomic(sample_path(out_dir, i), img)
                 written += 1
     return written
 
 
+def missing_samples(out_dir: Path, num_samples: int) -> list[int]:
+    """Indices in [0, num_samples) without a complete PNG: a sample set is only scored with none missing."""
+    return [i for i in range(num_samples) if not is_complete_png(sample_path(out_dir, i))]
+
+
 def run_gen(spec: RunSpec, ctx: RunContext) -> None:
-    from bench.metrics import compute_image_metrics
+    from bench.metrics import compute_image_metrics, load_reference_stats
     from bench.tasks.recon import inception_for
 
     s = spec.settings
     n = min(s["num_samples"], ctx.limit) if ctx.limit else s["num_samples"]
+    if s["reference"]:
+        load_reference_stats(s["reference"])  # a wrong file fails now, not after hours of sampling
     for preset in spec.models:
         gen, tag = load_model("generator", preset, s["weights"], ctx.device)
         tok, tok_tag = load_model("tokenizer", paired_tokenizer(preset), s["weights"], ctx.device)
         sample_dir = ctx.out_dir / "samples" / f"{preset}-seed{s['seed']}"
         generate_samples(gen, tok, sample_dir, n, s["seed"], s["eval_batch_size"], progress=ctx.progress,
-                         sampling=s["sampling"])
-        files = sorted(sample_dir.glob("*.png"))[:n]
-        r = compute_image_metrics(ImageFolder(sample_dir, limit=n), s["reference"] or None,
+                         sampling=s["sampling"], weights={"generator": tag, "tokenizer": tok_tag})
+        missing = missing_samples(sample_dir, n)
+        if missing:
+            raise ValueError(f"{sample_dir}: {len(missing)} of {n} samples missing after generation "
+                             f"(first: {missing[0]}); not scoring an incomplete set")
+        samples = ImageFolder(sample_dir, strict=True)  # our own files: any unreadable one is an error
+        samples.files = [sample_path(sample_dir, i) for i in range(n)]
+        r = compute_image_metrics(samples, s["reference"] or None,
                                   inception_weights=inception_for(s, ctx), metrics=("fid", "isc"),
                                   batch_size=s["eval_batch_size"], device=ctx.device, progress=ctx.progress)
         metrics = {k.replace("fid", "gfid"): v for k, v in r.values.items()}
-        protocol = {**r.protocol, "num_samples": len(files), "seed": s["seed"], "resolution": tok.image_size,
+        protocol = {**r.protocol, "num_samples": n, "seed": s["seed"], "resolution": tok.image_size,
                     "class_balanced": True, "sampling": {**gen.sampling.to_dict(), **s["sampling"]},
                     "tokenizer": tok.preset, "tokenizer_weights": tok_tag}
         ctx.emit(model=preset, task="gen", metrics=metrics, protocol=protocol, weights_tag=tag)

@@ -1,0 +1,30 @@
+"""argparse types for the CLI: a malformed value is argparse's usual one-line error (exit 2), not a traceback."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def shard(text: str) -> tuple[int, int]:
+    k, sep, n = text.partition("/")
+    if not (sep and k.strip().isdigit() and n.strip().isdigit()) or not 0 <= int(k) < int(n):
+        raise argparse.ArgumentTypeError(f"expected k/n with 0 <= k < n (e.g. 0/2), got {text!r}")
+    return int(k), int(n)
+
+
+def class_labels(text: str) -> list[int]:
+    try:
+        labels = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated class ids (e.g. 1,7,282), got {text!r}") from None
+    return labels
