@@ -121,8 +121,9 @@ def test_generator_masked_ce_falls(tiny_vq_run, tmp_path):
 
 # ------------------------------------------------------------------------------------------- resume
 RESUME_CASES = {
-    # VAE noise, the discriminator joining at step 2, EMA
-    "vae+disc": ("model.preset=titok_tiny_vae", "loss.disc_start=2", "loss.disc_layers=2", "optim.ema_decay=0.9"),
+    # VAE noise, the discriminator joining at step 2, EMA, batches built by a DataLoader worker
+    "vae+disc": ("model.preset=titok_tiny_vae", "loss.disc_start=2", "loss.disc_layers=2", "optim.ema_decay=0.9",
+                 "data.workers=1"),
     # generator: dropout (torch RNG), masking from per-sample seeds, tokens encoded on the fly, accumulation
     "generator": ("model.task=generator", "model.preset=titok_tiny_bert", "model.tokenizer=titok_tiny_vq",
                   "optim.grad_accum=2"),

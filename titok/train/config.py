@@ -48,6 +48,7 @@ class DataSection(ConfigMixin):
     hflip: bool = True  # random horizontal flip; generator token caches store both orientations
     tokens: str = ""  # generator: pretokenized cache (.safetensors); written from `source` first if missing
     strict: bool = False  # an unreadable image is an error instead of being replaced by the next one
+    workers: int = 0  # DataLoader worker processes building batches ahead (0 = in the training process)
 
 
 @dataclass(frozen=True)

@@ -182,3 +182,23 @@ def pretokenize(tokenizer, dataset, path: str | Path, batch_size: int = 64, flip
     tmp.replace(path)
     log.info("pretokenized %d images (%s) into %s", len(dataset), "with flips" if flips else "no flips", path)
     return path
+
+
+class _MicroBatches(torch.utils.data.Dataset):
+    """Item g = this rank's share of global micro-batch g, fully built (so workers can build them ahead)."""
+
+    def __init__(self, source, order: GlobalOrder):
+        self.source, self.order = source, order
+
+    def __len__(self) -> int:
+        return 2**62  # unbounded: the sampler says which micro-batches are read
+
+    def __getitem__(self, g: int) -> dict[str, torch.Tensor]:
+        return self.source.batch(*self.order.indices(g))
+
+
+def micro_batch_loader(source, order: GlobalOrder, start: int, stop: int, workers: int = 0, pin: bool = False):
+    """Micro-batches start .. stop-1 in order; each depends only on its index, so workers change nothing."""
+    return torch.utils.data.DataLoader(_MicroBatches(source, order), batch_size=None, sampler=range(start, stop),
+                                       num_workers=workers, pin_memory=pin,
+                                       generator=torch.Generator().manual_seed(0))  # keep off the global RNG

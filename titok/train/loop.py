@@ -27,13 +27,23 @@ from titok.registry import get_spec, save_checkpoint
 from titok.train import checkpoint as ckpt_io
 from titok.train import distributed as dist_utils
 from titok.train.config import ConfigError, TrainConfig
-from titok.train.data import GlobalOrder, ImageBatches, TokenBatches, load_size, open_images, pretokenize
+from titok.train.data import (
+    GlobalOrder,
+    ImageBatches,
+    TokenBatches,
+    load_size,
+    micro_batch_loader,
+    open_images,
+    pretokenize,
+)
 from titok.train.grids import save_grid
 from titok.train.losses import PatchDiscriminator, hinge_d_loss
 from titok.train.tasks import Task, build_task, resolve
 
 log = logging.getLogger(__name__)
-RESUME_IGNORES = {("run", "stop_at"), ("run", "threads"), ("run", "log_every"), ("run", "image_every")}
+# Settings that do not change what is computed: a resumed run may differ in them.
+RESUME_IGNORES = {("run", "stop_at"), ("run", "threads"), ("run", "log_every"), ("run", "image_every"),
+                  ("data", "workers")}
 
 
 @dataclass
@@ -234,13 +244,14 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool) -> Tr
     sums: dict[str, float] = {}
     n_logged, t_last = 0, time.perf_counter()
     stop = min(sc.steps, rc.stop_at) if rc.stop_at else sc.steps
+    batches = iter(micro_batch_loader(data, order, step * oc.grad_accum, stop * oc.grad_accum, config.data.workers,
+                                      pin=device.type == "cuda"))
     task.train()
     while step < stop:
         adversarial = disc is not None and step >= lc.disc_start
         parts: dict[str, float] = {}
         for micro in range(oc.grad_accum):
-            idx, seeds = order.indices(step * oc.grad_accum + micro)
-            batch = _to(data.batch(idx, seeds), device)
+            batch = _to(next(batches), device)
             last = micro == oc.grad_accum - 1
             sync = contextlib.nullcontext() if (last or not ctx.distributed) else model.no_sync()
             if adversarial:
