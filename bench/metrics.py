@@ -156,6 +156,9 @@ def compute_image_metrics(fake, real=None, *, inception_weights=None, metrics=("
             protocol["reference"] = {"images_sha256": _features_digest(f_real["pool"])}
         values["fid"] = frechet_distance(*statistics(f_fake["pool"]), mu2, sigma2)
     if "isc" in metrics:
+        if len(f_fake["logits_unbiased"]) < 10:
+            raise MetricError(f"the Inception Score uses 10 splits and needs at least 10 images, got "
+                              f"{len(f_fake['logits_unbiased'])}")
         r = isc_features_to_metric(torch.from_numpy(f_fake["logits_unbiased"]), splits=10, shuffle=True, rng_seed=2020)
         values["isc_mean"], values["isc_std"] = r["inception_score_mean"], r["inception_score_std"]
     if "kid" in metrics:

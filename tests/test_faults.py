@@ -531,3 +531,46 @@ def test_pickled_code_as_inception_weights_is_never_run(tmp_path, image_folders,
     assert main(["fid", str(a), str(b), "--inception-weights", str(weights)]) == 2
     assert "refusing an Inception weights file" in capsys.readouterr().err
     assert not marker.exists()
+
+
+def _reference(path: Path) -> Path:
+    from bench.metrics import save_reference_stats
+
+    rng = np.random.default_rng(0)
+    save_reference_stats(path, rng.normal(size=2048), np.eye(2048), {"what": "test reference"})
+    return path
+
+
+def gen_suite(tmp_path: Path) -> str:
+    path = tmp_path / "gen.toml"
+    path.write_text(f'[[run]]\ntask = "gen"\nmodels = ["titok_tiny_bert"]\nnum_samples = 10\neval_batch_size = 5\n'
+                    f'reference = "{_reference(tmp_path / "ref.npz")}"\n')
+    return str(path)
+
+
+def test_missing_metrics_stack_fails_before_sampling(tmp_path, capsys):
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("checks the core stack without torch-fidelity (tox -e py); the metrics env runs the gen suite")
+    assert main(["run", "--suite", gen_suite(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "metrics need torch-fidelity" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "samples").exists()
+
+
+@pytest.mark.metrics
+def test_rerun_of_a_gen_suite_reuses_its_samples(tmp_path, capsys):
+    suite, out = gen_suite(tmp_path), tmp_path / "out"
+    assert main(["run", "--suite", suite, "--out", str(out)]) == 0
+    samples = out / "samples" / "titok_tiny_bert-seed0"
+    first = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in pngs(samples)}
+    (samples / "000002.png").unlink()  # as if the first run had been killed before this sample
+    assert main(["run", "--suite", suite, "--out", str(out)]) == 0
+    again = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in pngs(samples)}
+    assert set(again) == set(first) and again["000002.png"][1] == first["000002.png"][1]
+    assert all(again[n] == first[n] for n in first if n != "000002.png")  # the others were not redone
+    records = read_records(out / "results.jsonl").records
+    assert len(records) == 2 and records[0]["metrics"] == records[1]["metrics"]
+    assert records[0]["protocol"]["num_samples"] == 10 and "standin_gfid" in records[0]["metrics"]

@@ -175,13 +175,18 @@ def missing_samples(out_dir: Path, num_samples: int) -> list[int]:
 
 
 def run_gen(spec: RunSpec, ctx: RunContext) -> None:
+    from bench.inception import inspect_weights, require_torch_fidelity, resolve_inception_weights
     from bench.metrics import compute_image_metrics, load_reference_stats
     from bench.tasks.recon import inception_for
 
     s = spec.settings
     n = min(s["num_samples"], ctx.limit) if ctx.limit else s["num_samples"]
+    # Everything scoring needs is checked now, not after hours of sampling.
     if s["reference"]:
-        load_reference_stats(s["reference"])  # a wrong file fails now, not after hours of sampling
+        load_reference_stats(s["reference"])
+    require_torch_fidelity()
+    if s["inception_weights"] != "standin":
+        inspect_weights(resolve_inception_weights(s["inception_weights"]))
     for preset in spec.models:
         gen, tag = load_model("generator", preset, s["weights"], ctx.device)
         tok, tok_tag = load_model("tokenizer", paired_tokenizer(preset), s["weights"], ctx.device)

@@ -29,6 +29,10 @@ def run_recon(spec: RunSpec, ctx: RunContext) -> None:
 
     s = spec.settings
     limit = min(s["limit"], ctx.limit) if ctx.limit else s["limit"]
+    if {"fid", "kid", "prc"} & set(s["metrics"]):
+        from bench.inception import require_torch_fidelity
+
+        require_torch_fidelity()  # before the reconstructions, not after
     for preset in spec.models:
         tok, tag = load_model("tokenizer", preset, s["weights"], ctx.device)
         data = open_dataset(s["data"], tok.image_size, limit=limit, strict=s["strict"])
