@@ -26,6 +26,7 @@ from PIL import Image
 
 import titok
 from bench.cli import main
+from bench.data import ImageFolder
 from bench.records import append_record, make_record, read_records
 from bench.suite import load_suite
 from bench.tasks.gen import _check_manifest
@@ -108,6 +109,7 @@ def test_killed_run_resumes_to_identical_images(tmp_path, uninterrupted, capsys)
     (out / f".{NUM - 1:06d}.png.4242-deadbeef.tmp").write_bytes(b"\x89PNG half")
     cut = pngs(out)[3]
     cut.write_bytes(cut.read_bytes()[:40])
+    assert len(ImageFolder(out).files) == len(pngs(out))  # no reader takes a temporary file for a sample
     stdout = finish(spawn([*GENERATE, "--out", str(out)]))
     assert f"wrote {NUM - done + 1} new samples" in stdout  # everything missing, and the cut PNG, nothing more
     assert_identical(out, uninterrupted)
@@ -574,3 +576,15 @@ def test_rerun_of_a_gen_suite_reuses_its_samples(tmp_path, capsys):
     records = read_records(out / "results.jsonl").records
     assert len(records) == 2 and records[0]["metrics"] == records[1]["metrics"]
     assert records[0]["protocol"]["num_samples"] == 10 and "standin_gfid" in records[0]["metrics"]
+
+
+@pytest.mark.metrics
+def test_fid_skips_and_reports_bad_images_or_stops_under_strict(messy_folder, image_folders, standin_inception,
+                                                                 capsys):
+    _, b = image_folders
+    args = ["fid", str(messy_folder), str(b), "--inception-weights", str(standin_inception), "--image-size", "32"]
+    assert main([*args, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "skipped 2 unreadable images" in captured.err and json.loads(captured.out)["skipped"] == 2
+    assert main([*args, "--strict"]) == 2
+    assert "unreadable image" in capsys.readouterr().err
