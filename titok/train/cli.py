@@ -1,5 +1,6 @@
-"""`titok-train`: train a TiTok tokenizer (either stage, or single stage) or a generator, on one process or
-under torchrun. Every setting is a `--section.key=value` override of titok/train/config.py's TrainConfig.
+"""`titok-train`: train TiTok tokenizers (two-stage or single-stage) and generators, alone or under torchrun.
+
+Every setting is a `--section.key=value` override of titok/train/config.py's TrainConfig.
 
     titok-train --model.task=single_stage --model.preset=titok_tiny_vq --run.out=runs/tiny --schedule.steps=300
     titok-train --model.task=proxy_codes --model.preset=titok_l32 --model.teacher_weights=maskgit-vqgan.bin \
