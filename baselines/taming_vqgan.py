@@ -18,8 +18,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from titok.blocks import multi_head_attention
 from titok.configs import ConfigMixin
 from titok.contract import Tokenizer
+from titok.inference import options_of, to_memory_format, upsample_conv
 from titok.quantizer import VectorQuantizer
 
 log = logging.getLogger(__name__)
@@ -72,7 +74,7 @@ class AttnBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
         h = self.norm(x)
         q, k, v = (rearrange(f(h), "b c h w -> b 1 (h w) c") for f in (self.q, self.k, self.v))
-        out = F.scaled_dot_product_attention(q, k, v)  # scale c**-0.5, as taming's
+        out = multi_head_attention(torch.cat([q, k, v], dim=-1)[:, 0], 1, options_of(self).attention)[:, None]
         return x + self.proj_out(rearrange(out, "b 1 (h w) c -> b c h w", h=x.shape[2]))
 
 
@@ -91,7 +93,7 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(c, c, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return to_memory_format(upsample_conv(x, self.conv, options_of(self).fused_upsample), self)
 
 
 def _level(blocks: list[nn.Module], attns: list[nn.Module]) -> nn.Module:
@@ -129,7 +131,7 @@ class Encoder(nn.Module):
         self.conv_out = nn.Conv2d(top, c.z_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) in [-1,1] -> (B, Z, H/16, W/16)
-        h = self.conv_in(x)
+        h = self.conv_in(to_memory_format(x, self))
         for level in self.down:
             for j, block in enumerate(level.block):
                 h = block(h)
@@ -138,7 +140,7 @@ class Encoder(nn.Module):
             if hasattr(level, "downsample"):
                 h = level.downsample(h)
         h = _run_mid(self.mid, h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h))).contiguous()
 
 
 class Decoder(nn.Module):
@@ -161,7 +163,7 @@ class Decoder(nn.Module):
         self.conv_out = nn.Conv2d(c.ch * c.ch_mult[0], 3, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, Z, h, w) -> (B, 3, 16h, 16w) in [-1,1]
-        h = _run_mid(self.mid, self.conv_in(z))
+        h = _run_mid(self.mid, self.conv_in(to_memory_format(z, self)))
         for level in reversed(self.up):
             for j, block in enumerate(level.block):
                 h = block(h)
@@ -169,7 +171,7 @@ class Decoder(nn.Module):
                     h = level.attn[j](h)
             if hasattr(level, "upsample"):
                 h = level.upsample(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h))).contiguous()
 
 
 class TamingVQGANTokenizer(Tokenizer):

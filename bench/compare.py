@@ -62,7 +62,8 @@ class Report:
 
 def _summary(rec: dict) -> str:
     p = rec["protocol"]
-    parts = [str(p[k]) for k in ("op", "resolution", "batch_size", "precision") if p.get(k) is not None]
+    parts = [str(p[k]) for k in ("op", "resolution", "batch_size", "precision", "options_label")
+             if p.get(k) is not None]
     return "/".join(parts) or "-"
 
 

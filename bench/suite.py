@@ -8,7 +8,8 @@
 
 Settings (defaults shown in DEFAULTS): batch sizes, precisions, warm-up and timed iterations, ops, data,
 limit, strict, metrics, Inception weights ("standin" for the seeded stand-in), reference statistics, sample count,
-seed, sampling overrides ([run.sampling]), weights by preset ([defaults.weights] / [run.weights]).
+seed, sampling overrides ([run.sampling]), inference-option variants for speed (`options = [{}, {compile = true}]`,
+each measured and recorded separately; titok/inference.py), weights by preset ([defaults.weights] / [run.weights]).
 Unknown sections, keys and presets are errors that list the known ones. Paths that a run needs are checked
 before any work starts, and every missing one is named in a single error.
 """
@@ -25,6 +26,7 @@ from typing import Any
 
 import tomli
 
+from titok.configs import parse_value
 from titok.registry import get_spec
 
 SECTIONS = ("suite", "vars", "defaults", "run")
@@ -47,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "eval_batch_size": 32,
     "sampling": {},
+    "options": [{}],  # speed: inference-option variants to measure (titok/inference.py); {} = the defaults
     "weights": {},  # {"tokenizer": {preset: path}, "generator": {preset: path}}: released weights
 }
 RUN_KEYS = ("task", "models", *DEFAULTS)
@@ -112,14 +115,25 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise SuiteError(f"--set expects section.key=value, got {text!r}")
     key, raw = text.split("=", 1)
-    try:
-        value = tomli.loads(f"v = {raw}")["v"]
-    except tomli.TOMLDecodeError:
-        value = raw
+    value = parse_value(raw)
     parts = key.strip().split(".")
     if len(parts) != 2 or parts[0] not in ("defaults", "vars", "suite"):
         raise SuiteError(f"--set {key}: use defaults.KEY, vars.NAME or suite.KEY")
     return parts, value
+
+
+def _check_options(where: str, variants: list) -> None:
+    from titok.inference import InferenceOptions
+
+    if not variants:
+        raise SuiteError(f"{where}: options needs at least one variant ({{}} = the defaults)")
+    for v in variants:
+        if not isinstance(v, dict):
+            raise SuiteError(f"{where}: each options variant is a table of option = value, got {v!r}")
+        try:
+            InferenceOptions.parse(v)
+        except (TypeError, ValueError) as exc:
+            raise SuiteError(f"{where} options: {exc}") from None
 
 
 def _merge_weights(where: str, base: dict, extra: dict) -> dict:
@@ -186,6 +200,7 @@ def load_suite(name_or_path: str, overrides: list[str] = ()) -> Suite:
         bad_ops = sorted(set(settings["ops"]) - set(OPS[kind]))
         if bad_ops:
             raise SuiteError(f"{where}: unknown op(s) {bad_ops} for {kind}s; known: {', '.join(OPS[kind])}")
+        _check_options(where, settings["options"])
         models = run.get("models") or []
         if not models:
             raise SuiteError(f"{where}: needs a non-empty `models` list")

@@ -3,7 +3,8 @@
 `quality`: the paper's layout (tokenizer, #tokens, codebook, rFID, PSNR, SSIM, generator params, gFID, IS,
 images/sec, memory), one row per model measured, plus the published numbers in their own rows marked
 "published". Numbers from a stand-in Inception get their own columns, headed as such; they are never FID.
-`speed`: every speed record (op, batch, precision, resolution, images/sec, peak memory, device, error).
+`speed`: every speed record (op, batch, precision, resolution, inference options, images/sec, the ratio to the
+reference-options record of the same run and setting, peak memory, device, error).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from titok.registry import get_spec
 QUALITY_COLUMNS = ["model", "source", "resolution", "tokens", "codebook", "rFID", "PSNR", "SSIM", "gFID", "IS",
                    "params (M)", "gen img/s", "peak mem (MB)", "rFID (stand-in Inception)",
                    "gFID (stand-in Inception)"]
-SPEED_COLUMNS = ["model", "op", "resolution", "batch", "precision", "img/s", "sec/batch", "peak mem (MB)",
-                 "params (M)", "device", "weights", "error"]
+SPEED_COLUMNS = ["model", "op", "resolution", "batch", "precision", "options", "img/s", "x reference", "sec/batch",
+                 "peak mem (MB)", "params (M)", "device", "weights", "error"]
 _FACTS: dict[tuple[str, str], dict] = {}
 
 
@@ -96,15 +97,25 @@ def quality_table(records: list[dict]) -> pd.DataFrame:
     return df.dropna(axis=1, how="all")
 
 
+def _setting(r: dict) -> tuple:
+    """What a speed record measured, inference options aside: records equal in this are one ratio apart."""
+    p = r["protocol"]
+    return (r.get("run_id"), r["model"], r["weights_tag"], p.get("op"), p.get("resolution"),
+            p.get("batch_size_used", p.get("batch_size")), p.get("precision"), r["env"].get("device_name"))
+
+
 def speed_table(records: list[dict]) -> pd.DataFrame:
+    speed = [r for r in records if r["task"] == "speed"]
+    reference = {_setting(r): r["metrics"]["images_per_sec"] for r in speed
+                 if r["protocol"].get("options_label") == "reference" and r["metrics"].get("images_per_sec")}
     rows = []
-    for r in records:
-        if r["task"] != "speed":
-            continue
+    for r in speed:
         p, m = r["protocol"], r["metrics"]
+        ref, ips = reference.get(_setting(r)), m.get("images_per_sec")
         rows.append({"model": r["model"], "op": p.get("op"), "resolution": p.get("resolution"),
                      "batch": p.get("batch_size_used", p.get("batch_size")), "precision": p.get("precision"),
-                     "img/s": m.get("images_per_sec"), "sec/batch": m.get("sec_per_batch"),
+                     "options": p.get("options_label", ""), "img/s": ips,
+                     "x reference": ips / ref if ref and ips else None, "sec/batch": m.get("sec_per_batch"),
                      "peak mem (MB)": m.get("peak_memory_mb"), "params (M)": m.get("params_m"),
                      "device": r["env"].get("device_name"), "weights": r["weights_tag"], "error": r.get("error", "")})
     return pd.DataFrame(rows, columns=SPEED_COLUMNS)

@@ -5,7 +5,8 @@ Parameter names follow the original release so its checkpoints load unchanged:
     (`ln_1`, `attn.in_proj_weight`, `attn.out_proj`, `ln_2`, `mlp.c_fc`, `mlp.c_proj`);
   * `UViTBlock`: the U-ViT block of the titok_s128 generator (`norm1`, `attn.qkv`, `attn.proj`, `norm2`,
     `mlp.fc1`, `mlp.fc2`, optional `skip_linear` for the long skip connections).
-Attention runs through `scaled_dot_product_attention`, which picks a fused kernel where one exists.
+Attention runs through `scaled_dot_product_attention`, which picks a fused kernel where one exists (or, as the
+reference path of titok/inference.py, through the written-out softmax).
 """
 
 from __future__ import annotations
@@ -15,11 +16,20 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from titok.inference import options_of
 
-def multi_head_attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
-    """qkv (B, L, 3*D) packed as [q | k | v] -> attention output (B, L, D)."""
+
+def multi_head_attention(qkv: torch.Tensor, heads: int, impl: str = "sdpa") -> torch.Tensor:
+    """qkv (B, L, 3*D) packed as [q | k | v] -> attention output (B, L, D).
+
+    `impl` "sdpa" uses the fused kernels; "math" writes softmax(QK^T / sqrt(d)) V out (the reference path).
+    """
     q, k, v = rearrange(qkv, "b l (three h d) -> three b h l d", three=3, h=heads)
-    out = F.scaled_dot_product_attention(q, k, v)  # (B, H, L, D/H)
+    if impl == "sdpa":
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, L, D/H)
+    else:
+        weights = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1)  # (B, H, L, L)
+        out = weights @ v
     return rearrange(out, "b h l d -> b l (h d)")
 
 
@@ -38,7 +48,7 @@ class PackedSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, L, D)
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
-        return self.out_proj(multi_head_attention(qkv, self.heads))
+        return self.out_proj(multi_head_attention(qkv, self.heads, options_of(self).attention))
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -68,7 +78,7 @@ class UViTAttention(nn.Module):
         self.proj = nn.Linear(width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D)
-        return self.proj(multi_head_attention(self.qkv(x), self.heads))
+        return self.proj(multi_head_attention(self.qkv(x), self.heads, options_of(self).attention))
 
 
 class Mlp(nn.Module):

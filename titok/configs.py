@@ -12,6 +12,19 @@ from dataclasses import dataclass
 from typing import Any
 
 
+def parse_value(raw: str) -> Any:
+    """A command-line override's value: read as a TOML value (1e-4, true, [0.9, 0.99], "x"), else a plain string.
+
+    The one reading of `--section.key=value` text, shared by `titok-train` and `titok-bench run --set`.
+    """
+    import tomli
+
+    try:
+        return tomli.loads(f"v = {raw}")["v"]
+    except tomli.TOMLDecodeError:
+        return raw
+
+
 class ConfigMixin:
     """JSON-friendly (de)serialisation for nested frozen dataclasses."""
 

@@ -11,6 +11,7 @@ from torch import nn
 from titok.blocks import multi_head_attention
 from titok.generator import Generator
 from titok.generator_config import GeneratorConfig
+from titok.inference import options_of
 
 LN_EPS = 1e-12  # BertConfig's layer_norm_eps in the release
 
@@ -51,7 +52,7 @@ class BertAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D), post-LN
         s = self.self
         qkv = torch.cat([s.query(x), s.key(x), s.value(x)], dim=-1)
-        h = self.dropout(self.output.dense(multi_head_attention(qkv, self.heads)))
+        h = self.dropout(self.output.dense(multi_head_attention(qkv, self.heads, options_of(self).attention)))
         return self.output.LayerNorm(x + h)
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from titok.configs import VQGANConfig
+from titok.inference import options_of, to_memory_format, upsample_conv
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -65,7 +66,7 @@ class Encoder(nn.Module):
         self.conv_out = nn.Conv2d(mid, cfg.z_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, Z, H/16, W/16)
-        h = self.conv_in(x)
+        h = self.conv_in(to_memory_format(x, self))
         for i, level in enumerate(self.down):
             for block in level.block:
                 h = block(h)
@@ -73,7 +74,7 @@ class Encoder(nn.Module):
                 h = F.avg_pool2d(h, kernel_size=2, stride=2)
         for block in self.mid:
             h = block(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h))).contiguous()
 
 
 class Decoder(nn.Module):
@@ -93,12 +94,13 @@ class Decoder(nn.Module):
         self.conv_out = _conv3x3(ch * mult[0], cfg.image_channels)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, Z, h, w) -> (B, 3, 16h, 16w)
-        h = self.conv_in(z)
+        fused = options_of(self).fused_upsample
+        h = self.conv_in(to_memory_format(z, self))
         for block in self.mid:
             h = block(h)
         for level in reversed(self.up):
             for block in level.block:
                 h = block(h)
             if level.upsample_conv is not None:
-                h = level.upsample_conv(F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        return self.conv_out(F.silu(self.norm_out(h)))
+                h = to_memory_format(upsample_conv(h, level.upsample_conv, fused), self)
+        return self.conv_out(F.silu(self.norm_out(h))).contiguous()

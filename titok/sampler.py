@@ -6,7 +6,7 @@ which unmasks everything). Gumbel noise scaled by an annealed temperature random
 and the confidence. Classifier-free guidance follows `SamplingConfig.guidance_decay`.
 
 Two changes from the release that do not change results beyond float tolerance:
-  * the conditional and unconditional passes run as one batch of 2B;
+  * the conditional and unconditional passes run as one batch of 2B (`InferenceOptions.cfg_batched`);
   * all randomness is drawn per sample from its own seed, so a sample does not depend on the batch it is in.
 """
 
@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from titok.generator_config import SamplingConfig
+from titok.inference import options_of
 
 
 @dataclass
@@ -84,9 +85,12 @@ def sample_tokens(
         is_mask = ids == model.mask_token_id
         cfg = guidance_scale_at(step, sampling)
         if cfg != 0:
-            both = model.logits(torch.cat([ids, ids]), torch.cat([labels, labels]),
-                                unconditional=torch.arange(2 * b, device=device) >= b)
-            cond, uncond = both[:b], both[b:]
+            if options_of(model).cfg_batched:  # one pass of 2B rows: the weights are read once
+                both = model.logits(torch.cat([ids, ids]), torch.cat([labels, labels]),
+                                    unconditional=torch.arange(2 * b, device=device) >= b)
+                cond, uncond = both[:b], both[b:]
+            else:  # the reference path: two passes
+                cond, uncond = model.logits(ids, labels), model.logits(ids, labels, unconditional=True)
             base = uncond if sampling.guidance_decay == "power-cosine" else cond
             logits = base + (cond - uncond) * cfg
         else:

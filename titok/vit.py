@@ -96,4 +96,4 @@ class TiTokDecoder(_ViT):
         x = self._blocks(torch.cat([queries, x], dim=1))
         x = self.ln_post(x[:, 1 : 1 + self.grid_size**2])  # (B, G*G, D)
         x = rearrange(x, "b (h w) d -> b d h w", h=self.grid_size)
-        return self.conv_out(self.ffn(x))
+        return self.conv_out(self.ffn(x)).contiguous()  # NCHW out, whatever layout the convolutions used

@@ -15,8 +15,6 @@ from titok.registry import create, get_spec
 
 log = logging.getLogger(__name__)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-# Inference options in effect; the fast-inference work toggles these, and `compare` matches on them.
-OPTIONS = {"attention": "sdpa", "cfg_batched": True, "compile": False, "channels_last": False, "cuda_graphs": False}
 
 
 @dataclass

@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomli
-
-from titok.configs import ConfigMixin
+from titok.configs import ConfigMixin, parse_value
 from titok.registry import config_with_overrides
 
 TASKS = ("proxy_codes", "decoder_finetune", "single_stage", "generator")
@@ -132,14 +130,6 @@ class TrainConfig(ConfigMixin):
 
 
 SECTIONS = tuple(f.name for f in dataclasses.fields(TrainConfig))
-
-
-def parse_value(raw: str) -> Any:
-    """An override's value: read as a TOML value (1e-4, true, [0.9, 0.99], "x"), else taken as a plain string."""
-    try:
-        return tomli.loads(f"v = {raw}")["v"]
-    except tomli.TOMLDecodeError:
-        return raw
 
 
 def _coerce(key: str, value: Any, current: Any) -> Any:

@@ -1,0 +1,142 @@
+"""Inference options: switches that change how fast a model runs, never what it computes (beyond float tolerance).
+
+Every option has a reference setting (the plain way the original release computes) and a fast one, so the
+harness's speed task can measure each gain as a ratio in one run (`InferenceOptions.reference()` vs the
+default). Options live on the model (`apply_inference_options`), not in its config: they are not part of what a
+checkpoint means, and two numbers measured with different options are still the same model's.
+
+  attention       "sdpa": `scaled_dot_product_attention` (fused kernels where the device has them);
+                  "math": softmax(QK^T/sqrt(d))V written out, as the release's generators compute it.
+  cfg_batched     classifier-free guidance runs the conditional and unconditional passes as one batch of 2B
+                  (one pass over the weights) instead of two passes of B.
+  channels_last   the pixel decoders' convolutions run in NHWC, the layout oneDNN and cuDNN prefer.
+  fused_upsample  nearest-2x upsampling followed by a 3x3 convolution is computed as four 2x2 convolutions on
+                  the low-resolution map, one per output phase, then interleaved: the same sums with 16
+                  multiply-adds per input pixel instead of 36 (upsampled pixels repeat, so their taps combine).
+  compile         `torch.compile` of the heavy methods (tokenizer encode/decode, generator forward).
+  cuda_graphs     `torch.compile(mode="reduce-overhead")`: CUDA graphs replay the fixed-shape sampling loop's
+                  kernels without launch overhead. CUDA only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from titok.configs import ConfigMixin
+
+ATTENTION = ("sdpa", "math")
+COMPILED_METHODS = ("encode", "decode", "forward_ids")  # the heavy methods of tokenizers and generators
+
+
+@dataclass(frozen=True)
+class InferenceOptions(ConfigMixin):
+    attention: str = "sdpa"
+    cfg_batched: bool = True
+    channels_last: bool = True
+    fused_upsample: bool = True
+    compile: bool = False
+    cuda_graphs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
+
+    @classmethod
+    def reference(cls) -> InferenceOptions:
+        """Every option off: the computation as the original release writes it (the slow path)."""
+        return cls(attention="math", cfg_batched=False, channels_last=False, fused_upsample=False)
+
+    @classmethod
+    def parse(cls, options: InferenceOptions | dict | None) -> InferenceOptions:
+        """An options object from a dict of overrides on the defaults (unknown keys and wrong types refused)."""
+        if options is None:
+            return cls()
+        if isinstance(options, InferenceOptions):
+            return options
+        from titok.registry import config_with_overrides
+
+        return config_with_overrides(cls(), dict(options))
+
+
+DEFAULT = InferenceOptions()
+
+
+def options_of(module: nn.Module) -> InferenceOptions:
+    """The options a model (or one of its submodules, once applied) runs with."""
+    return getattr(module, "inference_options", DEFAULT)
+
+
+def apply_inference_options(model: nn.Module, options: InferenceOptions | dict | None = None) -> nn.Module:
+    """Set `options` on `model` and every submodule (in place; returns `model`).
+
+    Compilation wraps the model's heavy methods (tokenizers: `encode`, `decode`; generators: `forward_ids`) in
+    `torch.compile`; the first call with a new shape compiles, so time it after a warm-up.
+    """
+    options = InferenceOptions.parse(options)
+    if options.cuda_graphs and not any(p.is_cuda for p in model.parameters()):
+        raise ValueError("not supported: cuda_graphs needs the model on a CUDA device")
+    for name in COMPILED_METHODS:  # undo an earlier compile: options are applied afresh each time
+        model.__dict__.pop(name, None)
+    for m in model.modules():
+        m.inference_options = options
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    fmt = torch.channels_last if options.channels_last else torch.contiguous_format
+    for conv in convs:
+        conv.weight.data = conv.weight.data.contiguous(memory_format=fmt)
+    if options.compile or options.cuda_graphs:
+        mode = "reduce-overhead" if options.cuda_graphs else None
+        for name in COMPILED_METHODS:
+            method = getattr(type(model), name, None)
+            if method is not None and name not in vars(model):
+                setattr(model, name, torch.compile(getattr(model, name), mode=mode, dynamic=False))
+    return model
+
+
+def to_memory_format(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """x in the memory layout the module's options ask for (a no-op when it already is)."""
+    fmt = torch.channels_last if options_of(module).channels_last else torch.contiguous_format
+    return x.contiguous(memory_format=fmt)
+
+
+# ------------------------------------------------------------------------------------------ fused upsample
+def _phase_taps(w: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Collapse a 3-tap kernel axis into the 2 taps each output phase sees after nearest-2x upsampling.
+
+    Phase 0 of output row 2i reads upsampled rows 2i-1, 2i, 2i+1 = input rows i-1, i, i: taps (w0, w1+w2).
+    Phase 1 of output row 2i+1 reads rows 2i, 2i+1, 2i+2 = input rows i, i, i+1: taps (w0+w1, w2).
+    """
+    w0, w1, w2 = w.unbind(dim)
+    return torch.stack([w0, w1 + w2], dim), torch.stack([w0 + w1, w2], dim)
+
+
+def upsample_conv(x: torch.Tensor, conv: nn.Conv2d, fused: bool) -> torch.Tensor:
+    """conv(nearest_upsample_2x(x)) for a 3x3, stride-1, padding-1 `conv`: (B, Cin, H, W) -> (B, Cout, 2H, 2W)."""
+    if not fused:
+        return conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    if conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1) or conv.groups != 1:
+        raise ValueError("fused upsampling needs a 3x3 convolution with stride 1 and padding 1")
+    b, _, h, w = x.shape
+    xp = F.pad(x, (1, 1, 1, 1))  # zero border: the upsampled image's padding is the input's padding
+    rows = _phase_taps(conv.weight, 2)  # 2 x (Cout, Cin, 2, 3)
+    phases = []
+    for a in (0, 1):
+        cols = _phase_taps(rows[a], 3)  # 2 x (Cout, Cin, 2, 2)
+        for c in (0, 1):
+            # Phase (a, c) reads input rows i-1+a, i+a and columns j-1+c, j+c: offset a, c in padded coordinates.
+            phases.append(F.conv2d(xp[:, :, a : a + h + 1, c : c + w + 1], cols[c], conv.bias))
+    y = torch.stack(phases, dim=2)  # (B, Cout, 4, H, W), phase index = 2a + c
+    y = y.view(b, -1, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)  # (B, Cout, H, 2, W, 2)
+    return y.reshape(b, -1, 2 * h, 2 * w)
+
+
+def describe(options: InferenceOptions) -> str:
+    """A short label of the options that differ from the reference path, for tables ('reference' if none)."""
+    ref = InferenceOptions.reference()
+    diff = [f.name if isinstance(getattr(options, f.name), bool) else f"{f.name}={getattr(options, f.name)}"
+            for f in dataclasses.fields(options) if getattr(options, f.name) != getattr(ref, f.name)]
+    return "+".join(diff) or "reference"
