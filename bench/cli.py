@@ -6,6 +6,7 @@
     titok-bench fid FOLDER_A FOLDER_OR_STATS_B --inception-weights PATH
     titok-bench generate --model titok_l32 --num 8 --out samples/
     titok-bench reconstruct --model titok_l32 --input photos/ --out recon/
+    titok-bench publish out/smoke/results.jsonl --name smoke --into results
     titok-bench list
 Bad input (unknown presets or suite keys, missing or corrupt files, empty folders, checkpoints for another preset,
 statistics of the wrong shape, non-finite values) is one message on stderr and exit status 2, never a traceback.
@@ -24,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.commands import fid as fid_command
+from bench.commands import publish as publish_command
 from bench.commands.argtypes import class_labels, positive_int, shard
 from bench.data import DataError
 from bench.inception import MissingArtifactError
@@ -227,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     fid_command.add_parser(sub)
+    publish_command.add_parser(sub)
 
     p = sub.add_parser("generate", help="class-conditional samples to PNG (resumable, shardable)")
     p.add_argument("--model", required=True, help="generator preset")

@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "eval_batch_size": 32,
     "sampling": {},
     "options": [{}],  # speed: inference-option variants to measure (titok/inference.py); {} = the defaults
+    "count_flops": True,  # speed: count one image's FLOPs (an extra eager batch of 1) for TFLOP/s and % of peak
     "weights": {},  # {"tokenizer": {preset: path}, "generator": {preset: path}}: released weights
 }
 RUN_KEYS = ("task", "models", *DEFAULTS)

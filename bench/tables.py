@@ -4,7 +4,8 @@
 images/sec, memory), one row per model measured, plus the published numbers in their own rows marked
 "published". Numbers from a stand-in Inception get their own columns, headed as such; they are never FID.
 `speed`: every speed record (op, batch, precision, resolution, inference options, images/sec, the ratio to the
-reference-options record of the same run and setting, peak memory, device, error).
+reference-options record of the same run and setting, counted GFLOP per image, achieved TFLOP/s and % of the
+device's peak, peak memory, device, error).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ QUALITY_COLUMNS = ["model", "source", "resolution", "tokens", "codebook", "rFID"
                    "params (M)", "gen img/s", "peak mem (MB)", "rFID (stand-in Inception)",
                    "gFID (stand-in Inception)"]
 SPEED_COLUMNS = ["model", "op", "resolution", "batch", "precision", "options", "img/s", "x reference", "sec/batch",
-                 "peak mem (MB)", "params (M)", "device", "weights", "error"]
+                 "GFLOP/img", "TFLOP/s", "% of peak", "peak mem (MB)", "params (M)", "device", "weights", "error"]
 _FACTS: dict[tuple[str, str], dict] = {}
 
 
@@ -116,6 +117,8 @@ def speed_table(records: list[dict]) -> pd.DataFrame:
                      "batch": p.get("batch_size_used", p.get("batch_size")), "precision": p.get("precision"),
                      "options": p.get("options_label", ""), "img/s": ips,
                      "x reference": ips / ref if ref and ips else None, "sec/batch": m.get("sec_per_batch"),
+                     "GFLOP/img": m.get("gflop_per_image"), "TFLOP/s": m.get("achieved_tflops"),
+                     "% of peak": 100 * m["peak_fraction"] if m.get("peak_fraction") is not None else None,
                      "peak mem (MB)": m.get("peak_memory_mb"), "params (M)": m.get("params_m"),
                      "device": r["env"].get("device_name"), "weights": r["weights_tag"], "error": r.get("error", "")})
     return pd.DataFrame(rows, columns=SPEED_COLUMNS)

@@ -3,7 +3,8 @@
 Warm-up runs first (allocator, kernels, caches), then timed iterations, each synchronised: CUDA events on a GPU,
 perf_counter on the CPU. Peak memory is reset before and read after: torch's allocator peak and NVML's device
 view on a GPU; the process's peak resident set (VmHWM, reset through /proc/self/clear_refs) on the CPU.
-Out-of-memory backs the batch size off and is recorded, never fatal.
+Out-of-memory backs the batch size off and is recorded, never fatal. Variants of one op (inference options) are
+timed in interleaved rounds, so a drift of a shared machine's speed does not land between them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -90,55 +91,84 @@ def _nvml_used_mb(device: torch.device) -> float | None:
         return None
 
 
+def _timed_call(fn: Callable[[], object], device: torch.device) -> tuple[float, float | None, str, float | None]:
+    """One synchronised call: (seconds, peak memory in MB, its source, NVML's used MB on a GPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize(device)
+        return (start.elapsed_time(end) / 1000.0, torch.cuda.max_memory_allocated(device) / 2**20,
+                "torch.cuda.max_memory_allocated", _nvml_used_mb(device))
+    rss_reset = _reset_rss_peak()
+    t0 = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - t0
+    kb = _read_vmhwm_kb()
+    source = "peak RSS (VmHWM, reset before timing)" if rss_reset else "peak RSS of the process"
+    return seconds, (kb / 1024 if kb is not None else None), source, None
+
+
+def _max(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def measure_interleaved(fns: Sequence[Callable[[], object]], batch_size: int, device: str | torch.device = "cpu",
+                        warmup: int = 1, iters: int = 3,
+                        prepare: Sequence[Callable[[], object] | None] | None = None) -> list[Timing]:
+    """Time several variants of one piece of work in rounds: variant 1, 2, ..., k, then again, `iters` times.
+
+    On a shared machine speed drifts (other jobs, clocks, heat); timing the variants one after another would put a
+    drift between them and into their ratio. In rounds it falls on every variant alike. `prepare[i]`, if given,
+    runs (untimed) before each call of variant i, e.g. to switch a model's inference options.
+    """
+    device = torch.device(device)
+    prepare = list(prepare) if prepare is not None else [None] * len(fns)
+    if len(prepare) != len(fns):
+        raise ValueError(f"got {len(prepare)} prepare hooks for {len(fns)} variants")
+    for fn, prep in zip(fns, prepare, strict=True):
+        for _ in range(warmup):
+            if prep is not None:
+                prep()
+            fn()
+    timings = [Timing(batch_size, [], warmup) for _ in fns]
+    for _ in range(iters):
+        for fn, prep, t in zip(fns, prepare, timings, strict=True):
+            if prep is not None:
+                prep()
+            seconds, peak, source, nvml = _timed_call(fn, device)
+            t.seconds.append(seconds)
+            t.peak_memory_mb, t.memory_source = _max(t.peak_memory_mb, peak), source
+            t.nvml_used_mb = _max(t.nvml_used_mb, nvml)
+    return timings
+
+
 def measure(fn: Callable[[], object], batch_size: int, device: str | torch.device = "cpu", warmup: int = 1,
             iters: int = 3) -> Timing:
     """Time `fn` (one batch of work) after `warmup` calls; returns per-iteration seconds and peak memory."""
-    device = torch.device(device)
-    cuda = device.type == "cuda"
-    for _ in range(warmup):
-        fn()
-    if cuda:
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    rss_reset = (not cuda) and _reset_rss_peak()
-    seconds = []
-    for _ in range(iters):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize(device)
-            seconds.append(start.elapsed_time(end) / 1000.0)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            seconds.append(time.perf_counter() - t0)
-    t = Timing(batch_size, seconds, warmup)
-    if cuda:
-        t.peak_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20
-        t.memory_source = "torch.cuda.max_memory_allocated"
-        t.nvml_used_mb = _nvml_used_mb(device)
-    else:
-        kb = _read_vmhwm_kb()
-        if kb is not None:
-            t.peak_memory_mb = kb / 1024
-            t.memory_source = "peak RSS (VmHWM, reset before timing)" if rss_reset else "peak RSS of the process"
-    return t
+    return measure_interleaved([fn], batch_size, device, warmup, iters)[0]
 
 
 def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc))
 
 
-def measure_with_backoff(make_fn: Callable[[int], Callable[[], object]], batch_size: int, device="cpu",
-                         warmup: int = 1, iters: int = 3) -> tuple[Timing | None, str | None]:
-    """Measure at `batch_size`, halving it on out-of-memory; returns (timing or None, error note or None)."""
+def measure_variants_with_backoff(make_fns: Callable[[int], Sequence[Callable[[], object]]], batch_size: int,
+                                  device="cpu", warmup: int = 1, iters: int = 3,
+                                  prepare: Sequence[Callable[[], object] | None] | None = None,
+                                  ) -> tuple[list[Timing] | None, str | None]:
+    """`measure_interleaved` at `batch_size`, halving it (for every variant) on out-of-memory.
+
+    Returns (timings or None, error note or None); `make_fns(bs)` builds the variants' calls for a batch size.
+    """
     notes = []
     bs = batch_size
     while bs >= 1:
         try:
-            return measure(make_fn(bs), bs, device, warmup, iters), ("; ".join(notes) or None)
+            return measure_interleaved(make_fns(bs), bs, device, warmup, iters, prepare), ("; ".join(notes) or None)
         except Exception as exc:
             if not is_oom(exc):
                 raise
@@ -148,3 +178,10 @@ def measure_with_backoff(make_fn: Callable[[int], Callable[[], object]], batch_s
                 torch.cuda.empty_cache()
             bs //= 2
     return None, "; ".join(notes)
+
+
+def measure_with_backoff(make_fn: Callable[[int], Callable[[], object]], batch_size: int, device="cpu",
+                         warmup: int = 1, iters: int = 3) -> tuple[Timing | None, str | None]:
+    """Measure at `batch_size`, halving it on out-of-memory; returns (timing or None, error note or None)."""
+    timings, note = measure_variants_with_backoff(lambda bs: [make_fn(bs)], batch_size, device, warmup, iters)
+    return (timings[0] if timings else None), note

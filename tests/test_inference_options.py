@@ -118,3 +118,17 @@ def test_compiled_decode_matches_eager():
         torch.testing.assert_close(compiled.decode(codes), eager, atol=2e-3, rtol=0)
         apply_inference_options(compiled, {})
         assert "decode" not in vars(compiled)  # and unwrapped when options are applied afresh
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
+@pytest.mark.parametrize("changes", [{"compile": True}, {"cuda_graphs": True}], ids=["compile", "cuda_graphs"])
+def test_compiled_sampling_on_cuda_matches_eager(changes):
+    torch.manual_seed(0)
+    gen = titok.load_generator("titok_tiny_bert").cuda().eval()
+    labels = torch.arange(4, device="cuda")
+    with torch.no_grad():
+        eager = gen.generate(labels, seeds=[0, 1, 2, 3])
+        fast = apply_inference_options(copy.deepcopy(gen), changes)
+        for _ in range(2):  # the second call replays what the first recorded
+            assert torch.equal(fast.generate(labels, seeds=[0, 1, 2, 3]), eager)

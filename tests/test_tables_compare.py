@@ -89,3 +89,24 @@ def test_tables_command_skips_malformed_lines(tmp_path, capsys):
     assert main(["tables", str(path), "--out", str(tmp_path / "t")]) == 0
     assert "skipped" in capsys.readouterr().err
     assert len(read_records(path).records) == 1
+
+
+def test_publish_files_records_by_environment_once(tmp_path, capsys):
+    gpu_env = dict(ENV, device="cuda", device_name="NVIDIA H100 80GB HBM3", torch="2.14.1+cu128")
+    gpu = make_record(run_id="g", model="titok_l32", task="speed", commit="c", env=gpu_env,
+                      metrics={"images_per_sec": 900.0}, protocol={"op": "generate", "batch_size": 64})
+    out = tmp_path / "out.jsonl"
+    for rec in (speed("titok_l32", 2.0), recon("titok_l32"), gpu):
+        append_record(out, rec)
+    into = tmp_path / "results"
+    assert main(["publish", str(out), "--name", "smoke", "--into", str(into)]) == 0
+    files = sorted(p.name for p in into.glob("*.jsonl"))
+    assert files == [f"smoke-cpu-{ENV['threads']}threads-torch{ENV['torch'].split('+')[0]}.jsonl",
+                     "smoke-nvidia-h100-80gb-hbm3-torch2.14.1.jsonl"]
+    cpu_file = into / files[0]
+    assert len(read_records(cpu_file).records) == 2
+    assert (into / files[0].removesuffix(".jsonl") / "speed.md").is_file()
+    # Publishing the same run again adds nothing; a bad name is a usage error.
+    assert main(["publish", str(out), "--name", "smoke", "--into", str(into)]) == 0
+    assert len(read_records(cpu_file).records) == 2 and "0 new records" in capsys.readouterr().out
+    assert main(["publish", str(out), "--name", "../x", "--into", str(into)]) == 2

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from bench.timing import measure, measure_with_backoff
+from bench.timing import measure, measure_interleaved, measure_variants_with_backoff, measure_with_backoff
 
 
 def test_measure_counts_warmup_and_iterations():
@@ -49,3 +49,25 @@ def test_other_errors_propagate():
 
     with pytest.raises(ValueError, match="a real bug"):
         measure_with_backoff(make, 4)
+
+
+def test_variants_are_timed_in_interleaved_rounds_after_their_preparation():
+    calls = []
+    fns = [lambda: calls.append("a"), lambda: calls.append("b")]
+    prepare = [lambda: calls.append("prep-a"), lambda: calls.append("prep-b")]
+    timings = measure_interleaved(fns, batch_size=2, warmup=1, iters=2, prepare=prepare)
+    assert calls == ["prep-a", "a", "prep-b", "b"] + ["prep-a", "a", "prep-b", "b"] * 2
+    assert [len(t.seconds) for t in timings] == [2, 2] and all(t.batch_size == 2 for t in timings)
+    with pytest.raises(ValueError, match="prepare hooks"):
+        measure_interleaved(fns, 1, prepare=prepare[:1])
+
+
+def test_out_of_memory_in_one_variant_backs_off_all():
+    def make(bs):
+        def fail():
+            if bs > 1:
+                raise torch.OutOfMemoryError("simulated")
+        return [lambda: None, fail]
+
+    timings, note = measure_variants_with_backoff(make, 4, warmup=0, iters=1)
+    assert [t.batch_size for t in timings] == [1, 1] and note == "out of memory at batch 4; out of memory at batch 2"

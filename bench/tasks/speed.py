@@ -1,18 +1,23 @@
 """Speed and memory: images/sec of tokenizer encode/decode, generator token sampling and end-to-end
 generation (sample + decode), per batch size, precision and inference-option variant, with peak memory
-(bench/timing.py). Each option variant is its own record, so every fast-path gain is a ratio measured in
-one run against the reference path (`options = [{...reference...}, {}]` in a suite; see bench/suites/fast-cpu.toml).
+(bench/timing.py), and counted FLOPs per image with the achieved TFLOP/s and fraction of the device's peak
+(bench/flops.py). Each option variant is its own record, timed in rounds interleaved with the other variants,
+so every fast-path gain is a ratio measured in one run against the reference path (`options = [{...}, {}]` in a
+suite; see bench/suites/fast-cpu.toml).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 
 import torch
 
+from bench.flops import count_flops, utilisation_metrics
 from bench.suite import OPS, RunSpec
 from bench.tasks.common import PRECISIONS, RunContext, free, load_model, paired_tokenizer, parameter_millions
-from bench.timing import measure_with_backoff
+from bench.timing import measure_variants_with_backoff
 from titok.contract import autocast_context
 from titok.inference import InferenceOptions, apply_inference_options, describe
 
@@ -59,20 +64,30 @@ def _generator_op(gen, tok, op: str, device, dtype, sampling: dict):
     return make
 
 
-def _measure_one(ctx: RunContext, preset: str, tag: str, protocol: dict, metrics: dict, make, warmup: int,
-                 iters: int, bs: int) -> None:
-    try:
-        timing, note = measure_with_backoff(make, bs, ctx.device, warmup, iters)
-    except Exception as exc:  # one broken measurement is recorded, the suite goes on
-        log.exception("%s %s failed", preset, protocol["op"])
-        ctx.emit(model=preset, task="speed", metrics={}, protocol=protocol, weights_tag=tag,
-                 error=f"{type(exc).__name__}: {exc}"[:500])
-        return
-    if timing is not None:
-        metrics.update(timing.as_metrics())
-        protocol["batch_size_used"] = timing.batch_size
-        protocol["memory_source"] = timing.memory_source
-    ctx.emit(model=preset, task="speed", metrics=metrics, protocol=protocol, weights_tag=tag, error=note)
+def _flops_per_image(make, options: InferenceOptions, cache: dict, key: tuple) -> float | None:
+    """One image's counted FLOPs. Compiled variants compute what the eager ones do: reuse their count."""
+    eager_key = (*key, describe(dataclasses.replace(options, compile=False, cuda_graphs=False)))
+    if eager_key not in cache:
+        if options.compile or options.cuda_graphs:
+            return None  # counting would trace the compiled graph again; measure an eager variant first
+        try:
+            cache[eager_key] = float(count_flops(make(1)))
+        except Exception as exc:  # the count is extra information; its failure must not lose the timing
+            log.warning("could not count FLOPs of %s: %s", key, exc)
+            cache[eager_key] = None
+    return cache[eager_key]
+
+
+def _emit(ctx: RunContext, preset: str, tag: str, protocol: dict, metrics: dict | None = None,
+          error: str | None = None) -> None:
+    ctx.emit(model=preset, task="speed", metrics=metrics or {}, protocol=protocol, weights_tag=tag, error=error)
+
+
+def _apply(models, options: InferenceOptions):
+    def switch():
+        for m in models:
+            apply_inference_options(m, options)
+    return switch
 
 
 def run_speed(spec: RunSpec, ctx: RunContext) -> None:
@@ -80,44 +95,76 @@ def run_speed(spec: RunSpec, ctx: RunContext) -> None:
     kind = s["kind"]
     ops = s["ops"] or list(OPS[kind])
     variants = [InferenceOptions.parse(v) for v in s["options"]]
+    flop_counts: dict[tuple, float | None] = {}
     for preset in spec.models:
         model, tag = load_model(kind, preset, s["weights"], ctx.device)
         tok = tok_tag = None
         if kind == "generator" and "generate" in ops:
             tok, tok_tag = load_model("tokenizer", paired_tokenizer(preset), s["weights"], ctx.device)
+        models = [m for m in (model, tok) if m is not None]
         resolution = (tok or model).image_size if hasattr(tok or model, "image_size") else None
-        for options in variants:
-            protocol_base = {"kind": kind, "resolution": resolution, "warmup": s["warmup"], "iters": s["iters"],
-                             "options": options.to_dict(), "options_label": describe(options),
-                             "device": ctx.device.type}
-            try:
-                for m in (model, tok):
-                    if m is not None:
-                        apply_inference_options(m, options)
-            except ValueError as exc:  # e.g. CUDA graphs on a CPU: "not supported", recorded per op
-                for op in ops:
-                    ctx.emit(model=preset, task="speed", metrics={}, weights_tag=tag, error=str(exc),
-                             protocol={**protocol_base, "op": op})
-                continue
-            for op in ops:
-                for precision in s["precisions"]:
-                    for bs in s["batch_sizes"]:
-                        protocol = {"op": op, **protocol_base, "batch_size": bs, "precision": precision}
-                        if kind == "generator":
-                            protocol["sampling"] = {**model.sampling.to_dict(), **s["sampling"]}
-                            protocol["tokenizer"] = tok.preset if tok is not None else None
-                            protocol["tokenizer_weights"] = tok_tag
-                        metrics = {"params_m": parameter_millions(model) + (parameter_millions(tok) if tok else 0)}
-                        if precision not in PRECISIONS:
-                            ctx.emit(model=preset, task="speed", metrics={}, protocol=protocol, weights_tag=tag,
-                                     error=f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
-                            continue
-                        if precision != "fp32" and ctx.device.type != "cuda":
-                            ctx.emit(model=preset, task="speed", metrics={}, protocol=protocol, weights_tag=tag,
-                                     error=f"not supported: {precision} autocast is measured on CUDA only")
-                            continue
-                        dtype = PRECISIONS[precision]
-                        make = (_tokenizer_op(model, op, ctx.device, dtype) if kind == "tokenizer"
-                                else _generator_op(model, tok, op, ctx.device, dtype, s["sampling"]))
-                        _measure_one(ctx, preset, tag, protocol, metrics, make, s["warmup"], s["iters"], bs)
+        params = sum(parameter_millions(m) for m in models)
+
+        emit = functools.partial(_emit, ctx, preset, tag)
+        for op in ops:
+            for precision in s["precisions"]:
+                for bs in s["batch_sizes"]:
+                    base = {"op": op, "kind": kind, "resolution": resolution, "batch_size": bs, "precision": precision,
+                            "warmup": s["warmup"], "iters": s["iters"], "device": ctx.device.type,
+                            "interleaved": len(variants) > 1}
+                    if kind == "generator":
+                        base["sampling"] = {**model.sampling.to_dict(), **s["sampling"]}
+                        base["tokenizer"] = tok.preset if tok is not None else None
+                        base["tokenizer_weights"] = tok_tag
+                    protocols = [{**base, "options": o.to_dict(), "options_label": describe(o)} for o in variants]
+                    error = None
+                    if precision not in PRECISIONS:
+                        error = f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}"
+                    elif precision != "fp32" and ctx.device.type != "cuda":
+                        error = f"not supported: {precision} autocast is measured on CUDA only"
+                    if error:
+                        for protocol in protocols:
+                            emit(protocol, error=error)
+                        continue
+                    _measure_variants(ctx, s, models, variants, protocols, op, precision, bs, params, flop_counts,
+                                      emit, preset)
         free(model, tok)
+
+
+def _measure_variants(ctx, s, models, variants, protocols, op, precision, bs, params, flop_counts, emit, preset):
+    """Every options variant of one (op, precision, batch size), timed in interleaved rounds."""
+    dtype = PRECISIONS[precision]
+    model, tok = models[0], (models[1] if len(models) > 1 else None)
+    make = (_tokenizer_op(model, op, ctx.device, dtype) if s["kind"] == "tokenizer"
+            else _generator_op(model, tok, op, ctx.device, dtype, s["sampling"]))
+    usable, flops = [], []
+    for options, protocol in zip(variants, protocols, strict=True):
+        try:
+            _apply(models, options)()
+        except ValueError as exc:  # e.g. CUDA graphs on a CPU: "not supported", recorded, the others go on
+            emit(protocol, error=str(exc))
+            continue
+        usable.append((options, protocol))
+        flops.append(_flops_per_image(make, options, flop_counts, (preset, op, precision))
+                     if s["count_flops"] else None)
+    if not usable:
+        return
+    prepare = [_apply(models, options) for options, _ in usable]
+    try:
+        timings, note = measure_variants_with_backoff(lambda b: [make(b)] * len(usable), bs, ctx.device,
+                                                      s["warmup"], s["iters"], prepare)
+    except Exception as exc:  # one broken measurement is recorded, the suite goes on
+        log.exception("%s %s failed", preset, op)
+        for _, protocol in usable:
+            emit(protocol, error=f"{type(exc).__name__}: {exc}"[:500])
+        return
+    for i, (_, protocol) in enumerate(usable):
+        metrics = {"params_m": params}
+        if timings is not None:
+            t = timings[i]
+            metrics.update(t.as_metrics())
+            if flops[i]:
+                metrics.update(utilisation_metrics(flops[i], t.items_per_sec, ctx.env.get("device_name"), precision))
+            protocol["batch_size_used"] = t.batch_size
+            protocol["memory_source"] = t.memory_source
+        emit(protocol, metrics, note)
