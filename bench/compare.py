@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 HIGHER_IS_BETTER = ("images_per_sec", "psnr", "ssim", "isc_mean", "precision", "recall")
 LOWER_IS_BETTER = ("sec_per_batch", "peak_memory_mb", "nvml_used_mb", "rfid", "gfid", "kid_mean")
-VOLATILE = ("batch_size_used", "memory_source")
+VOLATILE = ("batch_size_used", "memory_source", "options_label")  # options_label: a display name of `options`
 
 
 def _direction(metric: str) -> int:

@@ -50,10 +50,15 @@ def environment(device: str | torch.device = "cpu") -> dict:
 
 
 def env_tag(env: dict) -> str:
-    """A file-name-safe summary: e.g. 'cpu-2threads-torch2.13.0' or 'nvidia-h100-80gb-hbm3-torch2.14.1'."""
+    """A file-name-safe summary: e.g. 'cpu-amd-epyc-2threads-torch2.14.1' or 'nvidia-h100-80gb-hbm3-torch2.14.1'.
+
+    CPU tags carry the processor's model name (trade marks, clocks and core counts dropped): numbers from two
+    different CPUs must never share a results file.
+    """
     if env["device"] == "cuda":
         dev = env["device_name"]
     else:
-        dev = f"cpu-{env['threads']}threads"
+        cpu = re.sub(r"\(r\)|\(tm\)|\bcpu\b|@.*$|\d+-core processor|processor", "", str(env.get("cpu") or "").lower())
+        dev = f"cpu-{cpu.strip()}-{env['threads']}threads" if cpu.strip() else f"cpu-{env['threads']}threads"
     torch_v = env["torch"].split("+")[0]
     return re.sub(r"[^a-z0-9.]+", "-", f"{dev}-torch{torch_v}".lower()).strip("-")

@@ -105,23 +105,36 @@ def _setting(r: dict) -> tuple:
             p.get("batch_size_used", p.get("batch_size")), p.get("precision"), r["env"].get("device_name"))
 
 
+def _options_label(protocol: dict) -> str:
+    """The options' label as this version of the project names them (records keep the label of their day)."""
+    from titok.inference import InferenceOptions, describe
+
+    try:
+        return describe(InferenceOptions.from_dict(protocol["options"]))
+    except (KeyError, TypeError, ValueError):
+        return protocol.get("options_label", "")
+
+
 def speed_table(records: list[dict]) -> pd.DataFrame:
     speed = [r for r in records if r["task"] == "speed"]
     reference = {_setting(r): r["metrics"]["images_per_sec"] for r in speed
-                 if r["protocol"].get("options_label") == "reference" and r["metrics"].get("images_per_sec")}
+                 if _options_label(r["protocol"]) == "reference" and r["metrics"].get("images_per_sec")}
     rows = []
     for r in speed:
         p, m = r["protocol"], r["metrics"]
         ref, ips = reference.get(_setting(r)), m.get("images_per_sec")
         rows.append({"model": r["model"], "op": p.get("op"), "resolution": p.get("resolution"),
                      "batch": p.get("batch_size_used", p.get("batch_size")), "precision": p.get("precision"),
-                     "options": p.get("options_label", ""), "img/s": ips,
+                     "options": _options_label(p), "img/s": ips,
                      "x reference": ips / ref if ref and ips else None, "sec/batch": m.get("sec_per_batch"),
                      "GFLOP/img": m.get("gflop_per_image"), "TFLOP/s": m.get("achieved_tflops"),
                      "% of peak": 100 * m["peak_fraction"] if m.get("peak_fraction") is not None else None,
                      "peak mem (MB)": m.get("peak_memory_mb"), "params (M)": m.get("params_m"),
                      "device": r["env"].get("device_name"), "weights": r["weights_tag"], "error": r.get("error", "")})
-    return pd.DataFrame(rows, columns=SPEED_COLUMNS)
+    df = pd.DataFrame(rows, columns=SPEED_COLUMNS)
+    keep = [c for c in SPEED_COLUMNS if c in ("model", "op", "img/s") or df[c].map(lambda v: v not in (None, "")
+                                                                                     and not pd.isna(v)).any()]
+    return df[keep]  # columns no record filled (no FLOP counts, no reference variant, no errors) are left out
 
 
 def render(df: pd.DataFrame, fmt: str) -> str:

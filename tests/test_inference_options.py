@@ -103,7 +103,9 @@ def test_options_are_validated():
 
 def test_labels_name_what_differs_from_reference():
     assert describe(InferenceOptions.reference()) == "reference"
-    assert describe(InferenceOptions()) == "attention=sdpa+cfg_batched+channels_last+fused_upsample"
+    assert describe(InferenceOptions()) == "default"
+    assert describe(InferenceOptions(channels_last=False)) == "attention=sdpa+cfg_batched+fused_upsample"
+    assert describe(InferenceOptions(compile=True)) == "attention=sdpa+cfg_batched+channels_last+fused_upsample+compile"
 
 
 @pytest.mark.slow

@@ -66,3 +66,7 @@ def test_unknown_task_and_run_ids():
 def test_env_tag_is_file_name_safe():
     tag = env_tag(environment("cpu"))
     assert tag.startswith("cpu-") and "torch" in tag and all(c.isalnum() or c in "-." for c in tag)
+    xeon = dict(environment("cpu"), cpu="Intel(R) Xeon(R) Platinum 8480C CPU @ 2.00GHz", threads=2, torch="2.13.0+cpu")
+    assert env_tag(xeon) == "cpu-intel-xeon-platinum-8480c-2threads-torch2.13.0"
+    epyc = dict(xeon, cpu="AMD EPYC 9654 96-Core Processor")
+    assert env_tag(epyc) == "cpu-amd-epyc-9654-2threads-torch2.13.0"

@@ -6,7 +6,7 @@ import copy
 
 from bench.cli import main
 from bench.compare import compare
-from bench.env import environment
+from bench.env import env_tag, environment
 from bench.records import append_record, make_record, read_records
 from bench.tables import quality_table, render, speed_table, write_tables
 
@@ -101,7 +101,7 @@ def test_publish_files_records_by_environment_once(tmp_path, capsys):
     into = tmp_path / "results"
     assert main(["publish", str(out), "--name", "smoke", "--into", str(into)]) == 0
     files = sorted(p.name for p in into.glob("*.jsonl"))
-    assert files == [f"smoke-cpu-{ENV['threads']}threads-torch{ENV['torch'].split('+')[0]}.jsonl",
+    assert files == [f"smoke-{env_tag(ENV)}.jsonl",
                      "smoke-nvidia-h100-80gb-hbm3-torch2.14.1.jsonl"]
     cpu_file = into / files[0]
     assert len(read_records(cpu_file).records) == 2

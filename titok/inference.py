@@ -135,7 +135,9 @@ def upsample_conv(x: torch.Tensor, conv: nn.Conv2d, fused: bool) -> torch.Tensor
 
 
 def describe(options: InferenceOptions) -> str:
-    """A short label of the options that differ from the reference path, for tables ('reference' if none)."""
+    """A short label for tables: 'reference', 'default', or the options that differ from the reference path."""
+    if options == DEFAULT:
+        return "default"
     ref = InferenceOptions.reference()
     diff = [f.name if isinstance(getattr(options, f.name), bool) else f"{f.name}={getattr(options, f.name)}"
             for f in dataclasses.fields(options) if getattr(options, f.name) != getattr(ref, f.name)]
