@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+
 # (substring of torch.cuda.get_device_name, precision) -> dense peak FLOP/s. fp32 is the non-tensor-core rate,
 # which is what PyTorch's default fp32 matmuls use (TF32 is off for matmuls unless a user turns it on).
 PEAK_FLOPS: dict[tuple[str, str], float] = {
@@ -20,10 +22,25 @@ PEAK_FLOPS: dict[tuple[str, str], float] = {
 }
 
 
+def _register_cpu_attention() -> None:
+    """torch's counter knows the CUDA attention kernels but not the CPU flash kernel SDPA picks on a CPU; without
+    this, the fast path's attention would count as free there and its TFLOP/s read low."""
+    from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_flop_count
+
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is None or op in flop_registry:
+        return
+
+    @register_flop_formula(op)
+    def _cpu_flash_attention_flop(query, key, value, *args, out_shape=None, **kwargs) -> int:  # shapes in
+        return sdpa_flop_count(query, key, value)  # the counter passes shapes
+
+
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs of one call of `fn` (run once, eagerly, under the counter)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    _register_cpu_attention()
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())

@@ -21,6 +21,15 @@ def test_counts_multiply_adds_twice():
     assert count_flops(lambda: conv(img)) == 2 * 8 * 3 * 9 * 25
 
 
+def test_fused_and_written_out_attention_count_the_same():
+    from titok.blocks import multi_head_attention
+
+    qkv = torch.randn(2, 17, 3 * 32)
+    math = count_flops(lambda: multi_head_attention(qkv, 4, "math"))
+    assert math == 2 * 2 * (2 * 4 * 17 * 17 * 8)  # 2 FLOPs x 2 products (QK^T, AV) x (B, H, L, L, D/H) MACs
+    assert count_flops(lambda: multi_head_attention(qkv, 4, "sdpa")) == math
+
+
 def test_peaks_are_matched_most_specific_first_and_unknown_is_none():
     assert peak_flops("NVIDIA H100 80GB HBM3", "bf16") == 989e12
     assert peak_flops("NVIDIA H100 PCIe", "bf16") == 756e12
