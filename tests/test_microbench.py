@@ -17,7 +17,11 @@ from titok.blocks import multi_head_attention
 from titok.inference import InferenceOptions, apply_inference_options, upsample_conv
 from titok.quantizer import VectorQuantizer
 
-torch.set_grad_enabled(False)
+
+@pytest.fixture(autouse=True)
+def _inference_only():
+    with torch.no_grad():  # scoped to each test: grad mode is global state other test files rely on
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +66,14 @@ def test_tiny_sampling(benchmark, fast):
     labels = torch.arange(8)
     tokens = benchmark(gen.generate, labels, seeds=list(range(8)))
     assert tokens.shape == (8, gen.num_tokens) and int(tokens.max()) < gen.codebook_size
+
+
+@pytest.mark.benchmark(group="machine ceiling")
+def test_fp32_matmul_ceiling(benchmark):
+    """The machine's practical fp32 rate (a large matrix multiply): the roof any fp32 model path runs under."""
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    out = benchmark(torch.matmul, a, b)
+    assert out.shape == (n, n)
+    if benchmark.stats:  # timed runs only (tox -e microbench); the default test run just checks the call
+        benchmark.extra_info["gflop_per_s"] = 2 * n**3 / benchmark.stats.stats.min / 1e9
