@@ -105,7 +105,9 @@ def test_labels_name_what_differs_from_reference():
     assert describe(InferenceOptions.reference()) == "reference"
     assert describe(InferenceOptions()) == "default"
     assert describe(InferenceOptions(channels_last=False)) == "attention=sdpa+cfg_batched+fused_upsample"
-    assert describe(InferenceOptions(compile=True)) == "attention=sdpa+cfg_batched+channels_last+fused_upsample+compile"
+    assert describe(InferenceOptions(compile=True)) == "default+compile"
+    label = describe(InferenceOptions(channels_last=False, compile=True))
+    assert label == "attention=sdpa+cfg_batched+fused_upsample+compile"
 
 
 @pytest.mark.slow

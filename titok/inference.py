@@ -138,6 +138,9 @@ def describe(options: InferenceOptions) -> str:
     """A short label for tables: 'reference', 'default', or the options that differ from the reference path."""
     if options == DEFAULT:
         return "default"
+    extras = [name for name in ("compile", "cuda_graphs") if getattr(options, name)]
+    if extras and dataclasses.replace(options, compile=False, cuda_graphs=False) == DEFAULT:
+        return "+".join(["default", *extras])
     ref = InferenceOptions.reference()
     diff = [f.name if isinstance(getattr(options, f.name), bool) else f"{f.name}={getattr(options, f.name)}"
             for f in dataclasses.fields(options) if getattr(options, f.name) != getattr(ref, f.name)]

@@ -47,7 +47,10 @@ class VectorQuantizer(nn.Module):
         """codes (...,) long -> vectors (..., D)."""
         if codes.dtype not in (torch.int32, torch.int64):
             raise TypeError(f"codes must be integer, got {codes.dtype}")
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.num_codes):
+        # The range check reads values back to Python; under torch.compile that would split the graph, and the
+        # embedding lookup itself refuses an out-of-range index there.
+        checked = codes.numel() and not torch.compiler.is_compiling()
+        if checked and (int(codes.min()) < 0 or int(codes.max()) >= self.num_codes):
             lo, hi = int(codes.min()), int(codes.max())
             raise ValueError(f"codes out of range [0, {self.num_codes}): min {lo}, max {hi}")
         z = self.embedding(codes)
