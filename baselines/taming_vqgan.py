@@ -73,9 +73,9 @@ class AttnBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
         h = self.norm(x)
-        q, k, v = (rearrange(f(h), "b c h w -> b 1 (h w) c") for f in (self.q, self.k, self.v))
-        out = multi_head_attention(torch.cat([q, k, v], dim=-1)[:, 0], 1, options_of(self).attention)[:, None]
-        return x + self.proj_out(rearrange(out, "b 1 (h w) c -> b c h w", h=x.shape[2]))
+        qkv = rearrange(torch.cat([self.q(h), self.k(h), self.v(h)], dim=1), "b c h w -> b (h w) c")
+        out = multi_head_attention(qkv, 1, options_of(self).attention)  # one head: scale c**-0.5, as taming's
+        return x + self.proj_out(rearrange(out, "b (h w) c -> b c h w", h=x.shape[2]))
 
 
 class Downsample(nn.Module):
@@ -93,7 +93,7 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(c, c, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return to_memory_format(upsample_conv(x, self.conv, options_of(self).fused_upsample), self)
+        return upsample_conv(x, self.conv)
 
 
 def _level(blocks: list[nn.Module], attns: list[nn.Module]) -> nn.Module:

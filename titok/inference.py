@@ -91,8 +91,7 @@ def apply_inference_options(model: nn.Module, options: InferenceOptions | dict |
     if options.compile or options.cuda_graphs:
         mode = "reduce-overhead" if options.cuda_graphs else None
         for name in COMPILED_METHODS:
-            method = getattr(type(model), name, None)
-            if method is not None and name not in vars(model):
+            if hasattr(type(model), name):  # the instance attribute was cleared above
                 setattr(model, name, torch.compile(getattr(model, name), mode=mode, dynamic=False))
     return model
 
@@ -114,10 +113,15 @@ def _phase_taps(w: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([w0, w1 + w2], dim), torch.stack([w0 + w1, w2], dim)
 
 
-def upsample_conv(x: torch.Tensor, conv: nn.Conv2d, fused: bool) -> torch.Tensor:
-    """conv(nearest_upsample_2x(x)) for a 3x3, stride-1, padding-1 `conv`: (B, Cin, H, W) -> (B, Cout, 2H, 2W)."""
+def upsample_conv(x: torch.Tensor, conv: nn.Conv2d, fused: bool | None = None) -> torch.Tensor:
+    """conv(nearest_upsample_2x(x)) for a 3x3, stride-1, padding-1 `conv`: (B, Cin, H, W) -> (B, Cout, 2H, 2W).
+
+    `fused` defaults to the conv's `fused_upsample` option; the result is in the layout its options ask for.
+    """
+    if fused is None:
+        fused = options_of(conv).fused_upsample
     if not fused:
-        return conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return to_memory_format(conv(F.interpolate(x, scale_factor=2.0, mode="nearest")), conv)
     if conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1) or conv.groups != 1:
         raise ValueError("fused upsampling needs a 3x3 convolution with stride 1 and padding 1")
     b, _, h, w = x.shape
@@ -131,7 +135,7 @@ def upsample_conv(x: torch.Tensor, conv: nn.Conv2d, fused: bool) -> torch.Tensor
             phases.append(F.conv2d(xp[:, :, a : a + h + 1, c : c + w + 1], cols[c], conv.bias))
     y = torch.stack(phases, dim=2)  # (B, Cout, 4, H, W), phase index = 2a + c
     y = y.view(b, -1, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)  # (B, Cout, H, 2, W, 2)
-    return y.reshape(b, -1, 2 * h, 2 * w)
+    return to_memory_format(y.reshape(b, -1, 2 * h, 2 * w), conv)
 
 
 def describe(options: InferenceOptions) -> str:

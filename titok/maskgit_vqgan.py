@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from titok.configs import VQGANConfig
-from titok.inference import options_of, to_memory_format, upsample_conv
+from titok.inference import to_memory_format, upsample_conv
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -94,7 +94,6 @@ class Decoder(nn.Module):
         self.conv_out = _conv3x3(ch * mult[0], cfg.image_channels)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, Z, h, w) -> (B, 3, 16h, 16w)
-        fused = options_of(self).fused_upsample
         h = self.conv_in(to_memory_format(z, self))
         for block in self.mid:
             h = block(h)
@@ -102,5 +101,5 @@ class Decoder(nn.Module):
             for block in level.block:
                 h = block(h)
             if level.upsample_conv is not None:
-                h = to_memory_format(upsample_conv(h, level.upsample_conv, fused), self)
+                h = upsample_conv(h, level.upsample_conv)
         return self.conv_out(F.silu(self.norm_out(h))).contiguous()

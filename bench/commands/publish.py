@@ -1,10 +1,10 @@
 """`titok-bench publish`: file a run's records under results/, named by suite and environment, with their tables.
 
     titok-bench publish out/smoke/results.jsonl --name smoke --into results
-    -> results/smoke-cpu-2threads-torch2.14.1.jsonl   (appended: earlier runs of the same suite and env stay)
-       results/smoke-cpu-2threads-torch2.14.1/{quality,speed}.{md,tex,csv}   (regenerated from the whole file)
+    -> results/smoke-cpu-amd-epyc-2threads-torch2.14.1.jsonl   (appended: earlier runs of the suite and env stay)
+       results/smoke-cpu-amd-epyc-2threads-torch2.14.1/{quality,speed}.{md,tex,csv}   (from the whole file)
 
-The environment tag comes from the records themselves (device, threads or GPU name, torch version), so numbers
+The environment tag comes from the records themselves (CPU model and threads or GPU name, torch version), so numbers
 from different machines never share a file and `compare` can pick a baseline by name.
 """
 
@@ -27,6 +27,11 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _identity(rec: dict) -> tuple:
+    """What makes a record the same measurement when a results file is published twice."""
+    return rec["run_id"], rec["time"], rec["model"], rec["task"], str(rec["protocol"])
+
+
 def run(args) -> int:
     if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", args.name):
         raise ValueError(f"--name must be lower-case letters, digits, '.', '_' or '-', got {args.name!r}")
@@ -41,12 +46,12 @@ def run(args) -> int:
     into = Path(args.into)
     for tag, records in sorted(by_env.items()):
         target = into / f"{args.name}-{tag}.jsonl"
-        filed = {(r["run_id"], r["time"], r["model"], r["task"], str(r["protocol"]))
-                 for r in (read_records(target).records if target.is_file() else [])}
-        new = [r for r in records if (r["run_id"], r["time"], r["model"], r["task"], str(r["protocol"])) not in filed]
+        filed = read_records(target).records if target.is_file() else []
+        known = {_identity(r) for r in filed}
+        new = [r for r in records if _identity(r) not in known]
         for rec in new:
             append_record(target, rec)
-        tables = write_tables(read_records(target).records, into / f"{args.name}-{tag}")
+        tables = write_tables(filed + new, into / f"{args.name}-{tag}")
         print(f"{target}: {len(new)} new records ({len(records) - len(new)} already filed); "
               f"tables in {tables[0].parent}")
     return 0

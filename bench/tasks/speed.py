@@ -66,7 +66,7 @@ def _generator_op(gen, tok, op: str, device, dtype, sampling: dict):
 
 def _flops_per_image(make, options: InferenceOptions, cache: dict, key: tuple) -> float | None:
     """One image's counted FLOPs. Compiled variants compute what the eager ones do: reuse their count."""
-    eager_key = (*key, describe(dataclasses.replace(options, compile=False, cuda_graphs=False)))
+    eager_key = (*key, dataclasses.replace(options, compile=False, cuda_graphs=False))
     if eager_key not in cache:
         if options.compile or options.cuda_graphs:
             return None  # counting would trace the compiled graph again; measure an eager variant first

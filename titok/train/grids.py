@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
-from PIL import Image
 
+from bench.tasks.gen import write_png_atomic
 from titok.contract import to_uint8
 
 
@@ -23,7 +22,5 @@ def save_grid(rows: list[torch.Tensor], path: str | Path, pad: int = 2) -> Path:
             canvas[:, top : top + h, left : left + w] = img
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    Image.fromarray(canvas.permute(1, 2, 0).numpy()).save(tmp)
-    os.replace(tmp, path)
+    write_png_atomic(path, canvas)
     return path
