@@ -10,8 +10,8 @@ speed and memory, and load a state dict converted to the BERT-style key names wh
 
 from __future__ import annotations
 
-from titok.generator_config import GeneratorConfig, SamplingConfig
-from titok.generator_presets import build_generator
+from titok.generators.config import GeneratorConfig, SamplingConfig
+from titok.generators.presets import build_generator
 from titok.registry import ModelSpec, register
 
 NOTE = "no public PyTorch checkpoint (the MaskGIT release is JAX); random weights unless a converted one is given"

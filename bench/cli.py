@@ -9,7 +9,9 @@
     titok-bench publish out/smoke/results.jsonl --name smoke --into results
     titok-bench list
 Bad input (unknown presets or suite keys, missing or corrupt files, empty folders, checkpoints for another preset,
-statistics of the wrong shape, non-finite values) is one message on stderr and exit status 2, never a traceback.
+statistics of the wrong shape, non-finite values) is one message on stderr and exit status 2, never a traceback:
+those are the `titok.errors.InputError`s, raised where the input is judged. Anything else is a bug of ours and
+ends with its traceback and exit status 1.
 Where images are read (`run`, `reconstruct`, `fid`), an unreadable file is skipped and counted, or fatal with --strict.
 """
 
@@ -26,25 +28,19 @@ from tqdm.auto import tqdm
 
 from bench.commands import fid as fid_command
 from bench.commands import publish as publish_command
-from bench.commands.argtypes import class_labels, positive_int, shard
-from bench.data import DataError
-from bench.inception import MissingArtifactError
-from bench.metrics import MetricError
-from bench.suite import SuiteError
-from titok.weights import WeightsError
+from bench.commands.argtypes import class_labels, output_folder, positive_int, shard
+from titok.errors import DataError, InputError
 
-BAD_INPUT = (SuiteError, MissingArtifactError, DataError, MetricError, WeightsError, KeyError, ValueError,
-             OSError, ImportError)
 log = logging.getLogger("titok-bench")
 
 
 def _device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but torch sees no CUDA device")
+        raise InputError("--device cuda asked for, but torch sees no CUDA device")
     try:
         return torch.device(name)
     except RuntimeError as exc:
-        raise ValueError(f"--device {name!r}: {str(exc).splitlines()[0]}") from None
+        raise InputError(f"--device {name!r}: {str(exc).splitlines()[0]}") from None
 
 
 def _report_skipped(what: str, count: int, total: int) -> None:
@@ -72,8 +68,7 @@ def cmd_run(args) -> int:
             r.settings["strict"] = True
     check_paths(suite)
     device = _device(args.device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.out)
     ctx = RunContext(out, new_run_id(), device, environment(device), git_commit(), progress=sys.stderr.isatty(),
                      limit=args.limit)
     (out / f"suite-{ctx.run_id}.resolved.json").write_text(json.dumps(
@@ -85,7 +80,7 @@ def cmd_run(args) -> int:
         done = len(ctx.records)
         try:
             tasks[spec.task](spec, ctx)
-        except BAD_INPUT:
+        except Exception:
             print(f"titok-bench run: stopped; {len(ctx.records)} complete records were written to {ctx.results_path}",
                   file=sys.stderr)
             raise
@@ -154,7 +149,7 @@ def cmd_generate(args) -> int:
     tok, tok_tag = load_model("tokenizer", tok_name, weights, device)
     labels = args.labels
     num = args.num or (len(labels) if labels else 8)
-    made = generate_samples(gen, tok, Path(args.out), num, args.seed, args.batch_size, args.shard,
+    made = generate_samples(gen, tok, output_folder(args.out), num, args.seed, args.batch_size, args.shard,
                             progress=sys.stderr.isatty(), labels=labels,
                             weights={"generator": gen_tag, "tokenizer": tok_tag})
     missing = missing_samples(Path(args.out), num)
@@ -164,15 +159,14 @@ def cmd_generate(args) -> int:
 
 
 def cmd_reconstruct(args) -> int:
-    from bench.data import iter_image_batches, open_dataset
     from bench.tasks.common import load_model
-    from bench.tasks.gen import write_png_atomic
+    from titok.data.files import write_png_atomic
+    from titok.data.images import iter_image_batches, open_dataset
 
     device = _device(args.device)
     tok, _ = load_model("tokenizer", args.model, {"tokenizer": {args.model: args.weights}}, device)
     data = open_dataset(args.input, tok.image_size, limit=args.limit, strict=args.strict)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.out)
     i = 0
     for batch, _ in iter_image_batches(data, args.batch_size, sys.stderr.isatty(), desc="reconstruct"):
         for img in tok.reconstruct(batch, batch_size=args.batch_size):
@@ -268,9 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
-    except BAD_INPUT as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"titok-bench {args.command}: error: {msg}", file=sys.stderr)
+    except InputError as exc:  # only bad input: a bug of ours keeps its traceback (exit 1)
+        print(f"titok-bench {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -22,6 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from titok.errors import MissingDependencyError, MissingFileError
+from titok.weights import WeightsError
+
 ENV_VAR = "TITOK_BENCH_INCEPTION_WEIGHTS"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_SHA256_PREFIX = "6726825d"
@@ -30,7 +33,7 @@ STANDIN_SUFFIX = ".standin.json"
 FEATURES = ("2048", "logits_unbiased")  # pool features (FID, KID, PRC) and logits (IS)
 
 
-class MissingArtifactError(FileNotFoundError):
+class MissingArtifactError(MissingFileError):
     """An external file the run needs is not on this machine; the message says where to get and put it."""
 
 
@@ -38,7 +41,7 @@ def require_torch_fidelity():
     try:
         import torch_fidelity  # noqa: F401
     except ImportError as exc:
-        raise ImportError(
+        raise MissingDependencyError(
             "metrics need torch-fidelity and clean-fid: install the metrics stack "
             "(pip install -r requirements/metrics.txt -e '.[metrics]', or use tox -e metrics / tox -e bench)"
         ) from exc
@@ -136,7 +139,7 @@ def inspect_weights(path: Path) -> ExtractorInfo:
         return ExtractorInfo("inception-v3-compat", str(path), digest, standin=False)
     if sidecar.is_file() and json.loads(sidecar.read_text()).get("sha256") == digest:
         return ExtractorInfo("inception-v3-compat-standin", str(path), digest, standin=True)
-    raise ValueError(
+    raise WeightsError(
         f"{path} is not {INCEPTION_FILE}: its sha256 {digest[:16]}... does not start with {INCEPTION_SHA256_PREFIX} "
         f"(and it is not a stand-in written by make_standin_inception_weights)"
     )
@@ -151,7 +154,7 @@ def load_inception(weights: str | Path | None, device: str | torch.device = "cpu
     try:
         torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path}: refusing an Inception weights file that is not a plain tensor state dict: "
+        raise WeightsError(f"{path}: refusing an Inception weights file that is not a plain tensor state dict: "
                          f"{exc}") from None
     extractor = fe.FeatureExtractorInceptionV3("inception-v3-compat", list(FEATURES),
                                                feature_extractor_weights_path=str(path))

@@ -18,15 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data import RESIZE_MODE, iter_image_batches
 from bench.inception import load_inception, require_torch_fidelity, sha256_of
+from titok.data.images import RESIZE_MODE, iter_image_batches
+from titok.errors import InputError
 
 log = logging.getLogger(__name__)
 FEATURE_DIM = 2048
 METRICS = ("fid", "isc", "kid", "prc")
 
 
-class MetricError(ValueError):
+class MetricError(InputError, ValueError):
     """Inputs a metric can't be computed from (non-finite features, wrong statistics shape, too few samples)."""
 
 
@@ -126,7 +127,7 @@ def compute_image_metrics(fake, real=None, *, inception_weights=None, metrics=("
     """
     unknown = set(metrics) - set(METRICS)
     if unknown:
-        raise ValueError(f"unknown metrics {sorted(unknown)}; known: {', '.join(METRICS)}")
+        raise MetricError(f"unknown metrics {sorted(unknown)}; known: {', '.join(METRICS)}")
     require_torch_fidelity()
     from torch_fidelity.metric_isc import isc_features_to_metric
     from torch_fidelity.metric_kid import kid_features_to_metric

@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from titok.errors import MissingFileError
+
 SCHEMA_VERSION = 1
 TASKS = ("recon", "gen", "speed", "memory", "train")
 REQUIRED = ("schema_version", "run_id", "time", "git_commit", "model", "weights_tag", "task", "metrics", "protocol",
@@ -119,7 +121,7 @@ def read_records(paths: str | Path | Iterable[str | Path]) -> ReadResult:
     for path in paths:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"results file not found: {path}")
+            raise MissingFileError(f"results file not found: {path}")
         with open(path, encoding="utf-8", errors="replace") as f:
             for n, line in enumerate(f, 1):
                 if not line.strip():

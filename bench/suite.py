@@ -27,6 +27,7 @@ from typing import Any
 import tomli
 
 from titok.configs import parse_value
+from titok.errors import ConfigError, InputError
 from titok.registry import get_spec
 
 SECTIONS = ("suite", "vars", "defaults", "run")
@@ -58,7 +59,7 @@ OPS = {"tokenizer": ("encode", "decode"), "generator": ("sample", "generate")}
 VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class SuiteError(ValueError):
+class SuiteError(InputError, ValueError):
     """A suite that can't be run as written; the message says what and lists the valid choices."""
 
 
@@ -133,7 +134,7 @@ def _check_options(where: str, variants: list) -> None:
             raise SuiteError(f"{where}: each options variant is a table of option = value, got {v!r}")
         try:
             InferenceOptions.parse(v)
-        except (TypeError, ValueError) as exc:
+        except ConfigError as exc:
             raise SuiteError(f"{where} options: {exc}") from None
 
 

@@ -17,6 +17,7 @@ import torch
 from tabulate import tabulate
 
 from bench.paper import PUBLISHED
+from titok.errors import InputError
 from titok.registry import get_spec
 
 # A model's row shows end-to-end generation where it was measured (generator + tokenizer parameters), else its
@@ -149,7 +150,7 @@ def render(df: pd.DataFrame, fmt: str) -> str:
         return tabulate(shown.values.tolist(), headers=list(shown.columns), tablefmt="latex_booktabs")
     if fmt == "csv":
         return df.to_csv(index=False)
-    raise ValueError(f"unknown table format {fmt!r}; known: md, tex, csv")
+    raise InputError(f"unknown table format {fmt!r}; known: md, tex, csv")
 
 
 def write_tables(records: list[dict], out_dir: str | Path) -> list[Path]:

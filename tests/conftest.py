@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.data import builtin_images
+from titok.data.images import builtin_images
 
 
 def write_pngs(folder, images: torch.Tensor, prefix: str = "img") -> None:

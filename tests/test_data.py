@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.data import DataError, ImageFolder, builtin_images, iter_image_batches, open_dataset
+from titok.data.images import DataError, ImageFolder, builtin_images, iter_image_batches, open_dataset
 
 
 def test_modes_are_converted_to_rgb(tmp_path):

@@ -26,10 +26,11 @@ from PIL import Image
 
 import titok
 from bench.cli import main
-from bench.data import ImageFolder
 from bench.records import append_record, make_record, read_records
 from bench.suite import load_suite
 from bench.tasks.gen import _check_manifest
+from titok.data.images import ImageFolder
+from titok.errors import InputError
 from titok.registry import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,7 +146,7 @@ def test_manifest_is_claimed_by_exactly_one_of_concurrent_runs(tmp_path):
             try:
                 _check_manifest(folder, {"generator": "g", "seed": seed})
                 outcome[seed] = "ok"
-            except ValueError as exc:
+            except InputError as exc:
                 outcome[seed] = str(exc)
 
         threads = [threading.Thread(target=claim, args=(s,)) for s in range(8)]

@@ -15,6 +15,7 @@ from torch import nn
 
 import baselines
 import titok
+from titok.errors import ConfigError, NotSupportedError
 from titok.inference import InferenceOptions, apply_inference_options, describe, options_of, upsample_conv
 
 SINGLE = [{"attention": "sdpa"}, {"cfg_batched": True}, {"channels_last": True}, {"fused_upsample": True}]
@@ -93,11 +94,11 @@ def test_options_reach_every_submodule_and_convolution_weights():
 def test_options_are_validated():
     with pytest.raises(ValueError, match="unknown config key 'flash'"):
         InferenceOptions.parse({"flash": True})
-    with pytest.raises(TypeError, match="channels_last"):
+    with pytest.raises(ConfigError, match="channels_last"):
         InferenceOptions.parse({"channels_last": "yes"})
     with pytest.raises(ValueError, match="attention"):
         InferenceOptions(attention="xformers")
-    with pytest.raises(ValueError, match="not supported: cuda_graphs"):
+    with pytest.raises(NotSupportedError, match="not supported: cuda_graphs"):
         apply_inference_options(titok.load_tokenizer("titok_tiny_vq"), {"cuda_graphs": True})
 
 

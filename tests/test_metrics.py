@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data import ImageFolder, builtin_images
 from bench.inception import MissingArtifactError, inspect_weights, resolve_inception_weights
 from bench.metrics import MetricError, load_reference_stats, psnr, ssim
+from titok.data.images import ImageFolder, builtin_images
 
 
 def test_psnr_and_ssim_known_values():

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import titok
-from titok.generator_config import SamplingConfig
-from titok.sampler import guidance_scale_at, masked_count, sample_tokens
+from titok.generators.config import SamplingConfig
+from titok.generators.sampler import guidance_scale_at, masked_count, sample_tokens
 
 
 @pytest.fixture(scope="module", params=["titok_tiny_bert", "titok_tiny_uvit"])

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import titok
+from titok.errors import ConfigError
 from titok.quantizer import VectorQuantizer
 from titok.registry import UnknownPresetError
 
@@ -127,7 +128,7 @@ def test_unknown_preset_lists_known():
 def test_unknown_override_is_rejected():
     with pytest.raises(ValueError, match="unknown config key"):
         titok.load_tokenizer("titok_tiny_vq", num_layers=3)
-    with pytest.raises(TypeError, match="num_tokens"):
+    with pytest.raises(ConfigError, match="num_tokens"):
         titok.load_tokenizer("titok_tiny_vq", num_tokens="8")
 
 

@@ -232,7 +232,7 @@ def test_perceptual_loss_from_a_weights_file(tmp_path):
 @pytest.mark.slow
 def test_vae_learns_content_beyond_the_mean_image(tmp_path):
     """The default tiny tests stop near the mean-image plateau; longer, the tiny VAE gets below it (~1 min)."""
-    from bench.data import builtin_images
+    from titok.data.images import builtin_images
 
     x = builtin_images("skimage", 32, 64, 0).float() / 255
     mean_image_mse = float(((x - x.mean(0, keepdim=True)) ** 2).mean())  # about 0.066

@@ -16,15 +16,19 @@ __all__ = ["load_tokenizer", "load_generator", "list_presets", "get_spec", "save
 
 
 def load_tokenizer(preset: str | None, weights: WeightsSource = None, **overrides: Any):
-    """A TiTok tokenizer preset, with weights (None: random init; path, directory or state dict)."""
-    return create("tokenizer", preset, weights, family="titok", **overrides)
+    """A tokenizer preset, with weights (None: random init; path, directory or state dict).
+
+    Any registered preset: TiTok's own and those other packages register (the baselines, e.g.
+    `maskgit_vqgan_f16_1024`), since there is one registry and one factory for all of them.
+    """
+    return create("tokenizer", preset, weights, **overrides)
 
 
 def load_generator(preset: str | None, weights: WeightsSource = None, **overrides: Any):
-    """A TiTok generator preset, with weights (None: random init; path, directory or state dict)."""
-    return create("generator", preset, weights, family="titok", **overrides)
+    """A generator preset (any registered one), with weights (None: random init; path, directory or state dict)."""
+    return create("generator", preset, weights, **overrides)
 
 
 # Registration happens on import; keep these last (they import the modules above).
-from titok import generator_presets as _generator_presets  # noqa: E402,F401
 from titok import presets as _tokenizer_presets  # noqa: E402,F401
+from titok.generators import presets as _generator_presets  # noqa: E402,F401

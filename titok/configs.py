@@ -11,6 +11,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from titok.errors import ConfigError
+
 
 def parse_value(raw: str) -> Any:
     """A command-line override's value: read as a TOML value (1e-4, true, [0.9, 0.99], "x"), else a plain string.
@@ -37,7 +39,7 @@ class ConfigMixin:
         known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown keys for {cls.__name__}: {sorted(unknown)}")
+            raise ConfigError(f"unknown keys for {cls.__name__}: {sorted(unknown)}")
         kwargs = {}
         for name, value in data.items():
             hint = hints[name]
@@ -105,13 +107,13 @@ class TokenizerConfig(ConfigMixin):
 
     def __post_init__(self) -> None:
         if self.quantizer not in ("vq", "vae"):
-            raise ValueError(f"quantizer must be 'vq' or 'vae', got {self.quantizer!r}")
+            raise ConfigError(f"quantizer must be 'vq' or 'vae', got {self.quantizer!r}")
         if self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            raise ConfigError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if self.pixel_decoder is not None and self.pixel_decoder.downsample != self.patch_size:
-            raise ValueError("the pixel decoder must upsample by exactly patch_size")
+            raise ConfigError("the pixel decoder must upsample by exactly patch_size")
         if self.pixel_decoder is not None and not self.legacy_layout:
-            raise ValueError("two-stage decoding (pixel_decoder) needs the legacy proxy-code head")
+            raise ConfigError("two-stage decoding (pixel_decoder) needs the legacy proxy-code head")
 
     @property
     def grid_size(self) -> int:

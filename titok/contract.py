@@ -66,7 +66,7 @@ class Tokenizer(nn.Module):
         if x.shape[-2:] != (self.image_size, self.image_size):
             raise ValueError(
                 f"{self.preset or type(self).__name__} takes {self.image_size}x{self.image_size} images, got "
-                f"{x.shape[-2]}x{x.shape[-1]}; resize and center-crop first (bench.data does)"
+                f"{x.shape[-2]}x{x.shape[-1]}; resize and center-crop first (titok.data.images does)"
             )
         return x
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from titok.configs import ConfigMixin
+from titok.errors import ConfigError, NotSupportedError
 
 ATTENTION = ("sdpa", "math")
 COMPILED_METHODS = ("encode", "decode", "forward_ids")  # the heavy methods of tokenizers and generators
@@ -44,7 +45,7 @@ class InferenceOptions(ConfigMixin):
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION:
-            raise ValueError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
+            raise ConfigError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
 
     @classmethod
     def reference(cls) -> InferenceOptions:
@@ -79,7 +80,7 @@ def apply_inference_options(model: nn.Module, options: InferenceOptions | dict |
     """
     options = InferenceOptions.parse(options)
     if options.cuda_graphs and not any(p.is_cuda for p in model.parameters()):
-        raise ValueError("not supported: cuda_graphs needs the model on a CUDA device")
+        raise NotSupportedError("not supported: cuda_graphs needs the model on a CUDA device")
     for name in COMPILED_METHODS:  # undo an earlier compile: options are applied afresh each time
         model.__dict__.pop(name, None)
     for m in model.modules():

@@ -4,12 +4,18 @@ A preset is a `ModelSpec`: a name from the papers (`titok_l32`, `maskgit_vqgan_f
 config it builds from, the factory, and the facts a results table needs (display name, where the released
 weights live). Tokenizers and generators are separate namespaces because the TiTok release reuses one name
 for both (the `titok_l32` tokenizer and the `titok_l32` generator that runs on its tokens).
+
+Who registers: TiTok's own presets on import of `titok`; every other package through the entry-point group
+`titok_bench.presets` (the baselines declare theirs in pyproject.toml). The registry loads that group the
+first time it is asked, so `titok` never imports `baselines` (which depends on it) and a third-party package
+can add presets the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +24,17 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from titok.weights import WeightsSource, load_into, read_weights
+from titok.errors import ConfigError, InputError
+from titok.weights import WeightsError, WeightsSource, load_into, read_weights
 
+log = logging.getLogger(__name__)
+ENTRY_POINT_GROUP = "titok_bench.presets"
 Kind = Literal["tokenizer", "generator"]
 KINDS: tuple[Kind, ...] = ("tokenizer", "generator")
 META_PREFIX = "titok_bench."
 
 
-class UnknownPresetError(KeyError):
+class UnknownPresetError(InputError, KeyError):
     """An unknown preset name; the message lists the known ones."""
 
     def __str__(self) -> str:  # KeyError would quote the message
@@ -50,6 +59,7 @@ class ModelSpec:
 
 
 _REGISTRY: dict[tuple[str, str], ModelSpec] = {}
+_plugins_loaded = False
 
 
 def register(spec: ModelSpec) -> ModelSpec:
@@ -61,9 +71,21 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 
 def _ensure_all_registered() -> None:
-    # Presets register on import of their package; make the registry complete whoever asks first.
-    import baselines  # noqa: F401
-    import titok  # noqa: F401
+    """Make the registry complete whoever asks first: TiTok's presets, then every package of the entry-point group."""
+    global _plugins_loaded
+    import titok  # noqa: F401  (its presets register on import)
+
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    found = entry_points(group=ENTRY_POINT_GROUP)
+    if not found:
+        log.warning("no %s entry points: the baselines' presets are missing (install the project: pip install -e .)",
+                    ENTRY_POINT_GROUP)
+    for ep in found:
+        ep.load()  # importing the package registers its presets
 
 
 def list_presets(kind: Kind | None = None, family: str | None = None, include_test: bool = True) -> list[str]:
@@ -98,11 +120,11 @@ def config_with_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(config)}
     for key, value in overrides.items():
         if key not in fields:
-            raise ValueError(f"unknown config key {key!r} for {type(config).__name__}; known: {', '.join(fields)}")
+            raise ConfigError(f"unknown config key {key!r} for {type(config).__name__}; known: {', '.join(fields)}")
         current = getattr(config, key)
         if current is not None and value is not None and not isinstance(value, type(current)):
             if not (isinstance(current, float) and isinstance(value, int)):
-                raise TypeError(f"{key}: expected {type(current).__name__}, got {type(value).__name__} ({value!r})")
+                raise ConfigError(f"{key}: expected {type(current).__name__}, got {type(value).__name__} ({value!r})")
     return dataclasses.replace(config, **overrides)
 
 
@@ -121,13 +143,13 @@ def create(
     saved_name = meta.get(META_PREFIX + "preset")
     saved_kind = meta.get(META_PREFIX + "kind")
     if saved_kind is not None and saved_kind != kind:
-        raise ValueError(f"{weights} holds a {saved_kind} checkpoint, not a {kind}")
+        raise WeightsError(f"{weights} holds a {saved_kind} checkpoint, not a {kind}")
     if name is None:
         if saved_name is None:
-            raise ValueError("no preset given and the weights do not name one (only our own checkpoints do)")
+            raise WeightsError("no preset given and the weights do not name one (only our own checkpoints do)")
         name = saved_name
     elif saved_name is not None and saved_name != name:
-        raise ValueError(f"{weights} is a checkpoint for preset {saved_name!r}, not {name!r}")
+        raise WeightsError(f"{weights} is a checkpoint for preset {saved_name!r}, not {name!r}")
     spec = get_spec(kind, name, family)
     config = spec.config
     if META_PREFIX + "config" in meta:

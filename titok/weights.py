@@ -22,13 +22,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from titok.errors import InputError
+
 WeightsSource = None | str | Path | Mapping[str, torch.Tensor]
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 # What a downloaded model repository holds, in the order we prefer it.
 REPO_FILES = ("model.safetensors", "pytorch_model.bin", "model.bin", "model.ckpt", "last.ckpt")
 
 
-class WeightsError(ValueError):
+class WeightsError(InputError, ValueError):
     """A checkpoint that can't be read or doesn't fit the model."""
 
 

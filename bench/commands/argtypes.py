@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from titok.errors import InputError
 
 
 def positive_int(text: str) -> int:
@@ -28,3 +31,13 @@ def class_labels(text: str) -> list[int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated class ids (e.g. 1,7,282), got {text!r}") from None
     return labels
+
+
+def output_folder(path: str | Path) -> Path:
+    """Create an --out folder (and its parents); a path that is a file or can't be created is bad input."""
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, PermissionError) as exc:
+        raise InputError(f"--out {path}: cannot be used as an output folder ({exc.strerror})") from None
+    return path

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 from bench.commands.argtypes import positive_int
-from bench.data import DataError, ImageFolder
-from bench.inception import MissingArtifactError
-from bench.metrics import MetricError, compute_image_metrics, load_reference_stats
+from bench.metrics import compute_image_metrics, load_reference_stats
+from titok.data.images import ImageFolder
+from titok.errors import DataError, InputError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         b = _source(args.b, args)
         result = compute_image_metrics(a, b, inception_weights=args.inception_weights, metrics=("fid",),
                                        batch_size=args.batch_size, device=args.device, progress=sys.stderr.isatty())
-    except (DataError, MetricError, MissingArtifactError, ValueError, ImportError, OSError) as exc:
+    except InputError as exc:  # only bad input: a bug of ours keeps its traceback (exit 1)
         print(f"titok-bench fid: error: {exc}", file=sys.stderr)
         return 2
     skipped = [*getattr(a, "skipped", []), *getattr(b, "skipped", [])]

@@ -17,6 +17,7 @@ from pathlib import Path
 from bench.env import env_tag
 from bench.records import append_record, read_records
 from bench.tables import write_tables
+from titok.errors import InputError
 
 
 def add_parser(sub) -> None:
@@ -34,12 +35,12 @@ def _identity(rec: dict) -> tuple:
 
 def run(args) -> int:
     if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", args.name):
-        raise ValueError(f"--name must be lower-case letters, digits, '.', '_' or '-', got {args.name!r}")
+        raise InputError(f"--name must be lower-case letters, digits, '.', '_' or '-', got {args.name!r}")
     res = read_records(args.results)
     for p in res.problems:
         print(f"skipped {p}", file=sys.stderr)
     if not res.records:
-        raise ValueError(f"no readable records in {', '.join(args.results)}")
+        raise InputError(f"no readable records in {', '.join(args.results)}")
     by_env: dict[str, list[dict]] = {}
     for rec in res.records:
         by_env.setdefault(env_tag(rec["env"]), []).append(rec)

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from bench.records import append_record, make_record
+from titok.errors import InputError
 from titok.registry import create, get_spec
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def load_model(kind: str, preset: str, weights: dict, device: torch.device):
 def paired_tokenizer(generator_preset: str) -> str:
     tok = get_spec("generator", generator_preset).tokenizer
     if tok is None:
-        raise ValueError(f"generator {generator_preset} names no tokenizer to decode its tokens")
+        raise InputError(f"generator {generator_preset} names no tokenizer to decode its tokens")
     return tok
 
 
@@ -79,3 +80,13 @@ def free(*objs) -> None:
 
 def parameter_millions(model: torch.nn.Module) -> float:
     return sum(p.numel() for p in model.parameters()) / 1e6
+
+
+def inception_for(settings: dict, ctx: RunContext):
+    """The Inception weights a metric task uses: the suite's file, or the run's seeded stand-in (made once)."""
+    if settings["inception_weights"] != "standin":
+        return settings["inception_weights"]
+    from bench.inception import make_standin_inception_weights
+
+    path = ctx.out_dir / "standin-inception" / "standin-seed0.pth"
+    return path if path.is_file() else make_standin_inception_weights(path, seed=0)

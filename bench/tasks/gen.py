@@ -15,22 +15,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 from pathlib import Path
 
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
-from bench.data import ImageFolder
 from bench.suite import RunSpec
-from bench.tasks.common import RunContext, free, load_model, paired_tokenizer
+from bench.tasks.common import RunContext, free, inception_for, load_model, paired_tokenizer
 from titok.contract import to_uint8
+from titok.data.files import TMP_SUFFIX, is_complete_png, tmp_name, write_png_atomic
+from titok.data.images import ImageFolder
+from titok.errors import InputError
+from titok.weights import WeightsError
 
 log = logging.getLogger(__name__)
 MANIFEST = "generation.json"
-TMP_SUFFIX = ".tmp"
-PNG_END = b"IEND\xaeB`\x82"  # the last 8 bytes of every complete PNG (IEND chunk type and CRC)
 
 
 def sample_seed(run_seed: int, index: int) -> int:
@@ -40,34 +39,6 @@ def sample_seed(run_seed: int, index: int) -> int:
 
 def sample_path(out_dir: Path, index: int) -> Path:
     return out_dir / f"{index:06d}.png"
-
-
-def _tmp_name(path: Path) -> Path:
-    # Unique per process and call (threads share a pid); starts with "." and ends in .tmp, so no image reader
-    # or `*.png` glob ever takes it for a sample.
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}")
-
-
-def write_png_atomic(path: Path, image: torch.Tensor) -> None:
-    tmp = _tmp_name(path)
-    try:
-        Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def is_complete_png(path: Path) -> bool:
-    """The file exists and ends with PNG's IEND chunk (cheap: reads 8 bytes, not the image)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell() < 8 + len(PNG_END):
-                return False
-            f.seek(-len(PNG_END), os.SEEK_END)
-            return f.read() == PNG_END
-    except OSError:
-        return False
 
 
 def remove_stale_tmp(out_dir: Path, owned: set[int]) -> int:
@@ -94,7 +65,7 @@ def _check_manifest(out_dir: Path, settings: dict) -> None:
     path = out_dir / MANIFEST
     settings = _normalised(settings)
     if not path.exists():
-        tmp = _tmp_name(path)
+        tmp = tmp_name(path)
         try:
             with open(tmp, "w") as f:
                 f.write(json.dumps(settings, indent=2, sort_keys=True))
@@ -114,13 +85,13 @@ def _check_manifest(out_dir: Path, settings: dict) -> None:
     try:
         saved = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: unreadable generation manifest ({exc}); it was not written by this tool, or "
+        raise InputError(f"{path}: unreadable generation manifest ({exc}); it was not written by this tool, or "
                          "was damaged. Use another --out folder.") from None
     if not isinstance(saved, dict):
-        raise ValueError(f"{path}: a generation manifest must be a JSON object. Use another --out folder.")
+        raise InputError(f"{path}: a generation manifest must be a JSON object. Use another --out folder.")
     diff = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
     if diff:
-        raise ValueError(f"{out_dir} holds samples of another run; differing settings (saved, now): {diff}. "
+        raise InputError(f"{out_dir} holds samples of another run; differing settings (saved, now): {diff}. "
                          "Use another --out folder, or the same settings to resume.")
 
 
@@ -136,12 +107,12 @@ def generate_samples(gen, tok, out_dir: Path, num_samples: int, run_seed: int, b
     """
     k, n = shard
     if not 0 <= k < n:
-        raise ValueError(f"shard must be k/n with 0 <= k < n, got {k}/{n}")
+        raise InputError(f"shard must be k/n with 0 <= k < n, got {k}/{n}")
     if batch_size < 1 or num_samples < 0:
-        raise ValueError(f"need batch size >= 1 and a sample count >= 0, got {batch_size} and {num_samples}")
+        raise InputError(f"need batch size >= 1 and a sample count >= 0, got {batch_size} and {num_samples}")
     bad = [c for c in labels or [] if not 0 <= c < gen.num_classes]
     if labels is not None and (not labels or bad):
-        raise ValueError(f"class labels must be in [0, {gen.num_classes}) for {gen.preset}; got {bad or 'none'}")
+        raise InputError(f"class labels must be in [0, {gen.num_classes}) for {gen.preset}; got {bad or 'none'}")
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_manifest(out_dir, {"generator": gen.preset, "tokenizer": tok.preset, "seed": run_seed,
                               "batch_size": batch_size, "labels": labels, "sampling": sampling or {},
@@ -160,8 +131,8 @@ def generate_samples(gen, tok, out_dir: Path, num_samples: int, run_seed: int, b
             tokens = gen.generate(classes, seeds=[sample_seed(run_seed, i) for i in idx], **(sampling or {}))
             decoded = tok.decode(tokens)
         if not torch.isfinite(decoded).all():  # to_uint8 would turn NaN into plausible-looking black pixels
-            raise ValueError(f"{tok.preset} decoded non-finite pixel values (NaN/inf) for samples {idx[0]}..{idx[-1]}; "
-                             "check the tokenizer's weights")
+            raise WeightsError(f"{tok.preset} decoded non-finite pixel values (NaN/inf) for samples "
+                               f"{idx[0]}..{idx[-1]}; check the tokenizer's weights")
         for i, img in zip(idx, to_uint8(decoded), strict=True):
             if not is_complete_png(sample_path(out_dir, i)):
                 write_png_atomic(sample_path(out_dir, i), img)
@@ -177,7 +148,6 @@ def missing_samples(out_dir: Path, num_samples: int) -> list[int]:
 def run_gen(spec: RunSpec, ctx: RunContext) -> None:
     from bench.inception import inspect_weights, require_torch_fidelity, resolve_inception_weights
     from bench.metrics import compute_image_metrics, load_reference_stats
-    from bench.tasks.recon import inception_for
 
     s = spec.settings
     n = min(s["num_samples"], ctx.limit) if ctx.limit else s["num_samples"]
@@ -195,7 +165,7 @@ def run_gen(spec: RunSpec, ctx: RunContext) -> None:
                          sampling=s["sampling"], weights={"generator": tag, "tokenizer": tok_tag})
         missing = missing_samples(sample_dir, n)
         if missing:
-            raise ValueError(f"{sample_dir}: {len(missing)} of {n} samples missing after generation "
+            raise RuntimeError(f"{sample_dir}: {len(missing)} of {n} samples missing after generation "
                              f"(first: {missing[0]}); not scoring an incomplete set")
         samples = ImageFolder(sample_dir, strict=True)  # our own files: any unreadable one is an error
         samples.files = [sample_path(sample_dir, i) for i in range(n)]

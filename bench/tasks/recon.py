@@ -8,20 +8,11 @@ import logging
 
 import torch
 
-from bench.data import DataError, iter_image_batches, open_dataset
 from bench.suite import RunSpec
-from bench.tasks.common import RunContext, free, load_model
+from bench.tasks.common import RunContext, free, inception_for, load_model
+from titok.data.images import DataError, iter_image_batches, open_dataset
 
 log = logging.getLogger(__name__)
-
-
-def inception_for(settings: dict, ctx: RunContext):
-    if settings["inception_weights"] != "standin":
-        return settings["inception_weights"]
-    from bench.inception import make_standin_inception_weights
-
-    path = ctx.out_dir / "standin-inception" / "standin-seed0.pth"
-    return path if path.is_file() else make_standin_inception_weights(path, seed=0)
 
 
 def run_recon(spec: RunSpec, ctx: RunContext) -> None:

@@ -19,6 +19,7 @@ from bench.suite import OPS, RunSpec
 from bench.tasks.common import PRECISIONS, RunContext, free, load_model, paired_tokenizer, parameter_millions
 from bench.timing import measure_variants_with_backoff
 from titok.contract import autocast_context
+from titok.errors import NotSupportedError
 from titok.inference import InferenceOptions, apply_inference_options, describe
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ def _measure_variants(ctx, s, models, variants, protocols, op, precision, bs, pa
     for options, protocol in zip(variants, protocols, strict=True):
         try:
             _apply(models, options)()
-        except ValueError as exc:  # e.g. CUDA graphs on a CPU: "not supported", recorded, the others go on
+        except NotSupportedError as exc:  # e.g. CUDA graphs on a CPU: "not supported", recorded, the others go on
             emit(protocol, error=str(exc))
             continue
         usable.append((options, protocol))

@@ -17,6 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from titok.errors import MissingFileError
+from titok.weights import WeightsError
+
 FORMAT = "titok-train-checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -79,10 +82,10 @@ def save(path: str | Path, payload: dict[str, Any]) -> Path:
 def load(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"training checkpoint not found: {path}")
+        raise MissingFileError(f"training checkpoint not found: {path}")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a titok training checkpoint ({FORMAT})")
+        raise WeightsError(f"{path} is not a titok training checkpoint ({FORMAT})")
     return ckpt
 
 

@@ -22,11 +22,8 @@ import logging
 import os
 import sys
 
-from bench.data import DataError
-from titok.train.config import ConfigError, TrainConfig, apply_overrides, load_config
-from titok.weights import WeightsError
-
-BAD_INPUT = (ConfigError, DataError, WeightsError, FileNotFoundError, KeyError, ValueError)
+from titok.errors import ConfigError, InputError
+from titok.train.config import TrainConfig, apply_overrides, load_config
 
 
 def split_overrides(rest: list[str]) -> list[str]:
@@ -73,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         preflight(config, args.resume)
         result = train(config, resume=args.resume)
-    except BAD_INPUT as exc:
+    except InputError as exc:  # only bad input: a bug of ours keeps its traceback (exit 1)
         print(f"titok-train: {exc}", file=sys.stderr)
         return 2
     if rank == 0:

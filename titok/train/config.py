@@ -16,14 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from titok.configs import ConfigMixin, parse_value
+from titok.errors import ConfigError
 from titok.registry import config_with_overrides
 
 TASKS = ("proxy_codes", "decoder_finetune", "single_stage", "generator")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-class ConfigError(ValueError):
-    """A config or override that can't be used; the message names the key and the valid choices."""
 
 
 @dataclass(frozen=True)
@@ -167,7 +164,7 @@ def apply_overrides(config: TrainConfig, overrides: Iterable[str]) -> TrainConfi
     for section, values in per_section.items():
         try:
             replaced[section] = config_with_overrides(getattr(config, section), values)
-        except TypeError as exc:
+        except ConfigError as exc:
             raise ConfigError(f"{section}.{exc}") from None
     return dataclasses.replace(config, **replaced)
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data import DataError, ImageFolder, TensorImages, builtin_images
+from titok.data.images import ImageFolder, TensorImages, builtin_images
+from titok.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 TOKENS_META = "titok_train.tokens"
@@ -78,7 +79,7 @@ class GlobalOrder:
 
     def __post_init__(self) -> None:
         if self.global_micro % self.world_size:
-            raise ValueError(f"the micro-batch of {self.global_micro} (optim.batch_size / grad_accum) does not split "
+            raise ConfigError(f"the micro-batch of {self.global_micro} (optim.batch_size / grad_accum) does not split "
                              f"over {self.world_size} processes")
         if self.size < self.global_micro:
             raise DataError(f"the data set has {self.size} samples, fewer than one micro-batch of {self.global_micro}")
@@ -160,7 +161,7 @@ def pretokenize(tokenizer, dataset, path: str | Path, batch_size: int = 64, flip
     from safetensors.torch import save_file
 
     if not tokenizer.is_vq:
-        raise ValueError(f"{tokenizer.preset} is a VAE tokenizer; the masked-token generator needs discrete codes")
+        raise ConfigError(f"{tokenizer.preset} is a VAE tokenizer; the masked-token generator needs discrete codes")
     tokenizer.eval()
     device = tokenizer.device
     tokens, labels = [], []

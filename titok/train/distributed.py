@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from titok.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -39,7 +41,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("run.device=cuda but no CUDA device is available")
+            raise ConfigError("run.device=cuda but no CUDA device is available")
         return torch.device("cuda", local_rank)
     return torch.device(name)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from bench.tasks.gen import write_png_atomic
 from titok.contract import to_uint8
+from titok.data.files import write_png_atomic
 
 
 def save_grid(rows: list[torch.Tensor], path: str | Path, pad: int = 2) -> Path:

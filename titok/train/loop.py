@@ -21,8 +21,9 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from bench.data import BUILTIN_SETS, DataError
 from titok.contract import autocast_context
+from titok.data.images import BUILTIN_SETS
+from titok.errors import DataError, MissingFileError
 from titok.registry import get_spec, save_checkpoint
 from titok.train import checkpoint as ckpt_io
 from titok.train import distributed as dist_utils
@@ -117,7 +118,7 @@ def preflight(config: TrainConfig, resume: bool = False) -> None:
     for key, path in (("model.init_weights", mc.init_weights), ("model.teacher_weights", mc.teacher_weights),
                       ("model.tokenizer_weights", mc.tokenizer_weights)):
         if path and not Path(path).expanduser().exists():
-            raise FileNotFoundError(f"{key}: not found: {path} (nothing is downloaded; give a local file)")
+            raise MissingFileError(f"{key}: not found: {path} (nothing is downloaded; give a local file)")
     if mc.task == "generator" and dc.tokens and Path(dc.tokens).is_file():
         return  # trains from the token cache; the images are not read
     if dc.source.startswith("builtin:"):
@@ -127,7 +128,7 @@ def preflight(config: TrainConfig, resume: bool = False) -> None:
     elif not Path(dc.source).expanduser().is_dir():
         raise DataError(f"data folder not found: {dc.source}")
     if resume and not (Path(config.run.out) / ckpt_io.CHECKPOINT_NAME).is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint in {config.run.out}")
+        raise MissingFileError(f"--resume: no checkpoint in {config.run.out}")
 
 
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:

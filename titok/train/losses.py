@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from titok.weights import read_weights
+from titok.errors import MissingFileError
+from titok.weights import WeightsError, read_weights
 
 # VGG16 "D" configuration: conv widths, "M" = max-pool. Taps are the ReLUs before each pool.
 VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
@@ -53,7 +54,7 @@ class VGGPerceptual(nn.Module):
     def from_file(cls, path: str | Path) -> VGGPerceptual:
         path = Path(path).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"perceptual-loss weights not found: {path}. Give a VGG16 state dict with torchvision's "
                 f"`features.*` keys (e.g. vgg16-397923af.pth from the torchvision release) as "
                 f"loss.perceptual_weights=PATH, or leave it empty to train without the perceptual loss.")
@@ -62,7 +63,7 @@ class VGGPerceptual(nn.Module):
         features = {k: v for k, v in sd.items() if k.startswith("features.")}
         missing = sorted(set(net.state_dict()) - set(features))
         if missing:
-            raise ValueError(f"{path} lacks VGG16 feature weights: {', '.join(missing[:6])}"
+            raise WeightsError(f"{path} lacks VGG16 feature weights: {', '.join(missing[:6])}"
                              f"{' ...' if len(missing) > 6 else ''}")
         net.load_state_dict(features)
         return net.eval()

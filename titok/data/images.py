@@ -1,4 +1,4 @@
-"""Image sets for the harness: ImageNet-layout or any image folder, and built-in sets that need no download.
+"""Image sets for evaluation and training: ImageNet-layout or any image folder, and built-in sets that need no download.
 
 Evaluation preprocessing (TiTok / ADM style): resize the shorter side to S with PIL bicubic, then center-crop
 S x S; every image becomes 8-bit RGB (grayscale, 16-bit grayscale, CMYK, palette and RGBA are converted). A
@@ -20,6 +20,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from titok.errors import DataError
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -28,10 +30,6 @@ BUILTIN_SETS = ("procedural", "skimage")
 # Colour photographs among scikit-image's bundled data files (always present, no download).
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
                   "motorcycle_right.png", "hubble_deep_field.jpg", "retina.jpg", "ihc.png", "color.png")
-
-
-class DataError(ValueError):
-    """A data set that can't be used as asked (empty, unreadable file under --strict, unknown name)."""
 
 
 def _high_depth_to_l(img: Image.Image) -> Image.Image:

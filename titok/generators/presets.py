@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from titok.generator_bert import BertGenerator
-from titok.generator_config import GeneratorConfig, SamplingConfig
-from titok.generator_uvit import UViTGenerator
+from titok.generators.bert import BertGenerator
+from titok.generators.config import GeneratorConfig, SamplingConfig
+from titok.generators.uvit import UViTGenerator
 from titok.registry import ModelSpec, register
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from titok.configs import ConfigMixin
+from titok.errors import ConfigError
 
 GUIDANCE_DECAYS = ("constant", "linear", "power-cosine")
 
@@ -28,9 +29,9 @@ class SamplingConfig(ConfigMixin):
 
     def __post_init__(self) -> None:
         if self.guidance_decay not in GUIDANCE_DECAYS:
-            raise ValueError(f"guidance_decay must be one of {GUIDANCE_DECAYS}, got {self.guidance_decay!r}")
+            raise ConfigError(f"guidance_decay must be one of {GUIDANCE_DECAYS}, got {self.guidance_decay!r}")
         if self.num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
+            raise ConfigError(f"num_steps must be >= 1, got {self.num_steps}")
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,9 @@ class GeneratorConfig(ConfigMixin):
 
     def __post_init__(self) -> None:
         if self.arch not in ("bert", "uvit"):
-            raise ValueError(f"arch must be 'bert' or 'uvit', got {self.arch!r}")
+            raise ConfigError(f"arch must be 'bert' or 'uvit', got {self.arch!r}")
         if self.arch == "uvit" and self.num_layers % 2:
-            raise ValueError("the U-ViT generator needs an even num_layers (in blocks, mid block, out blocks)")
+            raise ConfigError("the U-ViT generator needs an even num_layers (in blocks, mid block, out blocks)")
 
     @property
     def vocab_size(self) -> int:

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from titok.blocks import UViTBlock
-from titok.generator import Generator
-from titok.generator_config import GeneratorConfig
+from titok.generators.base import Generator
+from titok.generators.config import GeneratorConfig
 
 
 class UViTGenerator(Generator):

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from titok.blocks import multi_head_attention
-from titok.generator import Generator
-from titok.generator_config import GeneratorConfig
+from titok.generators.base import Generator
+from titok.generators.config import GeneratorConfig
 from titok.inference import options_of
 
 LN_EPS = 1e-12  # BertConfig's layer_norm_eps in the release

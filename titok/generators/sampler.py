@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from titok.generator_config import SamplingConfig
+from titok.generators.config import SamplingConfig
 from titok.inference import options_of
+from titok.weights import WeightsError
 
 
 @dataclass
@@ -71,7 +72,7 @@ def sample_tokens(
     generator: torch.Generator | None = None,
     progress: bool = False,
 ) -> SampleResult:
-    """Sample (B, N) image tokens from a `titok.generator.Generator` for class labels (B,)."""
+    """Sample (B, N) image tokens from a `titok.generators.base.Generator` for class labels (B,)."""
     device = next(model.parameters()).device
     labels = torch.as_tensor(class_labels, device=device).long().reshape(-1)
     b, n, k = labels.shape[0], model.num_tokens, model.codebook_size
@@ -97,8 +98,8 @@ def sample_tokens(
             logits = model.logits(ids, labels)
         logits = logits.float()
         if not torch.isfinite(logits).all():  # NaN/inf would still give valid-looking token ids via argmax
-            raise ValueError(f"non-finite generator logits (NaN/inf) at sampling step {step + 1}/{sampling.num_steps}; "
-                             "check the generator's weights and precision")
+            raise WeightsError(f"non-finite generator logits (NaN/inf) at sampling step {step + 1}/"
+                               f"{sampling.num_steps}; check the generator's weights and precision")
         if sampling.softmax_temperature_annealing:
             logits = logits / (0.5 + 0.8 * (1 - ratio))
         # Per-sample noise, drawn on CPU from each sample's own generator: (B, N, K) and (B, N).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from titok.generator_config import GeneratorConfig, SamplingConfig
+from titok.generators.config import GeneratorConfig, SamplingConfig
 
 
 class Generator(nn.Module):
@@ -71,8 +71,8 @@ class Generator(nn.Module):
         index and the tokens do not depend on how the labels are split into batches. Without seeds, they are
         drawn from `generator` (or torch's global RNG).
         """
+        from titok.generators.sampler import sample_tokens
         from titok.registry import config_with_overrides
-        from titok.sampler import sample_tokens
 
         sampling = config_with_overrides(self.sampling, sampling_overrides) if sampling_overrides else self.sampling
         return sample_tokens(self, class_labels, sampling, seeds=seeds, generator=generator, progress=progress).tokens
