@@ -19,11 +19,13 @@ import numpy as np
 import torch
 
 from bench.inception import load_inception, require_torch_fidelity, sha256_of
-from titok.data.images import RESIZE_MODE, iter_image_batches
+from bench.streaming import FeatureStore, RunningGaussian, RunningInceptionScore
+from titok.data.images import RESIZE_MODE, TensorImages, iter_image_batches
 from titok.errors import InputError
 
 log = logging.getLogger(__name__)
 FEATURE_DIM = 2048
+LOGITS_DIM = 1008  # torch-fidelity's "logits_unbiased": the 1008 outputs of the TF Inception graph
 METRICS = ("fid", "isc", "kid", "prc")
 
 
@@ -117,84 +119,194 @@ def _prefixed(values: dict[str, float], standin: bool) -> dict[str, float]:
     return {("standin_" + k if standin else k): v for k, v in values.items()}
 
 
+class InceptionMetrics:
+    """Inception-based metrics fed one batch at a time: FID, IS, KID, precision/recall.
+
+    Memory does not grow with the number of images for FID and IS (running statistics, see bench.streaming);
+    KID and precision/recall keep float32 pool features, since they compare all pairs. `num_fake` announces the
+    size of the fake set, which the Inception Score's seeded split assignment needs (torch-fidelity's).
+    `reference`: a statistics file (FID against it), or None when real images are added with `add_real`.
+    """
+
+    def __init__(self, metrics=("fid", "isc"), *, inception_weights=None, device="cpu", reference=None,
+                 num_fake: int | None = None, kid_subset_size: int = 1000, batch_size: int = 64):
+        unknown = set(metrics) - set(METRICS)
+        if unknown:
+            raise MetricError(f"unknown metrics {sorted(unknown)}; known: {', '.join(METRICS)}")
+        require_torch_fidelity()
+        self.metrics, self.device, self.kid_subset_size = tuple(metrics), device, kid_subset_size
+        self.reference = Path(reference) if reference is not None else None
+        if self.reference is not None and {"kid", "prc"} & set(metrics):
+            raise MetricError("KID and precision/recall need real images, not a statistics file")
+        self.reference_stats = load_reference_stats(self.reference) if self.reference and "fid" in metrics else None
+        if "isc" in metrics and num_fake is None:
+            raise ValueError("the Inception Score needs num_fake (the size of the set) up front")
+        self.extractor, self.info = load_inception(inception_weights, device)
+        keep = bool({"kid", "prc"} & set(metrics))
+        self.fake = _FeatureSums("fid" in metrics, keep)
+        self.real = _FeatureSums("fid" in metrics and self.reference is None, keep)
+        self.isc = RunningInceptionScore(num_fake, LOGITS_DIM) if "isc" in metrics and num_fake else None
+        self.num_fake_announced = num_fake
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def _features(self, images: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+        pool, logits = self.extractor(images.to(self.device))  # (B, 2048), (B, 1008)
+        pool, logits = pool.double().cpu(), logits.double().cpu()
+        for name, v in (("pool", pool), ("logits_unbiased", logits)):
+            if not torch.isfinite(v).all():
+                raise MetricError(f"non-finite Inception {name} features ({int((~torch.isfinite(v)).sum())} values)")
+        return pool.numpy(), logits
+
+    def add_fake(self, images: torch.Tensor) -> None:
+        """uint8 (B, 3, H, W) generated or reconstructed images."""
+        pool, logits = self._features(images)
+        self.fake.update(pool)
+        if self.isc is not None:
+            if self.isc.seen + len(pool) > self.num_fake_announced:
+                raise ValueError(f"more fake images than the {self.num_fake_announced} announced")
+            self.isc.update(logits)
+
+    def add_real(self, images: torch.Tensor) -> None:
+        """uint8 (B, 3, H, W) real images (when FID is against images rather than a statistics file)."""
+        self.real.update(self._features(images)[0])
+
+    def result(self) -> MetricsResult:
+        values: dict[str, float] = {}
+        if self.fake.n == 0:
+            raise MetricError("no images to compute features from")
+        protocol = {"extractor": self.info.as_protocol(), "resize": RESIZE_MODE, "num_fake": self.fake.n,
+                    "batch_size": self.batch_size, "metrics": sorted(self.metrics), "streaming": True}
+        if self.real.n:
+            protocol["num_real"] = self.real.n
+        if "fid" in self.metrics:
+            if self.reference is not None:
+                mu2, sigma2 = self.reference_stats
+                protocol["reference"] = {"path": str(self.reference), "sha256": sha256_of(self.reference)}
+            elif self.real.n:
+                mu2, sigma2 = self.real.statistics()
+                protocol["reference"] = {"images_sha256": self.real.digest()}
+            else:
+                raise MetricError("FID needs real images or reference statistics")
+            values["fid"] = frechet_distance(*self.fake.statistics(), mu2, sigma2)
+        if "isc" in self.metrics:
+            if self.fake.n < 10:
+                raise MetricError(f"the Inception Score uses 10 splits and needs at least 10 images, got {self.fake.n}")
+            values["isc_mean"], values["isc_std"] = self.isc.result()
+            protocol["isc_splits"] = ("torch-fidelity: 10 splits of a permutation seeded 2020" if
+                                      self.fake.n == self.num_fake_announced else
+                                      f"10 seeded splits over {self.num_fake_announced} announced, "
+                                      f"{self.fake.n} read (unreadable images left out)")
+        if {"kid", "prc"} & set(self.metrics):
+            if not self.real.n:
+                raise MetricError("KID and precision/recall need real images, not a statistics file")
+            values.update(self._pairwise(self.fake.store.array(), self.real.store.array(), protocol))
+        bad = {k: v for k, v in values.items() if not np.isfinite(v)}
+        if bad:  # never hand on a NaN or inf as if it were a measurement
+            raise MetricError(f"metric values are not finite: {bad}")
+        return MetricsResult(_prefixed(values, self.info.standin), protocol)
+
+    def _pairwise(self, f_fake: np.ndarray, f_real: np.ndarray, protocol: dict) -> dict[str, float]:
+        from torch_fidelity.metric_kid import kid_features_to_metric
+        from torch_fidelity.metric_prc import prc_features_to_metric
+
+        values = {}
+        if "kid" in self.metrics:
+            n = min(self.kid_subset_size, len(f_fake), len(f_real))
+            r = kid_features_to_metric(torch.from_numpy(f_fake).double(), torch.from_numpy(f_real).double(),
+                                       kid_subset_size=n, kid_subsets=100, verbose=False, rng_seed=2020,
+                                       kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None,
+                                       kid_kernel_poly_coef0=1)
+            values["kid_mean"], values["kid_std"] = (r["kernel_inception_distance_mean"],
+                                                     r["kernel_inception_distance_std"])
+            protocol["kid_subset_size"] = n
+        if "prc" in self.metrics:
+            r = prc_features_to_metric(torch.from_numpy(f_fake), torch.from_numpy(f_real), prc_neighborhood=3,
+                                       prc_batch_size=10000, save_cpu_ram=False, verbose=False)
+            values["precision"], values["recall"] = r["precision"], r["recall"]
+        return values
+
+
+class _FeatureSums:
+    """One image set's pool features: running mean/covariance, a digest, and the features where pairs need them."""
+
+    def __init__(self, gaussian: bool, keep: bool):
+        self.gaussian = RunningGaussian(FEATURE_DIM) if gaussian else None
+        self.store = FeatureStore() if keep else None
+        self.hash = hashlib.sha256()
+        self.n = 0
+
+    def update(self, pool: np.ndarray) -> None:
+        self.n += pool.shape[0]
+        self.hash.update(np.ascontiguousarray(pool, dtype=np.float32).tobytes())
+        if self.gaussian is not None:
+            self.gaussian.update(pool)
+        if self.store is not None:
+            self.store.update(pool)
+
+    def statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.n < 2:
+            raise MetricError(f"FID statistics need at least 2 samples, got {self.n}")
+        return self.gaussian.statistics()
+
+    def digest(self) -> str:
+        return self.hash.hexdigest()[:16]
+
+
 def compute_image_metrics(fake, real=None, *, inception_weights=None, metrics=("fid", "isc"), batch_size: int = 64,
-                          device="cpu", progress: bool = False, kid_subset_size: int = 1000) -> MetricsResult:
+                          device="cpu", progress: bool = False, kid_subset_size: int = 1000,
+                          num_workers: int | None = None) -> MetricsResult:
     """Metrics of `fake` images (uint8 tensor or Dataset) against `real` (images, or a statistics .npz).
 
     Keys: fid, isc_mean, isc_std, kid_mean, kid_std, precision, recall (each `standin_`-prefixed with a stand-in
     Inception). The protocol records the extractor and its weights hash, the resize mode, the reference and the
-    sample counts, so two numbers are only compared when they were measured the same way.
+    sample counts, so two numbers are only compared when they were measured the same way. Streams: images pass
+    through in batches (decoded in DataLoader workers) and only running statistics stay.
     """
-    unknown = set(metrics) - set(METRICS)
-    if unknown:
-        raise MetricError(f"unknown metrics {sorted(unknown)}; known: {', '.join(METRICS)}")
-    require_torch_fidelity()
-    from torch_fidelity.metric_isc import isc_features_to_metric
-    from torch_fidelity.metric_kid import kid_features_to_metric
-    from torch_fidelity.metric_prc import prc_features_to_metric
+    if isinstance(fake, torch.Tensor):
+        fake = TensorImages(fake)
+    if isinstance(real, torch.Tensor):
+        real = TensorImages(real)
+    stats_file = real if isinstance(real, (str, Path)) else None
+    acc = InceptionMetrics(metrics, inception_weights=inception_weights, device=device, reference=stats_file,
+                           num_fake=len(fake), kid_subset_size=kid_subset_size, batch_size=batch_size)
+    for batch, _ in _batches(fake, batch_size, progress, "inception (fake)", num_workers):
+        acc.add_fake(batch)
+    if real is not None and stats_file is None:
+        for batch, _ in _batches(real, batch_size, progress, "inception (real)", num_workers):
+            acc.add_real(batch)
+    return acc.result()
 
-    reference = load_reference_stats(real) if isinstance(real, (str, Path)) and "fid" in metrics else None
-    extractor, info = load_inception(inception_weights, device)
-    f_fake = extract_features(fake, extractor, batch_size, device, progress)
-    protocol = {"extractor": info.as_protocol(), "resize": RESIZE_MODE, "num_fake": int(f_fake["pool"].shape[0]),
-                "batch_size": batch_size, "metrics": sorted(metrics)}
-    values: dict[str, float] = {}
-    needs_real_features = bool({"kid", "prc"} & set(metrics))
-    f_real = None
-    if real is not None and not (isinstance(real, (str, Path)) and not needs_real_features):
-        if isinstance(real, (str, Path)):
-            raise MetricError("KID and precision/recall need real images, not a statistics file")
-        f_real = extract_features(real, extractor, batch_size, device, progress)
-        protocol["num_real"] = int(f_real["pool"].shape[0])
-    if "fid" in metrics:
-        if real is None:
-            raise MetricError("FID needs real images or reference statistics")
-        if isinstance(real, (str, Path)):
-            mu2, sigma2 = reference
-            protocol["reference"] = {"path": str(real), "sha256": sha256_of(Path(real))}
-        else:
-            mu2, sigma2 = statistics(f_real["pool"])
-            protocol["reference"] = {"images_sha256": _features_digest(f_real["pool"])}
-        values["fid"] = frechet_distance(*statistics(f_fake["pool"]), mu2, sigma2)
-    if "isc" in metrics:
-        if len(f_fake["logits_unbiased"]) < 10:
-            raise MetricError(f"the Inception Score uses 10 splits and needs at least 10 images, got "
-                              f"{len(f_fake['logits_unbiased'])}")
-        r = isc_features_to_metric(torch.from_numpy(f_fake["logits_unbiased"]), splits=10, shuffle=True, rng_seed=2020)
-        values["isc_mean"], values["isc_std"] = r["inception_score_mean"], r["inception_score_std"]
-    if "kid" in metrics:
-        n = min(kid_subset_size, len(f_fake["pool"]), len(f_real["pool"]))
-        r = kid_features_to_metric(torch.from_numpy(f_fake["pool"]), torch.from_numpy(f_real["pool"]),
-                                   kid_subset_size=n, kid_subsets=100, verbose=False, rng_seed=2020,
-                                   kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None,
-                                   kid_kernel_poly_coef0=1)
-        values["kid_mean"], values["kid_std"] = r["kernel_inception_distance_mean"], r["kernel_inception_distance_std"]
-        protocol["kid_subset_size"] = n
-    if "prc" in metrics:
-        r = prc_features_to_metric(torch.from_numpy(f_fake["pool"]).float(), torch.from_numpy(f_real["pool"]).float(),
-                                   prc_neighborhood=3, prc_batch_size=10000, save_cpu_ram=False, verbose=False)
-        values["precision"], values["recall"] = r["precision"], r["recall"]
-    bad = {k: v for k, v in values.items() if not np.isfinite(v)}
-    if bad:  # never hand on a NaN or inf as if it were a measurement
-        raise MetricError(f"metric values are not finite: {bad}")
-    return MetricsResult(_prefixed(values, info.standin), protocol)
+
+def _batches(data, batch_size, progress, desc, num_workers):
+    kwargs = {} if num_workers is None else {"num_workers": num_workers}
+    return iter_image_batches(data, batch_size, progress, desc=desc, **kwargs)
 
 
 def _features_digest(features: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(features, dtype=np.float32).tobytes()).hexdigest()[:16]
 
 
+def psnr_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(B,) PSNR in dB between uint8 image batches (B,3,H,W); inf for identical images."""
+    mse = (a.double() - b.double()).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(255.0**2 / mse)
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean over images of PSNR in dB between uint8 image batches (B,3,H,W); inf for identical images."""
-    mse = (a.double() - b.double()).pow(2).flatten(1).mean(1)
-    return float((10 * torch.log10(255.0**2 / mse)).mean())
+    return float(psnr_per_image(a, b).mean())
+
+
+def ssim_per_image(a: torch.Tensor, b: torch.Tensor) -> list[float]:
+    """SSIM of each image pair (scikit-image, Gaussian window as in Wang et al. 2004), uint8 (B,3,H,W)."""
+    from skimage.metrics import structural_similarity
+
+    return [structural_similarity(x.permute(1, 2, 0).numpy(), y.permute(1, 2, 0).numpy(), channel_axis=2,
+                                  data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+            for x, y in zip(a, b, strict=True)]
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean over images of SSIM (scikit-image, Gaussian window as in Wang et al. 2004) for uint8 (B,3,H,W)."""
-    from skimage.metrics import structural_similarity
-
-    vals = [structural_similarity(x.permute(1, 2, 0).numpy(), y.permute(1, 2, 0).numpy(), channel_axis=2,
-                                  data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
-            for x, y in zip(a, b, strict=True)]
-    return float(np.mean(vals))
+    """Mean over images of SSIM for uint8 (B,3,H,W)."""
+    return float(np.mean(ssim_per_image(a, b)))

@@ -10,45 +10,63 @@ import torch
 
 from bench.suite import RunSpec
 from bench.tasks.common import RunContext, free, inception_for, load_model
+from titok.contract import to_uint8, to_unit_float
 from titok.data.images import DataError, iter_image_batches, open_dataset
 
 log = logging.getLogger(__name__)
 
 
+@torch.no_grad()
+def encode_decode(tok, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (B,3,H,W) -> (codes on the tokenizer's device, reconstructions uint8 (B,3,H,W) on CPU)."""
+    x = tok.check_images(to_unit_float(batch.to(tok.device)))
+    codes = tok.encode(x)
+    return codes, to_uint8(tok.decode(codes)).cpu()
+
+
 def run_recon(spec: RunSpec, ctx: RunContext) -> None:
-    from bench.metrics import compute_image_metrics, psnr, ssim
+    """Stream the image set through the tokenizer: per batch, reconstruct and update every metric's sums.
+
+    Nothing grows with the number of images (PSNR/SSIM sums, running Inception statistics, code counts), so
+    the 50,000 ImageNet val images at 512 need the memory of one batch.
+    """
+    from bench.metrics import InceptionMetrics
+    from bench.streaming import CodebookUsage, RunningPixelMetrics
 
     s = spec.settings
     limit = min(s["limit"], ctx.limit) if ctx.limit else s["limit"]
-    if {"fid", "kid", "prc"} & set(s["metrics"]):
+    inception_metrics = [m for m in s["metrics"] if m in ("fid", "kid", "prc")]
+    if inception_metrics:
         from bench.inception import require_torch_fidelity
 
         require_torch_fidelity()  # before the reconstructions, not after
     for preset in spec.models:
         tok, tag = load_model("tokenizer", preset, s["weights"], ctx.device)
         data = open_dataset(s["data"], tok.image_size, limit=limit, strict=s["strict"])
-        reals, recons = [], []
-        for batch, _ in iter_image_batches(data, s["eval_batch_size"], ctx.progress, desc=f"recon {preset}"):
-            reals.append(batch)
-            recons.append(tok.reconstruct(batch, batch_size=s["eval_batch_size"]))
+        pixels = RunningPixelMetrics(tuple(s["metrics"]))
+        usage = CodebookUsage(tok.codebook_size) if tok.is_vq else None
+        inception = (InceptionMetrics(inception_metrics, inception_weights=inception_for(s, ctx), device=ctx.device,
+                                      batch_size=s["eval_batch_size"]) if inception_metrics else None)
+        for real, _ in iter_image_batches(data, s["eval_batch_size"], ctx.progress, desc=f"recon {preset}"):
+            codes, rec = encode_decode(tok, real)
+            pixels.update(rec, real)
+            if usage is not None:
+                usage.update(codes)
+            if inception is not None:
+                inception.add_real(real)
+                inception.add_fake(rec)
         skipped = len(getattr(data, "skipped", []))
-        if not reals:
+        if not pixels.n:
             raise DataError(f"{s['data']}: none of the {len(data)} images could be read ({skipped} skipped)")
         if skipped:
             log.warning("%s: skipped %d unreadable images of %d (recorded as protocol.skipped)", s["data"],
                         skipped, len(data))
-        real, rec = torch.cat(reals), torch.cat(recons)
-        metrics = {}
-        if "psnr" in s["metrics"]:
-            metrics["psnr"] = psnr(rec, real)
-        if "ssim" in s["metrics"]:
-            metrics["ssim"] = ssim(rec, real)
-        protocol = {"data": s["data"], "num_images": int(real.shape[0]), "resolution": tok.image_size,
-                    "skipped": skipped}
-        fid_metrics = [m for m in s["metrics"] if m in ("fid", "kid", "prc")]
-        if fid_metrics:
-            r = compute_image_metrics(rec, real, inception_weights=inception_for(s, ctx), metrics=fid_metrics,
-                                      batch_size=s["eval_batch_size"], device=ctx.device, progress=ctx.progress)
+        metrics = pixels.result()
+        if usage is not None:
+            metrics.update(usage.result())
+        protocol = {"data": s["data"], "num_images": pixels.n, "resolution": tok.image_size, "skipped": skipped}
+        if inception is not None:
+            r = inception.result()
             # Reconstruction FID is rFID: fid -> rfid, standin_fid -> standin_rfid.
             metrics.update({k.replace("fid", "rfid"): v for k, v in r.values.items()})
             protocol.update(r.protocol)

@@ -1,0 +1,94 @@
+"""Streaming accumulators equal the all-at-once computations they replace (np.cov, torch-fidelity's IS and FID),
+whatever the batching, and the recon task's memory does not grow with the number of images."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bench.streaming import CodebookUsage, RunningGaussian, RunningInceptionScore, isc_split_of_index
+from titok.data.images import ImageFolder
+
+
+def _batched(x, sizes):
+    start = 0
+    for s in sizes:
+        yield x[start : start + s]
+        start += s
+
+
+def test_running_gaussian_equals_np_cov_for_any_batching():
+    rng = np.random.default_rng(0)
+    x = rng.gamma(2.0, 0.3, size=(517, 64)) + 5.0  # non-negative and offset, like pool features
+    want_mu, want_sigma = x.mean(0), np.cov(x, rowvar=False)
+    for sizes in ([517], [1] * 517, [3, 100, 7, 407], [256, 256, 5]):
+        g = RunningGaussian(64)
+        for b in _batched(x, sizes):
+            g.update(b)
+        mu, sigma = g.statistics()
+        np.testing.assert_allclose(mu, want_mu, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(sigma, want_sigma, rtol=1e-9, atol=1e-12)
+
+
+def _isc_all_at_once(logits: torch.Tensor, splits=10, seed=2020):
+    """The Inception Score as torch-fidelity's isc_features_to_metric defines it, written out independently."""
+    n = logits.shape[0]
+    shuffled = logits[np.random.RandomState(seed).permutation(n)].double()
+    scores = []
+    for i in range(splits):
+        chunk = shuffled[i * n // splits : (i + 1) * n // splits]
+        p, log_p = chunk.softmax(1), chunk.log_softmax(1)
+        q = p.mean(0, keepdim=True)
+        scores.append(math.exp(float((p * (log_p - q.log())).sum(1).mean())))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+@pytest.mark.parametrize("n", [10, 37, 1003])
+def test_running_inception_score_equals_the_split_definition(n):
+    logits = torch.randn(n, 1008, generator=torch.Generator().manual_seed(n)) * 3
+    want = _isc_all_at_once(logits)
+    for sizes in ([n], [1] * n if n < 100 else [7] * (n // 7) + [n % 7], [n // 2, n - n // 2]):
+        isc = RunningInceptionScore(n, 1008)
+        for b in _batched(logits, sizes):
+            isc.update(b)
+        assert isc.result() == pytest.approx(want, rel=1e-10)
+
+
+def test_isc_split_assignment_is_a_balanced_permutation():
+    split = isc_split_of_index(1003)
+    counts = np.bincount(split, minlength=10)
+    assert counts.sum() == 1003 and counts.max() - counts.min() <= 1
+    assert (split[:100] != np.sort(split[:100])).any()  # shuffled, not contiguous chunks of the input order
+
+
+def test_codebook_usage_matches_the_release_formula():
+    u = CodebookUsage(8)
+    u.update(torch.tensor([[0, 0, 1, 1]]))
+    u.update(torch.tensor([[2, 2, 2, 2]]))
+    r = u.result()
+    p = torch.tensor([2, 2, 4, 0, 0, 0, 0, 0], dtype=torch.float64) / 8
+    entropy = float((-torch.log2(p + 1e-8) * p).sum())  # evaluator.py of the TiTok release
+    assert r["codebook_usage"] == 3 / 8
+    assert r["codebook_entropy_bits"] == pytest.approx(entropy) and entropy == pytest.approx(1.5, abs=1e-6)
+    assert r["codebook_perplexity"] == pytest.approx(2**1.5, rel=1e-6)
+
+
+@pytest.mark.metrics
+def test_streamed_is_and_fid_equal_torch_fidelity(image_folders, standin_inception):
+    import torch_fidelity
+
+    from bench.metrics import compute_image_metrics
+
+    a, b = image_folders
+    ref = torch_fidelity.calculate_metrics(input1=str(a), input2=str(b), fid=True, isc=True, cuda=False,
+                                           verbose=False, cache=False,
+                                           feature_extractor_weights_path=str(standin_inception))
+    for bs in (1, 5, 64):
+        ours = compute_image_metrics(ImageFolder(a), ImageFolder(b), inception_weights=standin_inception,
+                                     metrics=("fid", "isc"), batch_size=bs).values
+        assert ours["standin_fid"] == pytest.approx(ref["frechet_inception_distance"], abs=1e-4)
+        assert ours["standin_isc_mean"] == pytest.approx(ref["inception_score_mean"], rel=1e-6)
+        assert ours["standin_isc_std"] == pytest.approx(ref["inception_score_std"], rel=1e-5, abs=1e-9)
