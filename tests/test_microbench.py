@@ -14,6 +14,9 @@ from torch import nn
 
 import titok
 from titok.blocks import multi_head_attention
+from titok.generators import sampler
+from titok.generators.config import SamplingConfig
+from titok.generators.noise import confidence_noise, legacy_generators, legacy_noise, seed_tensor, token_noise
 from titok.inference import InferenceOptions, apply_inference_options, upsample_conv
 from titok.quantizer import VectorQuantizer
 
@@ -66,6 +69,67 @@ def test_tiny_sampling(benchmark, fast):
     labels = torch.arange(8)
     tokens = benchmark(gen.generate, labels, seeds=list(range(8)))
     assert tokens.shape == (8, gen.num_tokens) and int(tokens.max()) < gen.codebook_size
+
+
+# One sampling step of TiTok-L-32 at batch 256: N=32 tokens, K=4096 codes, 33.5M uniforms for the tokens.
+NOISE_B, NOISE_N, NOISE_K = 256, 32, 4096
+
+
+def _counter_step(seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return token_noise(seeds, 1, NOISE_N, NOISE_K), confidence_noise(seeds, 1, NOISE_N)
+
+
+@pytest.mark.benchmark(group="sampling noise B256 N32 K4096")
+@pytest.mark.parametrize("scheme", ["legacy", "counter"], ids=["legacy-cpu-generators", "counter-hash"])
+def test_sampling_noise_step(benchmark, scheme):
+    """One step's noise: the previous per-sample CPU generators (then a copy to the device) beside the counter
+    hash made where the seeds are. Timed on CPU here; on a GPU only the counter path moves to the device."""
+    seeds = list(range(NOISE_B))
+    if scheme == "legacy":
+        u_tok, u_conf = benchmark(legacy_noise, legacy_generators(seeds), NOISE_N, NOISE_K)
+    else:
+        u_tok, u_conf = benchmark(_counter_step, seed_tensor(seeds, "cpu"))
+    assert u_tok.shape == (NOISE_B, NOISE_N, NOISE_K) and u_conf.shape == (NOISE_B, NOISE_N)
+    # torch.rand can return exactly 0 (it does here, at 33.5M draws; `_gumbel` clamps it); the counter hash never.
+    assert (0 < float(u_tok.min()) or scheme == "legacy") and float(u_tok.max()) < 1
+
+
+class ConstantLogits(nn.Module):
+    """A generator stand-in whose network costs nothing: fixed logits, so a sampling step times the rest."""
+
+    num_tokens, codebook_size, mask_token_id = NOISE_N, NOISE_K, NOISE_K
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))  # the sampler finds the device from the parameters
+        self.table = torch.randn(NOISE_B, NOISE_N, NOISE_K, generator=torch.Generator().manual_seed(0))
+
+    def logits(self, input_ids: torch.Tensor, class_labels: torch.Tensor, unconditional=False) -> torch.Tensor:
+        return self.table[: input_ids.shape[0]]  # (B, N, K)
+
+
+@pytest.mark.benchmark(group="sample_tokens step B256 N32 K4096, constant logits")
+@pytest.mark.parametrize("scheme", ["legacy", "counter"], ids=["legacy-cpu-generators", "counter-hash"])
+def test_sampling_step(benchmark, monkeypatch, scheme):
+    """`sample_tokens` with 2 steps and no guidance: the first step draws noise, the last (temperature 0) none.
+    The legacy variant swaps the previous scheme's draws into the same loop."""
+    if scheme == "legacy":
+        state = {}
+
+        def legacy_token_noise(seeds, step, n, k):
+            if "gens" not in state or step == 0:  # a new sampling call: the generators start afresh
+                state["gens"] = legacy_generators(range(NOISE_B))
+            state["tok"], state["conf"] = legacy_noise(state["gens"], n, k, seeds.device)
+            return state["tok"]
+
+        monkeypatch.setattr(sampler, "token_noise", legacy_token_noise)
+        monkeypatch.setattr(sampler, "confidence_noise", lambda seeds, step, n: state["conf"])
+    model = ConstantLogits()
+    s = SamplingConfig(num_steps=2, randomize_temperature=9.5, guidance_scale=0.0)
+    labels = torch.zeros(NOISE_B, dtype=torch.long)
+    res = benchmark(sampler.sample_tokens, model, labels, s, seeds=list(range(NOISE_B)))
+    assert res.tokens.shape == (NOISE_B, NOISE_N) and int(res.tokens.max()) < NOISE_K
+    assert res.masked_after_step == [sampler.masked_count(0, 2, NOISE_N, NOISE_N), 0]
 
 
 @pytest.mark.benchmark(group="machine ceiling")

@@ -1,5 +1,5 @@
-"""MaskGIT sampler: schedule, guidance, reproducibility across batch splits, and equality with a reference
-two-pass implementation of the release's loop."""
+"""MaskGIT sampler: schedule, guidance, reproducibility across batch splits and orders, noise made on the model's
+device, and equality with a reference two-pass implementation of the release's loop."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import pytest
 import torch
 
 import titok
+from titok.generators import sampler
 from titok.generators.config import SamplingConfig
+from titok.generators.noise import confidence_noise, seed_tensor, token_noise
 from titok.generators.sampler import guidance_scale_at, masked_count, sample_tokens
 
 
@@ -54,6 +56,40 @@ def test_same_seed_same_tokens_across_batch_splits(gen):
     assert not torch.equal(whole, gen.generate(labels, seeds=[1, 2, 3, 4]))
 
 
+def test_a_sample_is_the_same_alone_and_at_any_row_of_any_batch(gen):
+    """Noise is a function of the sample's own seed: batch size, row and neighbours change nothing."""
+    alone = {seed: gen.generate(torch.tensor([seed % 10]), seeds=[seed])[0] for seed in (3, 7, 2**40 + 1)}
+    for batch in ([7, 3], [2**40 + 1, 5, 7, 6, 3], [9, 9, 9, 3, 2**40 + 1, 7]):
+        tokens = gen.generate(torch.tensor([s % 10 for s in batch]), seeds=batch)
+        for row, seed in enumerate(batch):
+            if seed in alone:
+                assert torch.equal(tokens[row], alone[seed]), (batch, row)
+
+
+def test_noise_is_made_on_the_model_device_and_only_where_it_counts(gen, monkeypatch):
+    """Every draw gets the seeds as a tensor on the model's device; none where the temperature is 0."""
+    calls = []
+
+    def spy(draw):
+        def wrapped(seeds, step, *sizes):
+            calls.append((draw.__name__, step, seeds.device))
+            out = draw(seeds, step, *sizes)
+            assert out.device == seeds.device
+            return out
+        return wrapped
+
+    monkeypatch.setattr(sampler, "token_noise", spy(token_noise))
+    monkeypatch.setattr(sampler, "confidence_noise", spy(confidence_noise))
+    device = next(gen.parameters()).device
+    s = SamplingConfig(num_steps=4, randomize_temperature=2.0)
+    sample_tokens(gen, torch.tensor([1, 2]), s, seeds=[0, 1])
+    # The last step's temperature is 0: its noise would be multiplied by 0, so none is made.
+    assert calls == [(name, step, device) for step in range(3) for name in ("token_noise", "confidence_noise")]
+    calls.clear()
+    sample_tokens(gen, torch.tensor([1, 2]), SamplingConfig(num_steps=4, randomize_temperature=0.0), seeds=[0, 1])
+    assert calls == []
+
+
 def test_torch_generator_is_reproducible(gen):
     a = gen.generate(torch.tensor([1, 2]), generator=torch.Generator().manual_seed(7))
     b = gen.generate(torch.tensor([1, 2]), generator=torch.Generator().manual_seed(7))
@@ -73,8 +109,9 @@ def test_guidance_schedules():
 
 
 def _reference_sample(gen, labels, s: SamplingConfig, seeds):
-    """The release's loop written plainly: two forward passes per guided step, same per-sample noise."""
-    rngs = [torch.Generator().manual_seed(x) for x in seeds]
+    """The release's loop written plainly: two forward passes per guided step, the same noise drawn sample by
+    sample (and on every step, also where its temperature is 0)."""
+    one = [seed_tensor([x], "cpu") for x in seeds]  # (1, 2) each
     b, n, k = len(labels), gen.num_tokens, gen.codebook_size
     ids = torch.full((b, n), gen.mask_token_id)
     for step in range(s.num_steps):
@@ -90,8 +127,8 @@ def _reference_sample(gen, labels, s: SamplingConfig, seeds):
             logits = cond
         if s.softmax_temperature_annealing:
             logits = logits / (0.5 + 0.8 * (1 - ratio))
-        u1 = torch.stack([torch.rand(n, k, generator=g) for g in rngs])
-        u2 = torch.stack([torch.rand(n, generator=g) for g in rngs])
+        u1 = torch.cat([token_noise(x, step, n, k) for x in one])  # (B, N, K)
+        u2 = torch.cat([confidence_noise(x, step, n) for x in one])  # (B, N)
         gumbel = lambda u: -torch.log((-torch.log(u.clamp(min=1e-20))).clamp(min=1e-20))  # noqa: E731
         sampled = (logits + temp * gumbel(u1)).argmax(-1)
         sl = torch.gather(logits, -1, sampled[..., None])[..., 0]

@@ -26,6 +26,7 @@ from titok.contract import to_uint8
 from titok.data.files import TMP_SUFFIX, is_complete_png, tmp_name, write_png_atomic
 from titok.data.images import ImageFolder
 from titok.errors import InputError
+from titok.generators.noise import LEGACY_NOISE_SCHEME, NOISE_SCHEME
 from titok.weights import WeightsError
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,8 @@ def _normalised(settings: dict) -> dict:
 
 
 def _check_manifest(out_dir: Path, settings: dict) -> None:
-    """A sample folder belongs to one run (models, weights, seed, batch size, labels, sampling): claim it or check it.
+    """A sample folder belongs to one run (models, weights, seed, batch size, labels, sampling, noise scheme):
+    claim it or check it.
 
     The manifest is written to a temporary file and hard-linked into place, which fails if the file exists: of
     several processes starting at once exactly one creates it, whole, and the others compare against it.
@@ -89,6 +91,11 @@ def _check_manifest(out_dir: Path, settings: dict) -> None:
                          "was damaged. Use another --out folder.") from None
     if not isinstance(saved, dict):
         raise InputError(f"{path}: a generation manifest must be a JSON object. Use another --out folder.")
+    saved_noise = saved.get("noise", LEGACY_NOISE_SCHEME)  # folders made before the key existed used the legacy one
+    if "noise" in settings and saved_noise != settings["noise"]:
+        raise InputError(f"{out_dir} holds samples drawn with the noise scheme {saved_noise!r}; this version draws "
+                         f"{settings['noise']!r}, and the two never mix in one folder. Use another --out folder "
+                         "(regenerate the samples).")
     diff = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
     if diff:
         raise InputError(f"{out_dir} holds samples of another run; differing settings (saved, now): {diff}. "
@@ -116,7 +123,7 @@ def generate_samples(gen, tok, out_dir: Path, num_samples: int, run_seed: int, b
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_manifest(out_dir, {"generator": gen.preset, "tokenizer": tok.preset, "seed": run_seed,
                               "batch_size": batch_size, "labels": labels, "sampling": sampling or {},
-                              "weights": weights or {}})
+                              "weights": weights or {}, "noise": NOISE_SCHEME})
     device = next(gen.parameters()).device
     batches = [list(range(j * batch_size, min((j + 1) * batch_size, num_samples)))
                for j in range(k, -(-num_samples // batch_size), n)]

@@ -5,9 +5,13 @@ re-mask the rest, so that floor(N * arccos(t/T) / (pi/2)) tokens stay masked (at
 which unmasks everything). Gumbel noise scaled by an annealed temperature randomises both the sampled token
 and the confidence. Classifier-free guidance follows `SamplingConfig.guidance_decay`.
 
-Two changes from the release that do not change results beyond float tolerance:
-  * the conditional and unconditional passes run as one batch of 2B (`InferenceOptions.cfg_batched`);
-  * all randomness is drawn per sample from its own seed, so a sample does not depend on the batch it is in.
+Two changes from the release, neither of which changes the distribution of the samples:
+  * the conditional and unconditional passes run as one batch of 2B (`InferenceOptions.cfg_batched`), equal to
+    two passes within float tolerance;
+  * the noise is a counter-based hash (`titok.generators.noise`, scheme `NOISE_SCHEME`) of (sample seed, step,
+    position, code), computed on the model's device for the whole batch at once: a sample's tokens depend on its
+    seed alone, not on the batch it is in, its row there or the shard that draws it, and CPU and CUDA draw the same
+    numbers. No host RNG is involved. The numbers differ from the release's draws; their distribution does not.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from titok.generators.config import SamplingConfig
+from titok.generators.noise import confidence_noise, seed_tensor, token_noise
 from titok.inference import options_of
 from titok.weights import WeightsError
 
@@ -76,7 +81,7 @@ def sample_tokens(
     device = next(model.parameters()).device
     labels = torch.as_tensor(class_labels, device=device).long().reshape(-1)
     b, n, k = labels.shape[0], model.num_tokens, model.codebook_size
-    rngs = [torch.Generator().manual_seed(s) for s in _per_sample_seeds(b, seeds, generator)]
+    noise_seeds = seed_tensor(_per_sample_seeds(b, seeds, generator), device)  # (B, 2): the only copy to the device
     ids = torch.full((b, n), model.mask_token_id, dtype=torch.long, device=device)
     masked_after: list[int] = []
     steps = range(sampling.num_steps)
@@ -102,14 +107,19 @@ def sample_tokens(
                                f"{sampling.num_steps}; check the generator's weights and precision")
         if sampling.softmax_temperature_annealing:
             logits = logits / (0.5 + 0.8 * (1 - ratio))
-        # Per-sample noise, drawn on CPU from each sample's own generator: (B, N, K) and (B, N).
-        u_tok = torch.stack([torch.rand(n, k, generator=g) for g in rngs]).to(device)
-        u_conf = torch.stack([torch.rand(n, generator=g) for g in rngs]).to(device)
-        sampled = (logits + temperature * _gumbel(u_tok)).argmax(dim=-1)  # (B, N)
+        if temperature != 0:
+            # Noise of (seed, step, position, code) made on the device: (B, N, K) for tokens, (B, N) for confidence.
+            # Steps are independent counters, so skipping the noise where it is scaled by 0 changes nothing else.
+            logits_noisy = logits + temperature * _gumbel(token_noise(noise_seeds, step, n, k))
+        else:
+            logits_noisy = logits
+        sampled = logits_noisy.argmax(dim=-1)  # (B, N)
+        del logits_noisy
         sampled_logits = logits.gather(-1, sampled[..., None])[..., 0]
         sampled = torch.where(is_mask, sampled, ids)
         confidence = torch.where(is_mask, sampled_logits, torch.full_like(sampled_logits, math.inf))
-        confidence = confidence + temperature * _gumbel(u_conf)
+        if temperature != 0:
+            confidence = confidence + temperature * _gumbel(confidence_noise(noise_seeds, step, n))
         keep_masked = masked_count(step, sampling.num_steps, n, int(is_mask[0].sum()))
         if keep_masked == 0:
             ids = sampled
