@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from bench.commands import export_npz as export_npz_command
 from bench.commands import fid as fid_command
 from bench.commands import publish as publish_command
 from bench.commands.argtypes import class_labels, output_folder, positive_int, shard
@@ -224,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fid_command.add_parser(sub)
     publish_command.add_parser(sub)
+    export_npz_command.add_parser(sub)
 
     p = sub.add_parser("generate", help="class-conditional samples to PNG (resumable, shardable)")
     p.add_argument("--model", required=True, help="generator preset")
