@@ -4,6 +4,7 @@
     titok-bench tables out/smoke/results.jsonl --out out/smoke/tables
     titok-bench compare NEW.jsonl BASE.jsonl --tolerance 0.05
     titok-bench fid FOLDER_A FOLDER_OR_STATS_B --inception-weights PATH
+    titok-bench stats IMAGENET_VAL --out val256.npz --image-size 256 --inception-weights PATH
     titok-bench generate --model titok_l32 --num 8 --out samples/
     titok-bench reconstruct --model titok_l32 --input photos/ --out recon/
     titok-bench publish out/smoke/results.jsonl --name smoke --into results
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 from bench.commands import export_npz as export_npz_command
 from bench.commands import fid as fid_command
 from bench.commands import publish as publish_command
+from bench.commands import stats as stats_command
 from bench.commands.argtypes import class_labels, output_folder, positive_int, shard
 from titok.errors import DataError, InputError
 
@@ -60,8 +62,9 @@ def cmd_run(args) -> int:
     from bench.tasks.gen import run_gen
     from bench.tasks.recon import run_recon
     from bench.tasks.speed import run_speed
+    from bench.tasks.stats import run_stats
 
-    suite = load_suite(args.suite, args.set or [])
+    suite = load_suite(args.suite, args.set or [], builtin_vars={"OUT_DIR": str(Path(args.out).expanduser())})
     for r in suite.runs:
         if args.inception_weights:
             r.settings["inception_weights"] = args.inception_weights
@@ -74,7 +77,7 @@ def cmd_run(args) -> int:
                      limit=args.limit)
     (out / f"suite-{ctx.run_id}.resolved.json").write_text(json.dumps(
         {"source": suite.source, "device": str(device), "limit": args.limit, **suite.resolved}, indent=2))
-    tasks = {"speed": run_speed, "recon": run_recon, "gen": run_gen}
+    tasks = {"speed": run_speed, "recon": run_recon, "gen": run_gen, "stats": run_stats}
     print(f"suite {suite.name}: {len(suite.runs)} runs on {device} -> {ctx.results_path}")
     for spec in tqdm(suite.runs, desc=f"suite {suite.name}", unit="run", disable=not ctx.progress):
         print(f"  {spec.task}: {', '.join(spec.models)}", flush=True)
@@ -225,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fid_command.add_parser(sub)
     publish_command.add_parser(sub)
+    stats_command.add_parser(sub)
     export_npz_command.add_parser(sub)
 
     p = sub.add_parser("generate", help="class-conditional samples to PNG (resumable, shardable)")

@@ -125,26 +125,36 @@ class InceptionMetrics:
     Memory does not grow with the number of images for FID and IS (running statistics, see bench.streaming);
     KID and precision/recall keep float32 pool features, since they compare all pairs. `num_fake` announces the
     size of the fake set, which the Inception Score's seeded split assignment needs (torch-fidelity's).
-    `reference`: a statistics file (FID against it), or None when real images are added with `add_real`.
+    `reference`: a statistics file (FID against it; KID and precision/recall too where it holds the features),
+    or None when real images are added with `add_real`. `keep_fake_features` keeps the fake set's pool features
+    (`titok-bench stats --features`).
     """
 
     def __init__(self, metrics=("fid", "isc"), *, inception_weights=None, device="cpu", reference=None,
-                 num_fake: int | None = None, kid_subset_size: int = 1000, batch_size: int = 64):
+                 num_fake: int | None = None, kid_subset_size: int = 1000, batch_size: int = 64,
+                 preparation: str | None = None, keep_fake_features: bool = False):
         unknown = set(metrics) - set(METRICS)
         if unknown:
             raise MetricError(f"unknown metrics {sorted(unknown)}; known: {', '.join(METRICS)}")
         require_torch_fidelity()
         self.metrics, self.device, self.kid_subset_size = tuple(metrics), device, kid_subset_size
         self.reference = Path(reference) if reference is not None else None
+        self.reference_stats = load_reference_stats(self.reference) if self.reference is not None else None
+        self.reference_features = None
         if self.reference is not None and {"kid", "prc"} & set(metrics):
-            raise MetricError("KID and precision/recall need real images, not a statistics file")
-        self.reference_stats = load_reference_stats(self.reference) if self.reference and "fid" in metrics else None
+            from bench.statistics_file import reference_features
+
+            self.reference_features = reference_features(self.reference)
+            if self.reference_features is None:
+                raise MetricError(f"KID and precision/recall need real images or a statistics file with their "
+                                  f"features (`titok-bench stats --features`); {self.reference} has none")
         if "isc" in metrics and num_fake is None:
             raise ValueError("the Inception Score needs num_fake (the size of the set) up front")
         self.extractor, self.info = load_inception(inception_weights, device)
         keep = bool({"kid", "prc"} & set(metrics))
-        self.fake = _FeatureSums("fid" in metrics, keep)
-        self.real = _FeatureSums("fid" in metrics and self.reference is None, keep)
+        self.fake = _FeatureSums("fid" in metrics, keep or keep_fake_features)
+        self.real = _FeatureSums("fid" in metrics and self.reference is None, keep and self.reference is None)
+        self.preparation = preparation
         self.isc = RunningInceptionScore(num_fake, LOGITS_DIM) if "isc" in metrics and num_fake else None
         self.num_fake_announced = num_fake
         self.batch_size = batch_size
@@ -175,8 +185,9 @@ class InceptionMetrics:
         values: dict[str, float] = {}
         if self.fake.n == 0:
             raise MetricError("no images to compute features from")
-        protocol = {"extractor": self.info.as_protocol(), "resize": RESIZE_MODE, "num_fake": self.fake.n,
-                    "batch_size": self.batch_size, "metrics": sorted(self.metrics), "streaming": True}
+        protocol = {"extractor": self.info.as_protocol(), "resize": self.preparation or RESIZE_MODE,
+                    "num_fake": self.fake.n, "batch_size": self.batch_size, "metrics": sorted(self.metrics),
+                    "streaming": True}
         if self.real.n:
             protocol["num_real"] = self.real.n
         if "fid" in self.metrics:
@@ -198,13 +209,19 @@ class InceptionMetrics:
                                       f"10 seeded splits over {self.num_fake_announced} announced, "
                                       f"{self.fake.n} read (unreadable images left out)")
         if {"kid", "prc"} & set(self.metrics):
-            if not self.real.n:
-                raise MetricError("KID and precision/recall need real images, not a statistics file")
-            values.update(self._pairwise(self.fake.store.array(), self.real.store.array(), protocol))
+            real = self.reference_features if self.reference_features is not None else (
+                self.real.store.array() if self.real.n else None)
+            if real is None:
+                raise MetricError("KID and precision/recall need real images or reference features")
+            values.update(self._pairwise(self.fake.store.array(), real, protocol))
         bad = {k: v for k, v in values.items() if not np.isfinite(v)}
         if bad:  # never hand on a NaN or inf as if it were a measurement
             raise MetricError(f"metric values are not finite: {bad}")
         return MetricsResult(_prefixed(values, self.info.standin), protocol)
+
+    def fake_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mu, sigma) of the fake set's pool features so far (what `titok-bench stats` writes)."""
+        return self.fake.statistics()
 
     def _pairwise(self, f_fake: np.ndarray, f_real: np.ndarray, protocol: dict) -> dict[str, float]:
         from torch_fidelity.metric_kid import kid_features_to_metric

@@ -22,7 +22,7 @@ from pathlib import Path
 from titok.errors import MissingFileError
 
 SCHEMA_VERSION = 1
-TASKS = ("recon", "gen", "speed", "memory", "train")
+TASKS = ("recon", "gen", "speed", "memory", "train", "stats")
 REQUIRED = ("schema_version", "run_id", "time", "git_commit", "model", "weights_tag", "task", "metrics", "protocol",
             "env")
 

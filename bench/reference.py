@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from titok.data.prepare import AS_IS
 from titok.errors import DataError, MissingFileError
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ IMAGES_KEY = "arr_0"  # where ADM's evaluator reads images (reference batches an
 # Labels, where a file has them: "label" by name, or "arr_1", the second positional array of
 # guided-diffusion's scripts/image_sample.py (`np.savez(out_path, arr, label_arr)`) and of `export-npz`.
 LABEL_KEYS = ("label", "arr_1")
-AS_STORED = "as-stored"  # `.preparation`: the pixels are used exactly as the file holds them
+AS_STORED = AS_IS  # `.preparation`: the pixels are used exactly as the file holds them ("none", as everywhere)
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # zip local file header: signature ... name length, extra length
 _LOCAL_SIGNATURE = b"PK\x03\x04"
 
@@ -76,7 +77,7 @@ class NpzImages(torch.utils.data.Dataset):
 
     `key` names the uint8 (N,H,W,3) array (default "arr_0", ADM's). The label comes from a "label" or "arr_1"
     member holding N integers, else it is 0. Attributes as the harness's other image sets have them: `skipped`
-    (always empty: an array has no unreadable files) and `preparation` ("as-stored"); plus `shape` (N,H,W,3),
+    (always empty: an array has no unreadable files) and `preparation` ("none": as stored); plus `shape` (N,H,W,3),
     `labels` (an int64 array, or None) and `compressed` (whether items come from a forward-only stream).
     """
 

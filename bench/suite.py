@@ -32,7 +32,7 @@ from titok.registry import get_spec
 
 SECTIONS = ("suite", "vars", "defaults", "run")
 SUITE_KEYS = ("name", "description")
-TASKS = ("speed", "recon", "gen")
+TASKS = ("speed", "recon", "gen", "stats")
 DEFAULTS: dict[str, Any] = {
     "kind": "tokenizer",  # which registry the models come from: "tokenizer" | "generator"
     "ops": [],  # speed: tokenizer encode/decode; generator sample/generate (empty = all of the kind)
@@ -45,7 +45,10 @@ DEFAULTS: dict[str, Any] = {
     "strict": False,  # an unreadable image is an error (true) or skipped and counted in the record (false)
     "metrics": ["fid", "psnr", "ssim"],
     "inception_weights": "standin",
-    "reference": "",  # gen: statistics .npz of the real images (ADM's VIRTUAL_imagenet256_labeled.npz)
+    "reference": "",  # gen: statistics .npz of the real images (ADM's VIRTUAL_imagenet256_labeled.npz); stats: output
+    "preparation": "",  # recon/stats: how real images are made S x S (titok/data/prepare.py); "" = the default (ADM's)
+    "image_size": 256,  # stats: the size real images are prepared to
+    "features": False,  # stats: also store the pool features (precision/recall and KID against the file need them)
     "num_samples": 50000,
     "seed": 0,
     "eval_batch_size": 32,
@@ -169,7 +172,9 @@ def _expand(value: Any, variables: dict[str, str], missing: set[str]) -> Any:
     return value
 
 
-def load_suite(name_or_path: str, overrides: list[str] = ()) -> Suite:
+def load_suite(name_or_path: str, overrides: list[str] = (), builtin_vars: dict[str, str] | None = None) -> Suite:
+    """A suite, validated, with overrides applied and ${VARS} expanded (`builtin_vars`: e.g. OUT_DIR, the run's
+    output folder, so that one run can write a file a later run reads)."""
     data, source = _read(name_or_path)
     _check_keys(source, data, SECTIONS)
     data = copy.deepcopy(data)
@@ -182,7 +187,7 @@ def load_suite(name_or_path: str, overrides: list[str] = ()) -> Suite:
     _check_keys(f"{source} [defaults]", data.get("defaults", {}), DEFAULTS)
     for k, v in data.get("defaults", {}).items():
         defaults[k] = _coerce(f"defaults.{k}", v, DEFAULTS[k])
-    variables = {k: str(v) for k, v in data.get("vars", {}).items()}
+    variables = {**(builtin_vars or {}), **{k: str(v) for k, v in data.get("vars", {}).items()}}
     missing_vars: set[str] = set()
     runs = []
     for i, run in enumerate(data.get("run", [])):
@@ -204,7 +209,7 @@ def load_suite(name_or_path: str, overrides: list[str] = ()) -> Suite:
             raise SuiteError(f"{where}: unknown op(s) {bad_ops} for {kind}s; known: {', '.join(OPS[kind])}")
         _check_options(where, settings["options"])
         models = run.get("models") or []
-        if not models:
+        if not models and run["task"] != "stats":  # a stats run measures images, not a model
             raise SuiteError(f"{where}: needs a non-empty `models` list")
         for m in models:
             get_spec(kind, m)  # unknown presets -> error listing the known ones
@@ -221,16 +226,20 @@ def load_suite(name_or_path: str, overrides: list[str] = ()) -> Suite:
 
 def required_paths(suite: Suite) -> list[tuple[str, str]]:
     """(what, path) for every external file the suite needs; 'standin' and built-in data need none."""
-    need = []
+    need, made = [], set()
     for r in suite.runs:
         s = r.settings
-        if r.task in ("recon", "gen") and s["inception_weights"] != "standin":
+        if r.task in ("recon", "gen", "stats") and s["inception_weights"] != "standin":
             need.append(("Inception weights (torch-fidelity weights-inception-2015-12-05-6726825d.pth)",
                          s["inception_weights"]))
         if r.task == "recon" and not s["data"].startswith("builtin:"):
             need.append(("image folder (e.g. ImageNet val, val/<wnid>/*.JPEG)", s["data"]))
-        if r.task == "gen":
+        if r.task == "stats" and not s["data"].startswith("builtin:"):
+            need.append(("image folder (e.g. ImageNet val, val/<wnid>/*.JPEG)", s["data"]))
+        if r.task == "gen" and s["reference"] not in made:  # a stats run earlier in the suite makes it
             need.append(("reference statistics (ADM VIRTUAL_imagenet256_labeled.npz)", s["reference"]))
+        if r.task == "stats":
+            made.add(s["reference"])
         for kind, table in s["weights"].items():
             for model, path in table.items():
                 need.append((f"{kind} weights for {model}", path))

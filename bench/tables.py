@@ -23,7 +23,8 @@ from titok.registry import get_spec
 # A model's row shows end-to-end generation where it was measured (generator + tokenizer parameters), else its
 # tokenizer's decoding (tokenizer parameters); the headers say so, since the two are not the same number.
 THROUGHPUT, THROUGHPUT_PARAMS = "img/s (generate, else decode)", "params (M) (generate, else tokenizer)"
-QUALITY_COLUMNS = ["model", "source", "resolution", "tokens", "codebook", "rFID", "PSNR", "SSIM", "gFID", "IS",
+QUALITY_COLUMNS = ["model", "source", "resolution", "tokens", "codebook", "rFID", "PSNR", "SSIM", "codebook usage",
+                   "gFID", "IS",
                    THROUGHPUT_PARAMS, THROUGHPUT, "peak mem (MB)", "rFID (stand-in Inception)",
                    "gFID (stand-in Inception)"]
 SPEED_COLUMNS = ["model", "op", "resolution", "batch", "precision", "options", "img/s", "x reference", "sec/batch",
@@ -69,7 +70,7 @@ def _fmt(x, digits=2):
 def quality_table(records: list[dict]) -> pd.DataFrame:
     rows: dict[tuple, dict] = {}
     for r in records:
-        if r.get("error"):
+        if r.get("error") or r["task"] not in ("recon", "gen", "speed"):
             continue
         facts = model_facts(r["model"])
         res = r["protocol"].get("resolution") or facts.get("resolution")
@@ -80,7 +81,7 @@ def quality_table(records: list[dict]) -> pd.DataFrame:
         m = r["metrics"]
         if r["task"] == "recon":
             row.update({"rFID": m.get("rfid"), "PSNR": m.get("psnr"), "SSIM": m.get("ssim"),
-                        "rFID (stand-in Inception)": m.get("standin_rfid")})
+                        "codebook usage": m.get("codebook_usage"), "rFID (stand-in Inception)": m.get("standin_rfid")})
         elif r["task"] == "gen":
             row.update({"gFID": m.get("gfid"), "IS": m.get("isc_mean"),
                         "gFID (stand-in Inception)": m.get("standin_gfid")})

@@ -190,7 +190,7 @@ def test_npz_images_reads_a_large_batch_in_constant_memory(tmp_path):
     assert sums == expected.tolist()
     assert peak < 4 * 2**20, f"peak {peak / 2**20:.1f} MiB: arr_0 was read whole"  # arr_0 is 47 MiB
     assert data.shape == (1000, 128, 128, 3) and not data.compressed and data.labels is None
-    assert data.skipped == [] and data.preparation == "as-stored"
+    assert data.skipped == [] and data.preparation == "none"
 
 
 def test_npz_images_yields_what_np_load_does(tmp_path):

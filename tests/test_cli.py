@@ -45,7 +45,11 @@ def test_run_tiny_suite(tmp_path, capsys):
     gen = next(r for r in speed if r["model"] == "titok_tiny_bert" and r["protocol"]["op"] == "generate")
     assert gen["protocol"]["tokenizer"] == "titok_tiny_2stage" and gen["protocol"]["sampling"]["num_steps"] == 8
     recon = next(r for r in res.records if r["task"] == "recon")
-    assert set(recon["metrics"]) == {"psnr", "ssim"} and recon["protocol"]["num_images"] == 4
+    # A VQ tokenizer also reports how it uses its codebook (as the TiTok release's evaluator does).
+    assert {"psnr", "ssim", "codebook_usage", "codebook_entropy_bits", "codebook_perplexity", "eval_wall_s",
+            "peak_host_mb"} == set(recon["metrics"])
+    assert recon["protocol"]["preparation"] == "none"  # procedural images are drawn at size, not prepared
+    assert 0 < recon["metrics"]["codebook_usage"] <= 1 and recon["protocol"]["num_images"] == 4
     assert (out / "tables" / "speed.md").is_file() and (out / "tables" / "quality.tex").is_file()
     resolved = list(out.glob("suite-*.resolved.json"))
     assert len(resolved) == 1 and json.loads(resolved[0].read_text())["run"][0]["iters"] == 1

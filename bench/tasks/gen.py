@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -153,35 +154,50 @@ def missing_samples(out_dir: Path, num_samples: int) -> list[int]:
 
 
 def run_gen(spec: RunSpec, ctx: RunContext) -> None:
+    """Class-balanced samples, then gFID/IS (and precision/recall, KID where asked) streamed over them.
+
+    Everything scoring needs (metrics stack, Inception weights, the reference and the protocol it was made
+    under) is checked before the first sample, not after hours of sampling.
+    """
     from bench.inception import inspect_weights, require_torch_fidelity, resolve_inception_weights
     from bench.metrics import compute_image_metrics, load_reference_stats
+    from bench.statistics_file import check_protocol, read_protocol, run_protocol
 
     s = spec.settings
     n = min(s["num_samples"], ctx.limit) if ctx.limit else s["num_samples"]
-    # Everything scoring needs is checked now, not after hours of sampling.
+    metrics = ("fid", "isc", *[m for m in s["metrics"] if m in ("kid", "prc")])
+    reference_protocol = {}
     if s["reference"]:
         load_reference_stats(s["reference"])
+        reference_protocol = read_protocol(s["reference"])
     require_torch_fidelity()
-    if s["inception_weights"] != "standin":
-        inspect_weights(resolve_inception_weights(s["inception_weights"]))
+    inception_weights = inception_for(s, ctx)
+    extractor = inspect_weights(resolve_inception_weights(inception_weights))
     for preset in spec.models:
+        start = time.perf_counter()
         gen, tag = load_model("generator", preset, s["weights"], ctx.device)
         tok, tok_tag = load_model("tokenizer", paired_tokenizer(preset), s["weights"], ctx.device)
+        if s["reference"]:  # samples are not prepared: they are made at the tokenizer's size
+            check_protocol(s["reference"], reference_protocol, run_protocol(extractor, tok.image_size, None))
         sample_dir = ctx.out_dir / "samples" / f"{preset}-seed{s['seed']}"
         generate_samples(gen, tok, sample_dir, n, s["seed"], s["eval_batch_size"], progress=ctx.progress,
                          sampling=s["sampling"], weights={"generator": tag, "tokenizer": tok_tag})
         missing = missing_samples(sample_dir, n)
         if missing:
             raise RuntimeError(f"{sample_dir}: {len(missing)} of {n} samples missing after generation "
-                             f"(first: {missing[0]}); not scoring an incomplete set")
+                               f"(first: {missing[0]}); not scoring an incomplete set")
+        sampled = time.perf_counter()
         samples = ImageFolder(sample_dir, strict=True)  # our own files: any unreadable one is an error
         samples.files = [sample_path(sample_dir, i) for i in range(n)]
-        r = compute_image_metrics(samples, s["reference"] or None,
-                                  inception_weights=inception_for(s, ctx), metrics=("fid", "isc"),
-                                  batch_size=s["eval_batch_size"], device=ctx.device, progress=ctx.progress)
-        metrics = {k.replace("fid", "gfid"): v for k, v in r.values.items()}
+        r = compute_image_metrics(samples, s["reference"] or None, inception_weights=inception_weights,
+                                  metrics=metrics, batch_size=s["eval_batch_size"], device=ctx.device,
+                                  progress=ctx.progress)
+        values = {k.replace("fid", "gfid"): v for k, v in r.values.items()}
+        values.update({"sampling_wall_s": sampled - start, "eval_wall_s": time.perf_counter() - sampled,
+                       **ctx.peak_memory()})
         protocol = {**r.protocol, "num_samples": n, "seed": s["seed"], "resolution": tok.image_size,
                     "class_balanced": True, "sampling": {**gen.sampling.to_dict(), **s["sampling"]},
-                    "tokenizer": tok.preset, "tokenizer_weights": tok_tag}
-        ctx.emit(model=preset, task="gen", metrics=metrics, protocol=protocol, weights_tag=tag)
+                    "tokenizer": tok.preset, "tokenizer_weights": tok_tag,
+                    "reference_protocol": reference_protocol or None}
+        ctx.emit(model=preset, task="gen", metrics=values, protocol=protocol, weights_tag=tag)
         free(gen, tok)

@@ -5,13 +5,14 @@ Unreadable images are skipped and their count stored as `protocol.skipped`, or a
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 
 from bench.suite import RunSpec
 from bench.tasks.common import RunContext, free, inception_for, load_model
 from titok.contract import to_uint8, to_unit_float
-from titok.data.images import DataError, iter_image_batches, open_dataset
+from titok.data.images import DEFAULT_PREPARATION, DataError, iter_image_batches, open_dataset
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,14 @@ def run_recon(spec: RunSpec, ctx: RunContext) -> None:
         require_torch_fidelity()  # before the reconstructions, not after
     for preset in spec.models:
         tok, tag = load_model("tokenizer", preset, s["weights"], ctx.device)
-        data = open_dataset(s["data"], tok.image_size, limit=limit, strict=s["strict"])
+        start = time.perf_counter()
+        data = open_dataset(s["data"], tok.image_size, limit=limit, strict=s["strict"],
+                            preparation=s["preparation"] or DEFAULT_PREPARATION)
         pixels = RunningPixelMetrics(tuple(s["metrics"]))
         usage = CodebookUsage(tok.codebook_size) if tok.is_vq else None
         inception = (InceptionMetrics(inception_metrics, inception_weights=inception_for(s, ctx), device=ctx.device,
-                                      batch_size=s["eval_batch_size"]) if inception_metrics else None)
+                                      batch_size=s["eval_batch_size"], preparation=data.preparation)
+                     if inception_metrics else None)
         for real, _ in iter_image_batches(data, s["eval_batch_size"], ctx.progress, desc=f"recon {preset}"):
             codes, rec = encode_decode(tok, real)
             pixels.update(rec, real)
@@ -61,10 +65,11 @@ def run_recon(spec: RunSpec, ctx: RunContext) -> None:
         if skipped:
             log.warning("%s: skipped %d unreadable images of %d (recorded as protocol.skipped)", s["data"],
                         skipped, len(data))
-        metrics = pixels.result()
+        metrics = {**pixels.result(), "eval_wall_s": time.perf_counter() - start, **ctx.peak_memory()}
         if usage is not None:
             metrics.update(usage.result())
-        protocol = {"data": s["data"], "num_images": pixels.n, "resolution": tok.image_size, "skipped": skipped}
+        protocol = {"data": s["data"], "num_images": pixels.n, "resolution": tok.image_size, "skipped": skipped,
+                    "preparation": data.preparation}
         if inception is not None:
             r = inception.result()
             # Reconstruction FID is rFID: fid -> rfid, standin_fid -> standin_rfid.

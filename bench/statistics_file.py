@@ -1,0 +1,116 @@
+"""Reference statistics files and the protocol they were made under.
+
+FID against a statistics file is only meaningful when the file was made the way the run measures: the same
+feature extractor (weights hash), the same image size, the same preparation of the real images (resize and
+crop: see titok/data/prepare.py). `titok-bench stats` writes that protocol into the file (an `info` JSON
+string beside `mu` and `sigma`, and optionally the pool `features` that precision/recall and KID need); a run
+checks it before any image is generated, and a field that differs is an error naming it.
+
+Files made elsewhere carry no such record: OpenAI's ADM reference batches (`VIRTUAL_imagenet256_labeled.npz`:
+`arr_0` images, `mu`, `sigma`) are known by their layout, made with guided-diffusion's `center_crop_arr` and
+the FID Inception (TF graph, whose pool features torch-fidelity's `inception-v3-compat` port reproduces);
+torch-fidelity's and clean-fid's caches say nothing, and are accepted with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from bench.metrics import FEATURE_DIM, MetricError, load_reference_stats
+
+log = logging.getLogger(__name__)
+STATS_FORMAT = "titok-bench-stats-v1"
+ADM_PREPARATION = "adm-center-crop-arr"
+FID_EXTRACTOR = "inception-v3-compat"
+# The fields a run and its reference must agree on, in the order an error reports them.
+CHECKED_FIELDS = ("extractor", "extractor_sha256", "image_size", "preparation")
+
+
+def write_statistics(path: str | Path, mu: np.ndarray, sigma: np.ndarray, protocol: dict,
+                     features: np.ndarray | None = None) -> Path:
+    """mu, sigma (and optionally (N, 2048) float32 pool features) + the protocol -> an .npz, atomically."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise MetricError(f"{path}: a statistics file is an .npz archive; name it *.npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    arrays = {"mu": mu, "sigma": sigma, "info": np.array(json.dumps({"format": STATS_FORMAT, **protocol}))}
+    if features is not None:
+        arrays["features"] = np.asarray(features, np.float32)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _member_shape(z: zipfile.ZipFile, name: str) -> tuple[int, ...] | None:
+    """The shape of an .npy member read from its header alone (ADM's arr_0 is GBs; never load it for this)."""
+    if name + ".npy" not in z.namelist():
+        return None
+    with z.open(name + ".npy") as f:
+        version = np.lib.format.read_magic(f)
+        shape, _, _ = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0(f))
+    return shape
+
+
+def read_protocol(path: str | Path) -> dict:
+    """The protocol a statistics file was made under: its own record, ADM's known one, or {} (unknown)."""
+    path = Path(path)
+    load_reference_stats(path)  # keys, shapes, finite values: checked first, with clear errors
+    with np.load(path, allow_pickle=False) as z:
+        if "info" in z.files:
+            try:
+                info = json.loads(str(z["info"]))
+            except ValueError as exc:
+                raise MetricError(f"{path}: unreadable 'info' record: {exc}") from None
+            if not isinstance(info, dict):
+                raise MetricError(f"{path}: the 'info' record must be a JSON object")
+            return info
+    with zipfile.ZipFile(path) as z:
+        shape = _member_shape(z, "arr_0")
+    if shape is not None and len(shape) == 4 and shape[1] == shape[2] and shape[3] == 3:
+        return {"format": "adm-reference-batch", "extractor": FID_EXTRACTOR, "image_size": int(shape[1]),
+                "preparation": ADM_PREPARATION, "num_images": int(shape[0])}
+    log.warning("%s records no protocol (not made by `titok-bench stats`, not an ADM reference batch): its "
+                "extractor, image size and preparation cannot be checked against this run", path)
+    return {}
+
+
+def check_protocol(path: str | Path, reference: dict, run: dict) -> None:
+    """Refuse a reference made under another protocol than the run's; the error names each differing field."""
+    diff = [f"{k}: reference {reference[k]!r}, this run {run[k]!r}" for k in CHECKED_FIELDS
+            if k in reference and k in run and reference[k] != run[k]]
+    if diff:
+        raise MetricError(f"{path} was made under another protocol than this run (" + "; ".join(diff) + "). "
+                          "FID between them would measure the difference in protocol; make the statistics with "
+                          "`titok-bench stats` under this run's settings, or run under the reference's.")
+
+
+def reference_features(path: str | Path) -> np.ndarray | None:
+    """(N, 2048) float32 pool features stored by `titok-bench stats --features`, or None."""
+    with np.load(path, allow_pickle=False) as z:
+        if "features" not in z.files:
+            return None
+        f = z["features"]
+    if f.ndim != 2 or f.shape[1] != FEATURE_DIM or not np.isfinite(f).all():
+        raise MetricError(f"{path}: 'features' must be finite (N, {FEATURE_DIM}), got {f.shape}")
+    return f.astype(np.float32)
+
+
+def run_protocol(extractor_info, image_size: int | None, preparation: str | None) -> dict:
+    """The protocol fields of a run that a reference must match."""
+    out = {"extractor": extractor_info.name, "extractor_sha256": extractor_info.weights_sha256}
+    if image_size:
+        out["image_size"] = int(image_size)
+    if preparation:
+        out["preparation"] = preparation
+    return out

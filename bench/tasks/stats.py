@@ -1,0 +1,62 @@
+"""Reference statistics from real images (e.g. the 50,000 ImageNet val images): mu, sigma, the protocol they
+were made under, and optionally the pool features, streamed batch by batch into one .npz.
+
+One function serves the `titok-bench stats` command and the suites' `stats` task (the rehearsal suite makes
+its reference this way before generating against it). At paper size it is one pass of Inception over 50,000
+images with decoding in DataLoader workers, minutes on a GPU, so a stopped run is simply run again rather than
+resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from bench.suite import RunSpec
+from bench.tasks.common import RunContext, inception_for
+from titok.data.images import DEFAULT_PREPARATION, DataError, iter_image_batches, open_dataset
+
+log = logging.getLogger(__name__)
+
+
+def make_statistics(data_spec: str, out: str | Path, image_size: int, *, inception_weights, preparation: str = "",
+                    limit: int | None = None, strict: bool = False, batch_size: int = 64, device="cpu",
+                    features: bool = False, progress: bool = False, num_workers: int | None = None) -> dict:
+    """Write the statistics file `out` for the images of `data_spec`; returns the protocol written into it."""
+    from bench.metrics import InceptionMetrics
+    from bench.statistics_file import STATS_FORMAT, write_statistics
+
+    data = open_dataset(data_spec, image_size, limit=limit, strict=strict,
+                        preparation=preparation or DEFAULT_PREPARATION)
+    acc = InceptionMetrics(("fid",), inception_weights=inception_weights, device=device, batch_size=batch_size,
+                           keep_fake_features=features)
+    kwargs = {} if num_workers is None else {"num_workers": num_workers}
+    for batch, _ in iter_image_batches(data, batch_size, progress, desc="stats", **kwargs):
+        acc.add_fake(batch)
+    skipped = len(getattr(data, "skipped", []))
+    if acc.fake.n < 2:
+        raise DataError(f"{data_spec}: statistics need at least 2 readable images, got {acc.fake.n} "
+                        f"({skipped} unreadable)")
+    mu, sigma = acc.fake_statistics()
+    protocol = {"extractor": acc.info.name, "extractor_sha256": acc.info.weights_sha256,
+                "standin": acc.info.standin, "image_size": int(image_size), "preparation": data.preparation,
+                "num_images": acc.fake.n, "skipped": skipped, "source": str(data_spec), "features": features}
+    write_statistics(out, mu, sigma, protocol, acc.fake.store.array() if features else None)
+    log.info("wrote %s (%d images, %s)", out, acc.fake.n, STATS_FORMAT)
+    return protocol
+
+
+def run_stats(spec: RunSpec, ctx: RunContext) -> None:
+    """The suites' `stats` task: a reference file at `reference` (often ${OUT_DIR}/...) and a record of it."""
+    s = spec.settings
+    if not s["reference"]:
+        raise DataError("a stats run needs `reference`: the path of the .npz to write")
+    limit = min(s["limit"], ctx.limit) if ctx.limit else s["limit"]
+    start = time.perf_counter()
+    protocol = make_statistics(s["data"], s["reference"], s["image_size"], inception_weights=inception_for(s, ctx),
+                               preparation=s["preparation"], limit=limit, strict=s["strict"],
+                               batch_size=s["eval_batch_size"], device=ctx.device, features=s["features"],
+                               progress=ctx.progress)
+    ctx.emit(model="reference", task="stats", metrics={"wall_s": time.perf_counter() - start, **ctx.peak_memory()},
+             protocol={**protocol, "path": str(s["reference"])}, weights_tag="none")
