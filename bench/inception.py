@@ -30,6 +30,7 @@ INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_SHA256_PREFIX = "6726825d"
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_FILE
 STANDIN_SUFFIX = ".standin.json"
+FID_EXTRACTOR = "inception-v3-compat"  # torch-fidelity's port of the TF FID Inception graph, as it names it
 FEATURES = ("2048", "logits_unbiased")  # pool features (FID, KID, PRC) and logits (IS)
 
 
@@ -136,7 +137,7 @@ def inspect_weights(path: Path) -> ExtractorInfo:
     digest = sha256_of(path)
     sidecar = Path(str(path) + STANDIN_SUFFIX)
     if digest.startswith(INCEPTION_SHA256_PREFIX):
-        return ExtractorInfo("inception-v3-compat", str(path), digest, standin=False)
+        return ExtractorInfo(FID_EXTRACTOR, str(path), digest, standin=False)
     if sidecar.is_file() and json.loads(sidecar.read_text()).get("sha256") == digest:
         return ExtractorInfo("inception-v3-compat-standin", str(path), digest, standin=True)
     raise WeightsError(
@@ -156,6 +157,6 @@ def load_inception(weights: str | Path | None, device: str | torch.device = "cpu
     except Exception as exc:
         raise WeightsError(f"{path}: refusing an Inception weights file that is not a plain tensor state dict: "
                          f"{exc}") from None
-    extractor = fe.FeatureExtractorInceptionV3("inception-v3-compat", list(FEATURES),
+    extractor = fe.FeatureExtractorInceptionV3(FID_EXTRACTOR, list(FEATURES),
                                                feature_extractor_weights_path=str(path))
     return extractor.to(device).eval(), info

@@ -39,22 +39,32 @@ class MetricsResult:
     protocol: dict = field(default_factory=dict)
 
 
+@torch.no_grad()
+def inception_features(extractor, images: torch.Tensor, device="cpu") -> tuple[np.ndarray, torch.Tensor]:
+    """One uint8 batch (B,3,H,W) -> (pool (B,2048) float64 numpy, logits_unbiased (B,1008) float64 on CPU).
+
+    Non-finite features (an Inception with damaged weights) are an error here, before any statistic sees them.
+    """
+    pool, logits = extractor(images.to(device))
+    pool, logits = pool.double().cpu(), logits.double().cpu()
+    for name, v in (("pool", pool), ("logits_unbiased", logits)):
+        if not torch.isfinite(v).all():
+            raise MetricError(f"non-finite Inception {name} features ({int((~torch.isfinite(v)).sum())} values)")
+    return pool.numpy(), logits
+
+
 def extract_features(images, extractor, batch_size: int = 64, device="cpu", progress: bool = False
                      ) -> dict[str, np.ndarray]:
-    """uint8 images (tensor or Dataset) -> {"pool": (N,2048) float64, "logits_unbiased": (N,1008) float64}."""
+    """uint8 images (tensor or Dataset) -> all features at once: {"pool": (N,2048), "logits_unbiased": (N,1008)},
+    float64. Holds the whole set: for cross-checks against the reference libraries, not for evaluation runs."""
     pools, logits = [], []
-    with torch.no_grad():
-        for batch, _ in iter_image_batches(images, batch_size, progress, desc="inception"):
-            pool, logit = extractor(batch.to(device))
-            pools.append(pool.double().cpu())
-            logits.append(logit.double().cpu())
+    for batch, _ in iter_image_batches(images, batch_size, progress, desc="inception"):
+        pool, logit = inception_features(extractor, batch, device)
+        pools.append(pool)
+        logits.append(logit.numpy())
     if not pools:
         raise MetricError("no images to compute features from")
-    out = {"pool": torch.cat(pools).numpy(), "logits_unbiased": torch.cat(logits).numpy()}
-    for k, v in out.items():
-        if not np.isfinite(v).all():
-            raise MetricError(f"non-finite Inception {k} features ({int((~np.isfinite(v)).sum())} values)")
-    return out
+    return {"pool": np.concatenate(pools), "logits_unbiased": np.concatenate(logits)}
 
 
 def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -109,12 +119,6 @@ def load_reference_stats(path) -> tuple[np.ndarray, np.ndarray]:
     return mu, sigma
 
 
-def save_reference_stats(path, mu, sigma, info: dict) -> None:
-    import json
-
-    np.savez(path, mu=mu, sigma=sigma, info=np.array(json.dumps(info)))
-
-
 def _prefixed(values: dict[str, float], standin: bool) -> dict[str, float]:
     return {("standin_" + k if standin else k): v for k, v in values.items()}
 
@@ -159,27 +163,16 @@ class InceptionMetrics:
         self.num_fake_announced = num_fake
         self.batch_size = batch_size
 
-    @torch.no_grad()
-    def _features(self, images: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
-        pool, logits = self.extractor(images.to(self.device))  # (B, 2048), (B, 1008)
-        pool, logits = pool.double().cpu(), logits.double().cpu()
-        for name, v in (("pool", pool), ("logits_unbiased", logits)):
-            if not torch.isfinite(v).all():
-                raise MetricError(f"non-finite Inception {name} features ({int((~torch.isfinite(v)).sum())} values)")
-        return pool.numpy(), logits
-
     def add_fake(self, images: torch.Tensor) -> None:
         """uint8 (B, 3, H, W) generated or reconstructed images."""
-        pool, logits = self._features(images)
+        pool, logits = inception_features(self.extractor, images, self.device)
         self.fake.update(pool)
         if self.isc is not None:
-            if self.isc.seen + len(pool) > self.num_fake_announced:
-                raise ValueError(f"more fake images than the {self.num_fake_announced} announced")
-            self.isc.update(logits)
+            self.isc.update(logits)  # refuses more images than were announced
 
     def add_real(self, images: torch.Tensor) -> None:
         """uint8 (B, 3, H, W) real images (when FID is against images rather than a statistics file)."""
-        self.real.update(self._features(images)[0])
+        self.real.update(inception_features(self.extractor, images, self.device)[0])
 
     def result(self) -> MetricsResult:
         values: dict[str, float] = {}
@@ -287,21 +280,12 @@ def compute_image_metrics(fake, real=None, *, inception_weights=None, metrics=("
     stats_file = real if isinstance(real, (str, Path)) else None
     acc = InceptionMetrics(metrics, inception_weights=inception_weights, device=device, reference=stats_file,
                            num_fake=len(fake), kid_subset_size=kid_subset_size, batch_size=batch_size)
-    for batch, _ in _batches(fake, batch_size, progress, "inception (fake)", num_workers):
+    for batch, _ in iter_image_batches(fake, batch_size, progress, "inception (fake)", num_workers):
         acc.add_fake(batch)
     if real is not None and stats_file is None:
-        for batch, _ in _batches(real, batch_size, progress, "inception (real)", num_workers):
+        for batch, _ in iter_image_batches(real, batch_size, progress, "inception (real)", num_workers):
             acc.add_real(batch)
     return acc.result()
-
-
-def _batches(data, batch_size, progress, desc, num_workers):
-    kwargs = {} if num_workers is None else {"num_workers": num_workers}
-    return iter_image_batches(data, batch_size, progress, desc=desc, **kwargs)
-
-
-def _features_digest(features: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(features, dtype=np.float32).tobytes()).hexdigest()[:16]
 
 
 def psnr_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -48,7 +48,7 @@ _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # zip local file header: signature .
 _LOCAL_SIGNATURE = b"PK\x03\x04"
 
 
-def _npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
+def npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
     """Read a `.npy` header from `f` (positioned at its magic): (shape, fortran_order, dtype)."""
     version = np.lib.format.read_magic(f)
     if version == (1, 0):
@@ -100,7 +100,7 @@ class NpzImages(torch.utils.data.Dataset):
                     raise DataError(f"{self.path}: the {key!r} member is encrypted")
                 self.compressed = info.compress_type != zipfile.ZIP_STORED
                 with zf.open(member) as stream:
-                    shape, fortran, dtype = _npy_header(stream)
+                    shape, fortran, dtype = npy_header(stream)
                     header_len = stream.tell()  # the array's bytes start here, counted within the member
         except DataError:
             raise

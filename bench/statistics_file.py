@@ -22,12 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.inception import FID_EXTRACTOR
 from bench.metrics import FEATURE_DIM, MetricError, load_reference_stats
+from bench.reference import IMAGES_KEY, npy_header
+from titok.data.files import tmp_name
+from titok.data.prepare import ADM
 
 log = logging.getLogger(__name__)
 STATS_FORMAT = "titok-bench-stats-v1"
-ADM_PREPARATION = "adm-center-crop-arr"
-FID_EXTRACTOR = "inception-v3-compat"
 # The fields a run and its reference must agree on, in the order an error reports them.
 CHECKED_FIELDS = ("extractor", "extractor_sha256", "image_size", "preparation")
 
@@ -39,12 +41,13 @@ def write_statistics(path: str | Path, mu: np.ndarray, sigma: np.ndarray, protoc
     if path.suffix != ".npz":
         raise MetricError(f"{path}: a statistics file is an .npz archive; name it *.npz")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    tmp = tmp_name(path)
     arrays = {"mu": mu, "sigma": sigma, "info": np.array(json.dumps({"format": STATS_FORMAT, **protocol}))}
     if features is not None:
         arrays["features"] = np.asarray(features, np.float32)
     try:
-        np.savez(tmp, **arrays)
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a temporary name
+            np.savez(f, **arrays)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -56,10 +59,7 @@ def _member_shape(z: zipfile.ZipFile, name: str) -> tuple[int, ...] | None:
     if name + ".npy" not in z.namelist():
         return None
     with z.open(name + ".npy") as f:
-        version = np.lib.format.read_magic(f)
-        shape, _, _ = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0(f))
-    return shape
+        return npy_header(f)[0]
 
 
 def read_protocol(path: str | Path) -> dict:
@@ -76,10 +76,10 @@ def read_protocol(path: str | Path) -> dict:
                 raise MetricError(f"{path}: the 'info' record must be a JSON object")
             return info
     with zipfile.ZipFile(path) as z:
-        shape = _member_shape(z, "arr_0")
+        shape = _member_shape(z, IMAGES_KEY)
     if shape is not None and len(shape) == 4 and shape[1] == shape[2] and shape[3] == 3:
         return {"format": "adm-reference-batch", "extractor": FID_EXTRACTOR, "image_size": int(shape[1]),
-                "preparation": ADM_PREPARATION, "num_images": int(shape[0])}
+                "preparation": ADM, "num_images": int(shape[0])}
     log.warning("%s records no protocol (not made by `titok-bench stats`, not an ADM reference batch): its "
                 "extractor, image size and preparation cannot be checked against this run", path)
     return {}
@@ -106,11 +106,8 @@ def reference_features(path: str | Path) -> np.ndarray | None:
     return f.astype(np.float32)
 
 
-def run_protocol(extractor_info, image_size: int | None, preparation: str | None) -> dict:
-    """The protocol fields of a run that a reference must match."""
-    out = {"extractor": extractor_info.name, "extractor_sha256": extractor_info.weights_sha256}
-    if image_size:
-        out["image_size"] = int(image_size)
-    if preparation:
-        out["preparation"] = preparation
-    return out
+def run_protocol(extractor_info, image_size: int) -> dict:
+    """The protocol fields of a generation run that its reference must match (samples are not prepared: they
+    are made at the tokenizer's size, so the preparation is the reference's own business)."""
+    return {"extractor": extractor_info.name, "extractor_sha256": extractor_info.weights_sha256,
+            "image_size": int(image_size)}

@@ -76,13 +76,12 @@ class RunningInceptionScore:
         self.count = np.zeros(splits, np.int64)
         self.seen = 0
 
-    def update(self, logits: torch.Tensor, indices: np.ndarray | None = None) -> None:
-        """logits (B, C) of the images with these dataset indices (default: the next B in order)."""
+    def update(self, logits: torch.Tensor) -> None:
+        """logits (B, C) of the next B images of the set, in its order."""
         logits = logits.double().cpu()
-        if indices is None:
-            indices = np.arange(self.seen, self.seen + logits.shape[0])
-        if len(indices) and indices.max() >= self.num_images:
-            raise ValueError(f"image index {indices.max()} beyond the {self.num_images} announced")
+        indices = np.arange(self.seen, self.seen + logits.shape[0])
+        if self.seen + logits.shape[0] > self.num_images:
+            raise ValueError(f"more images than the {self.num_images} announced")
         self.seen += logits.shape[0]
         p, log_p = logits.softmax(dim=1), logits.log_softmax(dim=1)
         plogp = (p * log_p).sum(dim=1).numpy()  # (B,)

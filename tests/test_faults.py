@@ -537,10 +537,10 @@ def test_pickled_code_as_inception_weights_is_never_run(tmp_path, image_folders,
 
 
 def _reference(path: Path) -> Path:
-    from bench.metrics import save_reference_stats
+    from bench.statistics_file import write_statistics
 
     rng = np.random.default_rng(0)
-    save_reference_stats(path, rng.normal(size=2048), np.eye(2048), {"what": "test reference"})
+    write_statistics(path, rng.normal(size=2048), np.eye(2048), {"what": "test reference"})
     return path
 
 

@@ -98,7 +98,8 @@ def test_frechet_distance_agrees_with_clean_fid():
 
 @pytest.mark.metrics
 def test_all_metrics_run_and_stand_in_is_labelled(standin_inception, tmp_path):
-    from bench.metrics import compute_image_metrics, save_reference_stats, statistics
+    from bench.metrics import compute_image_metrics, statistics
+    from bench.statistics_file import write_statistics
 
     a, b = builtin_images("skimage", 64, 12), builtin_images("procedural", 64, 12)
     r = compute_image_metrics(a, b, inception_weights=standin_inception, metrics=("fid", "isc", "kid", "prc"))
@@ -113,7 +114,7 @@ def test_all_metrics_run_and_stand_in_is_labelled(standin_inception, tmp_path):
 
     ext, _ = load_inception(standin_inception)
     mu, sigma = statistics(extract_features(b, ext)["pool"])
-    save_reference_stats(tmp_path / "ref.npz", mu, sigma, {"source": "procedural"})
+    write_statistics(tmp_path / "ref.npz", mu, sigma, {"source": "procedural"})
     via_stats = compute_image_metrics(a, str(tmp_path / "ref.npz"), inception_weights=standin_inception,
                                       metrics=("fid",))
     assert via_stats.values["standin_fid"] == pytest.approx(r.values["standin_fid"], abs=1e-6)

@@ -129,7 +129,7 @@ def _decode(path: Path, height: int, width: int) -> np.ndarray:
 
 def _labels(folder: Path, order: np.ndarray) -> tuple[np.ndarray | None, str]:
     """Class label of each row, from the folder's generation manifest: (labels, "") or (None, why not)."""
-    from bench.tasks.gen import MANIFEST
+    from bench.tasks.gen import MANIFEST, sample_classes
     from titok.registry import get_spec
 
     path = folder / MANIFEST
@@ -142,9 +142,8 @@ def _labels(folder: Path, order: np.ndarray) -> tuple[np.ndarray | None, str]:
     if not isinstance(manifest, dict):
         return None, f"{MANIFEST} is not a JSON object"
     given = manifest.get("labels")
-    # The rule of bench.tasks.gen.generate_samples: sample i has labels[i % len(labels)], else i % num_classes.
     if isinstance(given, list) and given and all(isinstance(c, int) for c in given):
-        return np.asarray(given, dtype=np.int64)[order % len(given)], ""
+        return sample_classes(order, given, 0), ""
     if given is not None:
         return None, f"{MANIFEST} has labels {given!r}, not a list of class ids"
     try:
@@ -153,7 +152,7 @@ def _labels(folder: Path, order: np.ndarray) -> tuple[np.ndarray | None, str]:
         return None, f"unknown generator {manifest.get('generator')!r} in {MANIFEST}"
     if not isinstance(num_classes, int) or num_classes < 1:
         return None, f"generator {manifest.get('generator')!r} has no class count"
-    return order % num_classes, ""
+    return sample_classes(order, None, num_classes), ""
 
 
 def _check_space(out: Path, needed: int) -> None:

@@ -18,6 +18,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -32,6 +33,13 @@ from titok.weights import WeightsError
 
 log = logging.getLogger(__name__)
 MANIFEST = "generation.json"
+
+
+def sample_classes(indices, labels: list[int] | None, num_classes: int) -> np.ndarray:
+    """Class of each sample index: `labels[i % len(labels)]` when labels were given, else `i % num_classes`
+    (class-balanced). The one rule, used by generation and by `export-npz` to label what generation wrote."""
+    idx = np.asarray(indices, dtype=np.int64)
+    return np.asarray(labels, dtype=np.int64)[idx % len(labels)] if labels else idx % num_classes
 
 
 def sample_seed(run_seed: int, index: int) -> int:
@@ -134,7 +142,7 @@ def generate_samples(gen, tok, out_dir: Path, num_samples: int, run_seed: int, b
     todo = [b for b in batches if not all(is_complete_png(sample_path(out_dir, i)) for i in b)]
     written = 0
     for idx in tqdm(todo, desc="sampling", disable=not progress, unit="batch"):
-        classes = torch.tensor([labels[i % len(labels)] if labels else i % gen.num_classes for i in idx], device=device)
+        classes = torch.as_tensor(sample_classes(idx, labels, gen.num_classes), device=device)
         with torch.no_grad():
             tokens = gen.generate(classes, seeds=[sample_seed(run_seed, i) for i in idx], **(sampling or {}))
             decoded = tok.decode(tokens)
@@ -160,7 +168,7 @@ def run_gen(spec: RunSpec, ctx: RunContext) -> None:
     under) is checked before the first sample, not after hours of sampling.
     """
     from bench.inception import inspect_weights, require_torch_fidelity, resolve_inception_weights
-    from bench.metrics import compute_image_metrics, load_reference_stats
+    from bench.metrics import compute_image_metrics
     from bench.statistics_file import check_protocol, read_protocol, run_protocol
 
     s = spec.settings
@@ -168,8 +176,7 @@ def run_gen(spec: RunSpec, ctx: RunContext) -> None:
     metrics = ("fid", "isc", *[m for m in s["metrics"] if m in ("kid", "prc")])
     reference_protocol = {}
     if s["reference"]:
-        load_reference_stats(s["reference"])
-        reference_protocol = read_protocol(s["reference"])
+        reference_protocol = read_protocol(s["reference"])  # reads and checks the file itself first
     require_torch_fidelity()
     inception_weights = inception_for(s, ctx)
     extractor = inspect_weights(resolve_inception_weights(inception_weights))
@@ -178,7 +185,7 @@ def run_gen(spec: RunSpec, ctx: RunContext) -> None:
         gen, tag = load_model("generator", preset, s["weights"], ctx.device)
         tok, tok_tag = load_model("tokenizer", paired_tokenizer(preset), s["weights"], ctx.device)
         if s["reference"]:  # samples are not prepared: they are made at the tokenizer's size
-            check_protocol(s["reference"], reference_protocol, run_protocol(extractor, tok.image_size, None))
+            check_protocol(s["reference"], reference_protocol, run_protocol(extractor, tok.image_size))
         sample_dir = ctx.out_dir / "samples" / f"{preset}-seed{s['seed']}"
         generate_samples(gen, tok, sample_dir, n, s["seed"], s["eval_batch_size"], progress=ctx.progress,
                          sampling=s["sampling"], weights={"generator": tag, "tokenizer": tok_tag})

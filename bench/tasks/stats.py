@@ -31,8 +31,7 @@ def make_statistics(data_spec: str, out: str | Path, image_size: int, *, incepti
                         preparation=preparation or DEFAULT_PREPARATION)
     acc = InceptionMetrics(("fid",), inception_weights=inception_weights, device=device, batch_size=batch_size,
                            keep_fake_features=features)
-    kwargs = {} if num_workers is None else {"num_workers": num_workers}
-    for batch, _ in iter_image_batches(data, batch_size, progress, desc="stats", **kwargs):
+    for batch, _ in iter_image_batches(data, batch_size, progress, "stats", num_workers):
         acc.add_fake(batch)
     skipped = len(getattr(data, "skipped", []))
     if acc.fake.n < 2:
