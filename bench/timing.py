@@ -77,6 +77,28 @@ def _reset_rss_peak() -> bool:
         return False
 
 
+class PeakMemory:
+    """Peak memory over work longer than one timed call (an evaluation over a data set), taken the way the timed
+    calls take it: reset when made (the host's VmHWM, and torch's allocator peak on CUDA), read by `read()`.
+    Records get the peak of their own work, not the process's lifetime peak (`ru_maxrss` never resets)."""
+
+    def __init__(self, device: str | torch.device):
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        _reset_rss_peak()
+
+    def read(self) -> dict[str, float]:
+        """{"peak_host_mb": the process's resident-set peak, "peak_device_mb": the allocator's peak on CUDA}."""
+        out = {}
+        kb = _read_vmhwm_kb()
+        if kb is not None:
+            out["peak_host_mb"] = kb / 1024
+        if self.device.type == "cuda":
+            out["peak_device_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        return out
+
+
 def _nvml_used_mb(device: torch.device) -> float | None:
     try:
         import pynvml

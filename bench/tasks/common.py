@@ -33,15 +33,6 @@ class RunContext:
     def results_path(self) -> Path:
         return self.out_dir / "results.jsonl"
 
-    def peak_memory(self) -> dict[str, float]:
-        """Peak memory so far: the process's resident set (host) and, on CUDA, the allocator's peak (device)."""
-        import resource
-
-        out = {"peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # KiB on Linux
-        if self.device.type == "cuda":
-            out["peak_device_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
-        return out
-
     def emit(self, **kwargs) -> dict:
         rec = make_record(run_id=self.run_id, env=self.env, commit=self.commit, **kwargs)
         append_record(self.results_path, rec)

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from bench.suite import RunSpec
 from bench.tasks.common import RunContext, free, inception_for, load_model, paired_tokenizer
+from bench.timing import PeakMemory
 from titok.contract import to_uint8
 from titok.data.files import TMP_SUFFIX, is_complete_png, tmp_name, write_png_atomic
 from titok.data.images import ImageFolder
@@ -181,7 +182,7 @@ def run_gen(spec: RunSpec, ctx: RunContext) -> None:
     inception_weights = inception_for(s, ctx)
     extractor = inspect_weights(resolve_inception_weights(inception_weights))
     for preset in spec.models:
-        start = time.perf_counter()
+        start, memory = time.perf_counter(), PeakMemory(ctx.device)
         gen, tag = load_model("generator", preset, s["weights"], ctx.device)
         tok, tok_tag = load_model("tokenizer", paired_tokenizer(preset), s["weights"], ctx.device)
         if s["reference"]:  # samples are not prepared: they are made at the tokenizer's size
@@ -201,7 +202,7 @@ def run_gen(spec: RunSpec, ctx: RunContext) -> None:
                                   progress=ctx.progress)
         values = {k.replace("fid", "gfid"): v for k, v in r.values.items()}
         values.update({"sampling_wall_s": sampled - start, "eval_wall_s": time.perf_counter() - sampled,
-                       **ctx.peak_memory()})
+                       **memory.read()})
         protocol = {**r.protocol, "num_samples": n, "seed": s["seed"], "resolution": tok.image_size,
                     "class_balanced": True, "sampling": {**gen.sampling.to_dict(), **s["sampling"]},
                     "tokenizer": tok.preset, "tokenizer_weights": tok_tag,

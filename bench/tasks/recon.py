@@ -11,6 +11,7 @@ import torch
 
 from bench.suite import RunSpec
 from bench.tasks.common import RunContext, free, inception_for, load_model
+from bench.timing import PeakMemory
 from titok.contract import to_uint8, to_unit_float
 from titok.data.images import DEFAULT_PREPARATION, DataError, iter_image_batches, open_dataset
 
@@ -43,7 +44,7 @@ def run_recon(spec: RunSpec, ctx: RunContext) -> None:
         require_torch_fidelity()  # before the reconstructions, not after
     for preset in spec.models:
         tok, tag = load_model("tokenizer", preset, s["weights"], ctx.device)
-        start = time.perf_counter()
+        start, memory = time.perf_counter(), PeakMemory(ctx.device)
         data = open_dataset(s["data"], tok.image_size, limit=limit, strict=s["strict"],
                             preparation=s["preparation"] or DEFAULT_PREPARATION)
         pixels = RunningPixelMetrics(tuple(s["metrics"]))
@@ -65,7 +66,7 @@ def run_recon(spec: RunSpec, ctx: RunContext) -> None:
         if skipped:
             log.warning("%s: skipped %d unreadable images of %d (recorded as protocol.skipped)", s["data"],
                         skipped, len(data))
-        metrics = {**pixels.result(), "eval_wall_s": time.perf_counter() - start, **ctx.peak_memory()}
+        metrics = {**pixels.result(), "eval_wall_s": time.perf_counter() - start, **memory.read()}
         if usage is not None:
             metrics.update(usage.result())
         protocol = {"data": s["data"], "num_images": pixels.n, "resolution": tok.image_size, "skipped": skipped,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench.suite import RunSpec
 from bench.tasks.common import RunContext, inception_for
+from bench.timing import PeakMemory
 from titok.data.images import DEFAULT_PREPARATION, DataError, iter_image_batches, open_dataset
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,10 @@ def run_stats(spec: RunSpec, ctx: RunContext) -> None:
     if not s["reference"]:
         raise DataError("a stats run needs `reference`: the path of the .npz to write")
     limit = min(s["limit"], ctx.limit) if ctx.limit else s["limit"]
-    start = time.perf_counter()
+    start, memory = time.perf_counter(), PeakMemory(ctx.device)
     protocol = make_statistics(s["data"], s["reference"], s["image_size"], inception_weights=inception_for(s, ctx),
                                preparation=s["preparation"], limit=limit, strict=s["strict"],
                                batch_size=s["eval_batch_size"], device=ctx.device, features=s["features"],
                                progress=ctx.progress)
-    ctx.emit(model="reference", task="stats", metrics={"wall_s": time.perf_counter() - start, **ctx.peak_memory()},
+    ctx.emit(model="reference", task="stats", metrics={"wall_s": time.perf_counter() - start, **memory.read()},
              protocol={**protocol, "path": str(s["reference"])}, weights_tag="none")
