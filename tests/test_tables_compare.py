@@ -110,6 +110,10 @@ def test_publish_files_records_by_environment_once(tmp_path, capsys):
     cpu_file = into / files[0]
     assert len(read_records(cpu_file).records) == 2
     assert (into / files[0].removesuffix(".jsonl") / "speed.md").is_file()
+    # The figures are drawn beside the tables, from the same records.
+    for figure in ("gfid_vs_throughput", "rfid_vs_tokens", "speed_by_options"):
+        for fmt in ("png", "svg"):
+            assert (into / files[0].removesuffix(".jsonl") / f"{figure}.{fmt}").stat().st_size > 0
     # Publishing the same run again adds nothing; a bad name is a usage error.
     assert main(["publish", str(out), "--name", "smoke", "--into", str(into)]) == 0
     assert len(read_records(cpu_file).records) == 2 and "0 new records" in capsys.readouterr().out
