@@ -16,6 +16,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+from matplotlib import rc_context
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -299,7 +300,9 @@ def write_plots(records: list[dict], out_dir: str | Path, formats: tuple[str, ..
         fig = draw(records)
         for fmt in formats:
             path = out_dir / f"{name}.{fmt}"
-            # A fixed date in the SVG metadata, so a figure redrawn from the same records is the same file.
-            fig.savefig(path, dpi=150, metadata={"Date": None} if fmt == "svg" else None)
+            # SVG text stays text (small files, editable in a paper); no date and fixed ids, so a figure redrawn
+            # from the same records is the same file.
+            with rc_context({"svg.fonttype": "none", "svg.hashsalt": "titok-bench"}):
+                fig.savefig(path, dpi=150, metadata={"Date": None} if fmt == "svg" else None)
             written.append(path)
     return written
