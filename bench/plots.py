@@ -23,6 +23,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from bench.paper import PUBLISHED
 from bench.tables import (
     default_speed,
+    device_label,
     is_single_call,
     model_facts,
     options_label,
@@ -39,11 +40,8 @@ RATE_FORMAT = FuncFormatter(lambda x, _: f"{x:g}")  # decades as 0.01, 0.1, 1, 1
 
 def _device_label(r: dict) -> str:
     p = r["protocol"]
-    threads = r["env"].get("threads")
-    where = r["env"].get("device_name") or r["env"].get("device") or "?"
-    if r["env"].get("device") == "cpu" and threads:
-        where += f", {threads} threads"
-    return f"{where}, batch {p.get('batch_size_used', p.get('batch_size'))}, {p.get('precision')}"
+    batch = p.get("batch_size_used", p.get("batch_size"))
+    return f"{device_label(r['env']) or '?'}, batch {batch}, {p.get('precision')}"
 
 
 def _note(fig: Figure, lines: list[str]) -> None:
@@ -215,7 +213,7 @@ def speed_by_options(records: list[dict]) -> Figure:
     for r in records:
         p = r["protocol"]
         key = (r["model"], p.get("op"), p.get("batch_size_used", p.get("batch_size")), p.get("precision"),
-               r["env"].get("device_name") or r["env"].get("device"))
+               device_label(r["env"]))
         settings.setdefault(key, {})[options_label(p) or "?"] = r
     labels = sorted({o for v in settings.values() for o in v}, key=lambda o: (o != "reference", o != "default", o))
     colors = {o: MEASURED_COLORS[i % len(MEASURED_COLORS)] for i, o in enumerate(labels)}

@@ -79,7 +79,7 @@ MEANINGS: dict[str, str] = {
     "decode (img/s)": "images per second decoding tokens to pixels, default inference options",
     "peak memory (MB)": "peak memory of the generate (else decode) measurement: GPU allocator peak on CUDA, "
                         "peak resident memory of the whole process (weights included) on CPU",
-    "device": "where it ran",
+    "device": "where it ran (a CPU with the threads torch used)",
     "source": "where the numbers are quoted from (below)",
     "op": "`encode` image to tokens, `decode` tokens to image, `sample` class label to tokens, `generate` "
           "sample + decode",
@@ -146,6 +146,12 @@ def model_facts(name: str) -> dict:
         _FACTS[key] = {"display": spec.display_name or name, "tokens": tok.num_tokens, "codebook": codebook,
                        "resolution": tok.image_size}
     return _FACTS[key]
+
+
+def device_label(env: dict) -> str:
+    """Where a record ran, as tables and figures name it: the GPU, or the CPU with its thread count."""
+    name = env.get("device_name") or env.get("device") or ""
+    return f"{name}, {env['threads']} threads" if env.get("device") == "cpu" and env.get("threads") else name
 
 
 def options_label(protocol: dict) -> str:
@@ -239,10 +245,10 @@ def quality_table(records: list[dict]) -> pd.DataFrame:
     decoding, generation = default_speed(records, "decode"), default_speed(records, "generate")
     for r in decoding.values():
         row(r).update({"decode (img/s)": r["metrics"]["images_per_sec"],
-                       "peak memory (MB)": r["metrics"].get("peak_memory_mb"), "device": r["env"].get("device_name")})
+                       "peak memory (MB)": r["metrics"].get("peak_memory_mb"), "device": device_label(r["env"])})
     for r in generation.values():  # the generate measurement's memory replaces decoding's: it holds both models
         row(r).update({"generate (img/s)": r["metrics"]["images_per_sec"], "generate timing": timing_label(r),
-                       "peak memory (MB)": r["metrics"].get("peak_memory_mb"), "device": r["env"].get("device_name")})
+                       "peak memory (MB)": r["metrics"].get("peak_memory_mb"), "device": device_label(r["env"])})
     ordered = [rows[key] for key in sorted(rows, key=order.__getitem__)]  # the order models first appear in
     return _drop_empty(pd.DataFrame(ordered, columns=QUALITY_COLUMNS), keep=("model",))
 
@@ -293,7 +299,7 @@ def speed_table(records: list[dict]) -> pd.DataFrame:
                      "GFLOP/img": m.get("gflop_per_image"), "TFLOP/s": m.get("achieved_tflops"),
                      "% of peak": 100 * m["peak_fraction"] if m.get("peak_fraction") is not None else None,
                      "peak memory (MB)": m.get("peak_memory_mb"), "params (M)": m.get("params_m"),
-                     "device": r["env"].get("device_name"), "weights": r["weights_tag"], "error": r.get("error", "")})
+                     "device": device_label(r["env"]), "weights": r["weights_tag"], "error": r.get("error", "")})
     return _drop_empty(pd.DataFrame(rows, columns=SPEED_COLUMNS), keep=("preset", "op", "img/s"))
 
 
@@ -313,7 +319,9 @@ def tables(records: list[dict]) -> list[Table]:
             "Empty cell: not measured. Speeds are the default-options fp32 measurement at the largest batch; "
             "every speed record is in the speed table.",)),
         Table("published", "Published (quoted from the sources below, not measured here)", published,
-              tuple(f"[{i}] {SOURCES[i - 1]}" for i in used)),
+              tuple(f"[{i}] {SOURCES[i - 1]}" for i in used), meanings=(
+                  ("generate (img/s)", "generation throughput as the source reports it (samples/s)"),
+                  ("device", "where the source measured that throughput"))),
         Table("speed", "Speed and memory, every measurement", speed_table(shown), meanings=(
             ("peak memory (MB)", "peak memory of the measurement: GPU allocator peak on CUDA, peak resident memory "
                                  "of the whole process (weights included) on CPU"),)),
