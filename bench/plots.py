@@ -94,9 +94,10 @@ def gfid_vs_throughput(records: list[dict]) -> Figure:
     labelled: set[str] = set()
     names: list[tuple[float, float, str]] = []
     devices: dict[str, str] = {}
-    for (model, _), g, s in measured:
+    for (model, weights), g, s in measured:
         name, device = model_facts(model)["display"], _device_label(s)
         color = devices.setdefault(device, MEASURED_COLORS[len(devices) % len(MEASURED_COLORS)])
+        device += ", random weights" if weights == "random" else ""  # a gFID of an untrained model, say so
         x, y = s["metrics"]["images_per_sec"], g["metrics"]["gfid"]
         single = is_single_call(s)
         ax.scatter([x], [y], s=46, color=color, facecolor="none" if single else color, zorder=3,
