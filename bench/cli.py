@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from bench.commands import export_npz as export_npz_command
 from bench.commands import fid as fid_command
+from bench.commands import plot as plot_command
 from bench.commands import publish as publish_command
 from bench.commands import stats as stats_command
 from bench.commands.argtypes import class_labels, output_folder, positive_int, shard
@@ -228,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fid_command.add_parser(sub)
     publish_command.add_parser(sub)
+    plot_command.add_parser(sub)
     stats_command.add_parser(sub)
     export_npz_command.add_parser(sub)
 

@@ -8,7 +8,7 @@ from bench.cli import main
 from bench.compare import compare
 from bench.env import env_tag, environment
 from bench.records import append_record, make_record, read_records
-from bench.tables import quality_table, render, speed_table, write_tables
+from bench.tables import Table, published_table, quality_table, render, speed_table, write_tables
 
 ENV = environment("cpu")
 
@@ -25,20 +25,23 @@ def recon(model, key="standin_rfid", value=3.0):
                        protocol={"data": "builtin:skimage", "resolution": 256, "extractor": {"standin": True}})
 
 
-def test_quality_table_marks_published_rows_and_stand_ins():
+def test_quality_table_keeps_stand_ins_apart_and_published_rows_out():
     df = quality_table([recon("titok_l32"), speed("titok_l32", 2.0)])
-    measured = df[df.source.str.startswith("measured")].iloc[0]
-    published = df[df.source.str.startswith("published")].iloc[0]
+    assert len(df) == 1  # measured only: the published numbers are their own table
+    measured = df.iloc[0]
     assert measured["model"] == "TiTok-L-32" and measured["tokens"] == 32 and measured["codebook"] == 4096
-    assert measured["rFID (stand-in Inception)"] == 3.0 and ("rFID" not in df.columns or df.rFID.isna()[0])
-    assert published["rFID"] == 2.21 and "TiTok release README" in published["source"]
-    md, tex = render(df, "md"), render(df, "tex")
-    assert "rFID (stand-in Inception)" in md and "published" in md and "\\toprule" in tex
+    assert measured["stand-in FD (recon)"] == 3.0 and "rFID" not in df.columns
+    published = published_table([recon("titok_l32")])
+    assert list(published.model) == ["TiTok-L-32"] and published.iloc[0]["rFID"] == 2.21
+    assert published.iloc[0]["source"] == "[1]"
+    md = render(Table("quality", "Measured", df), "md")
+    assert "stand-in FD (recon)" in md and "NOT FID" in md
+    assert "\\toprule" in render(Table("quality", "Measured", df), "tex")
 
 
 def test_real_fid_goes_in_the_fid_column():
     df = quality_table([recon("titok_b64", key="rfid", value=1.8)])
-    assert df[df.source.str.startswith("measured")].iloc[0]["rFID"] == 1.8
+    assert df.iloc[0]["rFID"] == 1.8
 
 
 def test_speed_table_keeps_errors():
@@ -50,7 +53,8 @@ def test_speed_table_keeps_errors():
 
 def test_write_tables_all_formats(tmp_path):
     paths = write_tables([recon("titok_l32"), speed("titok_l32", 2.0)], tmp_path)
-    expected = sorted(f"{n}.{f}" for n in ("quality", "speed") for f in ("md", "tex", "csv"))
+    expected = sorted([f"{n}.{f}" for n in ("quality", "published", "speed") for f in ("md", "tex", "csv")]
+                      + ["tables.md"])
     assert sorted(p.name for p in paths) == expected
     assert "TiTok-L-32" in (tmp_path / "quality.csv").read_text()
 
@@ -106,6 +110,10 @@ def test_publish_files_records_by_environment_once(tmp_path, capsys):
     cpu_file = into / files[0]
     assert len(read_records(cpu_file).records) == 2
     assert (into / files[0].removesuffix(".jsonl") / "speed.md").is_file()
+    # The figures are drawn beside the tables, from the same records.
+    for figure in ("gfid_vs_throughput", "rfid_vs_tokens", "speed_by_options"):
+        for fmt in ("png", "svg"):
+            assert (into / files[0].removesuffix(".jsonl") / f"{figure}.{fmt}").stat().st_size > 0
     # Publishing the same run again adds nothing; a bad name is a usage error.
     assert main(["publish", str(out), "--name", "smoke", "--into", str(into)]) == 0
     assert len(read_records(cpu_file).records) == 2 and "0 new records" in capsys.readouterr().out

@@ -2,7 +2,9 @@
 
     titok-bench publish out/smoke/results.jsonl --name smoke --into results
     -> results/smoke-cpu-amd-epyc-2threads-torch2.14.1.jsonl   (appended: earlier runs of the suite and env stay)
-       results/smoke-cpu-amd-epyc-2threads-torch2.14.1/{quality,speed}.{md,tex,csv}   (from the whole file)
+       results/smoke-cpu-amd-epyc-2threads-torch2.14.1/{quality,published,speed}.{md,tex,csv}, tables.md
+       results/smoke-cpu-amd-epyc-2threads-torch2.14.1/{gfid_vs_throughput,rfid_vs_tokens,speed_by_options}.{png,svg}
+       (tables and figures from the whole file)
 
 The environment tag comes from the records themselves (CPU model and threads or GPU name, torch version), so numbers
 from different machines never share a file and `compare` can pick a baseline by name.
@@ -53,6 +55,9 @@ def run(args) -> int:
         for rec in new:
             append_record(target, rec)
         tables = write_tables(filed + new, into / f"{args.name}-{tag}")
+        from bench.plots import write_plots  # matplotlib is imported only by the commands that draw
+
+        write_plots(filed + new, tables[0].parent)  # the figures beside the tables, from the same records
         print(f"{target}: {len(new)} new records ({len(records) - len(new)} already filed); "
               f"tables in {tables[0].parent}")
     return 0
