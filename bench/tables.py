@@ -17,6 +17,7 @@ import torch
 from tabulate import tabulate
 
 from bench.paper import PUBLISHED
+from bench.records import latest_records
 from titok.errors import InputError
 from titok.registry import get_spec
 
@@ -155,6 +156,7 @@ def render(df: pd.DataFrame, fmt: str) -> str:
 
 
 def write_tables(records: list[dict], out_dir: str | Path) -> list[Path]:
+    records = latest_records(records)  # one row per measurement: the latest run's (see bench/records.py)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
