@@ -27,9 +27,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from bench.commands import bisect as bisect_command
 from bench.commands import compare as compare_command
 from bench.commands import export_npz as export_npz_command
 from bench.commands import fid as fid_command
+from bench.commands import history as history_command
 from bench.commands import publish as publish_command
 from bench.commands import stats as stats_command
 from bench.commands.argtypes import class_labels, output_folder, positive_int, shard
@@ -195,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tables)
 
     compare_command.add_parser(sub)
+    history_command.add_parser(sub)
+    bisect_command.add_parser(sub)
     fid_command.add_parser(sub)
     publish_command.add_parser(sub)
     stats_command.add_parser(sub)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from titok.data.files import tmp_name
 from titok.errors import MissingFileError
 
 SCHEMA_VERSION = 1
@@ -143,6 +144,22 @@ def append_record(path: str | Path, record: dict) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def rewrite_records(path: str | Path, records: list[dict]) -> None:
+    """Replace a results file with `records`, atomically (a temporary file beside it, fsync, rename): a crash
+    leaves the old file or the new one. Only `publish --replace` rewrites; runs only ever append."""
+    path = Path(path)
+    tmp = tmp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            for rec in records:
+                f.write((json.dumps(_finite(rec), sort_keys=True, allow_nan=False) + "\n").encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass
