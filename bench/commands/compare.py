@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from bench.compare import MIN_MATCHED_SHARE, SPEED_TOLERANCE, UNCHANGED, CoverageError, compare
+from bench.compare import MEMORY_TOLERANCE, MIN_MATCHED_SHARE, SPEED_TOLERANCE, UNCHANGED, CoverageError, compare
 from bench.records import read_records
 from titok.errors import InputError
 
@@ -30,9 +30,11 @@ def add_parser(sub) -> None:
     p.add_argument("new", nargs="+", help="results file(s) of the new run")
     p.add_argument("base", help="the baseline results file")
     p.add_argument("--tolerance", type=float, default=0.05,
-                   help="relative change allowed for quality and memory metrics (default 0.05)")
+                   help="relative change allowed for quality metrics (default 0.05)")
     p.add_argument("--speed-tolerance", type=float, default=SPEED_TOLERANCE,
                    help=f"how far beyond both records' spreads a speed change must go (default {SPEED_TOLERANCE})")
+    p.add_argument("--memory-tolerance", type=float, default=MEMORY_TOLERANCE,
+                   help=f"relative change allowed for peak memory (default {MEMORY_TOLERANCE})")
     p.add_argument("--metric-tolerance", action="append", metavar="NAME=VALUE", help="per metric, e.g. psnr=0.01")
     p.add_argument("--min-matched", type=_share, default=MIN_MATCHED_SHARE,
                    help=f"share of base measurements that must match (default {MIN_MATCHED_SHARE})")
@@ -58,7 +60,7 @@ def run(args) -> int:
     new, base = read_records(args.new), read_records(args.base)
     for p in new.problems + base.problems:
         print(f"skipped {p}", file=sys.stderr)
-    rep = compare(new.records, base.records, args.tolerance, per_metric, args.speed_tolerance)
+    rep = compare(new.records, base.records, args.tolerance, per_metric, args.speed_tolerance, args.memory_tolerance)
     why = rep.coverage_error(args.min_matched)
     if why:
         raise CoverageError(why)
