@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass, field
 
 from bench.metric_rules import MACHINE_METRICS, SPEED_METRICS, rule_for
-from bench.records import VOLATILE, latest_records, measurement_key
+from bench.records import VOLATILE, latest_records, measurement_key, record_time
 from titok.errors import InputError
 
 SPEED_TOLERANCE = 0.10  # a real slowdown this large must show beyond both records' spreads
@@ -324,8 +324,9 @@ def compare(new: list[dict], base: list[dict], tolerance: float = 0.05,
             memory_tolerance: float = MEMORY_TOLERANCE) -> Report:
     """Judge every base measurement against its latest rerun in `new` (see the module docstring for the rule)."""
     metric_tolerance = metric_tolerance or {}
-    n = {measurement_key(r): r for r in latest_records(new)}
-    b = {measurement_key(r): r for r in latest_records(base)}
+    # The latest record of each measurement (one environment's or another's: whichever ran last).
+    n = {measurement_key(r): r for r in sorted(latest_records(new), key=record_time)}
+    b = {measurement_key(r): r for r in sorted(latest_records(base), key=record_time)}
     rep = Report(base_total=len(b),
                  only_new=sorted(f"{n[k]['model']} {n[k]['task']} {summary_of(n[k])}" for k in n.keys() - b.keys()),
                  only_base=sorted(f"{b[k]['model']} {b[k]['task']} {summary_of(b[k])}" for k in b.keys() - n.keys()))

@@ -66,3 +66,14 @@ def warn_if_loaded(state: dict, what: str) -> None:
     if state.get("loaded"):
         log.warning("machine loaded while timing %s: load average %.1f over %d cores; its timings are noisy and "
                     "`compare` will not call their changes regressions", what, state["load_avg_1m"], state["cores"])
+
+
+def worst_of(before: dict, after: dict) -> dict:
+    """The state over a measurement from readings at its start and end: the higher load, loaded if either was.
+    The one-minute average lags, so a long measurement needs both ends to see load that left before it ended."""
+    out = dict(after)
+    for key in ("load_avg_1m", "load_avg_5m"):
+        values = [v for v in (before.get(key), after.get(key)) if v is not None]
+        out[key] = max(values) if values else None
+    out["loaded"] = bool(before.get("loaded") or after.get("loaded"))
+    return out

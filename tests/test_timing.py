@@ -74,7 +74,7 @@ def test_out_of_memory_in_one_variant_backs_off_all():
 
 
 def test_iterations_and_machine_state(caplog):
-    from bench.machine import is_loaded, machine_state, warn_if_loaded
+    from bench.machine import is_loaded, machine_state, warn_if_loaded, worst_of
     from bench.timing import iteration_summary
 
     s = iteration_summary([1.0, 3.0, 2.0])
@@ -85,5 +85,8 @@ def test_iterations_and_machine_state(caplog):
     state = machine_state()
     assert state["cores"] >= 1 and state["threads"] == torch.get_num_threads() and state["cpu_model"]
     assert is_loaded(5.0, 2) and not is_loaded(1.5, 2) and not is_loaded(None, 2)
+    busy_start = dict(state, load_avg_1m=7.0, loaded=True)
+    merged = worst_of(busy_start, dict(state, load_avg_1m=0.5, loaded=False))
+    assert merged["loaded"] and merged["load_avg_1m"] == 7.0
     warn_if_loaded(dict(state, loaded=True, load_avg_1m=5.0, cores=2), "titok_l32 decode")
     assert "machine loaded while timing titok_l32 decode" in caplog.text

@@ -164,11 +164,11 @@ def plot_history(history: History, metric: str, path: str | Path) -> Path:
     ax.set_xticks(range(len(order)), [c[:8] for c in order], rotation=45, ha="right")
     ax.set_xlabel(f"commit ({history.order})")
     ax.set_ylabel(metric)
-    ax.legend(fontsize="x-small")
-    fig.tight_layout()
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the plot: never over data
+    ax.grid(alpha=0.3)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -16,7 +16,7 @@ import logging
 import torch
 
 from bench.flops import count_flops, utilisation_metrics
-from bench.machine import machine_state, warn_if_loaded
+from bench.machine import machine_state, warn_if_loaded, worst_of
 from bench.suite import OPS, RunSpec
 from bench.tasks.common import PRECISIONS, RunContext, free, load_model, paired_tokenizer, parameter_millions
 from bench.timing import measure_variants_with_backoff
@@ -154,6 +154,7 @@ def _measure_variants(ctx, s, models, variants, protocols, op, precision, bs, pa
     if not usable:
         return
     prepare = [_apply(models, options) for options, _ in usable]
+    before = machine_state()
     try:
         timings, note = measure_variants_with_backoff(lambda b: [make(b)] * len(usable), bs, ctx.device,
                                                       s["warmup"], s["iters"], prepare)
@@ -162,7 +163,7 @@ def _measure_variants(ctx, s, models, variants, protocols, op, precision, bs, pa
         for _, protocol in usable:
             emit(protocol, error=f"{type(exc).__name__}: {exc}"[:500])
         return
-    machine = machine_state()  # the load average covers the minute just timed
+    machine = worst_of(before, machine_state())
     warn_if_loaded(machine, f"{preset} {op} batch {bs}")
     for i, (_, protocol) in enumerate(usable):
         metrics, spreads = {"params_m": params}, None
