@@ -141,6 +141,8 @@ def bisect(repo: str | Path, good: str, bad: str, runner_args: dict, metric: str
             if failure or not [r for r in baseline if metric in r["metrics"]]:
                 raise InputError(f"GOOD {good} gave no measurement of {metric}: {failure or 'not in its records'}")
             log(f"good   {good_sha[:12]} (GOOD, the baseline)")
+            if any((r.get("machine") or {}).get("loaded") for r in baseline):
+                log("warning: GOOD was timed on a loaded machine; a slowdown smaller than the load's may pass as good")
             _git(worktree, "checkout", "--detach", "-q", bad_sha)
             verdict, why = _measure_and_judge(runner, bad_sha, baseline, metric, models, tolerance, speed_tolerance)
             log(f"{verdict:<6} {bad_sha[:12]} (BAD) {why}")
