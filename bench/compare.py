@@ -165,31 +165,35 @@ class Iterations:
 
 
 def _iterations(rec: dict) -> Iterations | None:
-    """Per-batch seconds of a speed record: its kept iterations, else the min/max metrics older records have."""
+    """Seconds per image of a speed record's iterations: its kept iterations, else the min/max metrics older
+    records have. Per image, not per batch: a run that backed off to a smaller batch on out-of-memory times
+    smaller batches."""
     s = (rec.get("spreads") or {}).get("sec_per_batch")
-    m = rec["metrics"]
+    m, p = rec["metrics"], rec["protocol"]
+    bs = p.get("batch_size_used") or p.get("batch_size") or 1
     if isinstance(s, dict) and _finite(s.get("median")):
-        if (s.get("n") or 0) >= 2 and _finite(s.get("min")) and _finite(s.get("max")):
-            return Iterations(s["median"], s["min"], s["max"], (s["max"] - s["min"]) / s["median"])
-        return Iterations(s["median"], None, None, None)
+        if (s.get("n") or 0) >= 2 and _finite(s.get("min")) and _finite(s.get("max")) and s["median"] > 0:
+            return Iterations(s["median"] / bs, s["min"] / bs, s["max"] / bs, (s["max"] - s["min"]) / s["median"])
+        return Iterations(s["median"] / bs, None, None, None)
     median = _number(m.get("sec_per_batch"))
     if median is None:
-        ips, bs = _number(m.get("images_per_sec")), rec["protocol"].get("batch_size_used") or rec["protocol"].get(
-            "batch_size")
-        if not ips or not bs:
+        ips = _number(m.get("images_per_sec"))
+        if not ips:
             return None
         median = bs / ips
     low, high = _number(m.get("sec_per_batch_min")), _number(m.get("sec_per_batch_max"))
-    if (rec["protocol"].get("iters") or 0) >= 2 and low is not None and high is not None and median > 0:
-        return Iterations(median, low, high, (high - low) / median)
-    return Iterations(median, None, None, None)
+    if (p.get("iters") or 0) >= 2 and low is not None and high is not None and median > 0:
+        return Iterations(median / bs, low / bs, high / bs, (high - low) / median)
+    return Iterations(median / bs, None, None, None)
 
 
 def _load_note(rec: dict, it: Iterations, side: str) -> str:
     """Why a side's timing is not to be trusted ("" when it was taken on a quiet machine)."""
     machine = rec.get("machine") or {}
     if machine.get("loaded"):
-        return f"{side} machine loaded: load {machine.get('load_avg_1m'):.1f} on {machine.get('cores')} cores"
+        load = machine.get("load_avg_1m")
+        load = f"{load:.1f}" if _finite(load) else "?"
+        return f"{side} machine loaded: load {load} on {machine.get('cores')} cores"
     if it.spread is not None and it.spread > WIDE_SPREAD:
         return f"{side} iterations spread {it.spread:.0%}"
     return ""
@@ -202,9 +206,9 @@ def _judge_speed(rn: dict, rb: dict, tolerance: float) -> tuple[int, str]:
         return 0, "no timings"
     if None not in (n.low, n.high, b.low, b.high):
         if n.low > b.high * (1 + tolerance):
-            return -1, f"new best {n.low:.4g}s slower than base worst {b.high:.4g}s per batch"
+            return -1, f"new best {n.low:.4g}s slower than base worst {b.high:.4g}s per image"
         if n.high * (1 + tolerance) < b.low:
-            return 1, f"new worst {n.high:.4g}s faster than base best {b.low:.4g}s per batch"
+            return 1, f"new worst {n.high:.4g}s faster than base best {b.low:.4g}s per image"
         return 0, ""
     tol = max(tolerance, NO_SPREAD_TOLERANCE)
     missing = "base has no spread" if b.low is None else "new has no spread"

@@ -168,3 +168,11 @@ def test_committed_records_without_spreads_still_compare(capsys):
     assert not any("spreads" in r for r in records)
     assert main(["compare", str(SMOKE), str(SMOKE)]) == 0
     assert "49 of 49 base measurements matched" in capsys.readouterr().out
+
+
+def test_speed_is_judged_per_image_when_a_run_backed_off_to_a_smaller_batch():
+    base = timed(BASE)
+    base["protocol"]["batch_size"] = base["protocol"]["batch_size_used"] = 8
+    halved = timed([s / 2 for s in BASE])  # out of memory at 8: batches of 4 in half the time, same speed
+    halved["protocol"].update(batch_size=8, batch_size_used=4)
+    assert verdicts(compare([halved], [base]))["images_per_sec"] == UNCHANGED
