@@ -116,8 +116,8 @@ class Report:
         if self.base_total and self.matched >= max(1, math.ceil(min_share * self.base_total)):
             return None
         why = "; ".join(self.mismatch_hints[:3]) or "no record of the new file measures what the base measured"
-        return (f"only {self.matched} of {self.base_total} base measurements matched (at least "
-                f"{min_share:.0%} needed): {why}")
+        return (f"only {self.matched} of {self.base_total} base measurements matched (at least {min_share:.0%} "
+                f"needed; --min-matched to change); {len(self.only_base)} have no partner here: {why}")
 
 
 def _finite(x) -> bool:
