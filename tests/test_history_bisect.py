@@ -30,7 +30,8 @@ p.add_argument("--set", action="append")
 a = p.parse_args()
 assert a.command == "run" and Path(a.suite).name == "slice.toml"
 sec = float(Path("speed.txt").read_text())
-values = [sec * f for f in (1.0, 1.01, 0.99, 1.0, 1.005)]
+loaded = Path("load.txt").is_file()  # planted: this commit is measured while other jobs hold the cores
+values = [sec * f * (3.0 if loaded else 1.0) for f in (1.0, 1.01, 0.99, 1.0, 1.005)]
 values.sort()
 commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
 rec = {"schema_version": 1, "run_id": "r", "time": time.strftime("%Y-%m-%dT%H:%M:%S+0000"), "git_commit": commit,
@@ -40,7 +41,7 @@ rec = {"schema_version": 1, "run_id": "r", "time": time.strftime("%Y-%m-%dT%H:%M
        "env": {"device": "cpu", "device_name": "x", "cpu": "x", "threads": 2, "torch": "t"},
        "spreads": {"sec_per_batch": {"values": values, "n": 5, "min": values[0], "median": values[2],
                                      "max": values[-1]}},
-       "machine": {"load_avg_1m": 0.1, "cores": 2, "loaded": False}}
+       "machine": {"load_avg_1m": 6.0 if loaded else 0.1, "cores": 2, "loaded": loaded}}
 Path(a.out).mkdir(parents=True, exist_ok=True)
 with open(Path(a.out) / "results.jsonl", "a") as f:
     f.write(json.dumps(rec) + "\\n")
@@ -53,7 +54,11 @@ def git(repo: Path, *args: str) -> str:
 
 @pytest.fixture
 def scratch_repo(tmp_path) -> tuple[Path, list[str]]:
-    """Seven commits; the fourth (index 3) makes a batch 30% slower."""
+    return make_scratch_repo(tmp_path)
+
+
+def make_scratch_repo(tmp_path: Path, loaded_at: tuple[int, ...] = ()) -> tuple[Path, list[str]]:
+    """Seven commits; the fourth (index 3) makes a batch 30% slower; commits in `loaded_at` are timed under load."""
     repo = tmp_path / "repo"
     (repo / "bench").mkdir(parents=True)
     git(repo, "init", "-q", "-b", "main")
@@ -65,6 +70,9 @@ def scratch_repo(tmp_path) -> tuple[Path, list[str]]:
     for i in range(7):
         (repo / "speed.txt").write_text("1.3" if i >= 3 else "1.0")
         (repo / "notes.txt").write_text(f"change {i}\n")
+        (repo / "load.txt").unlink(missing_ok=True)
+        if i in loaded_at:
+            (repo / "load.txt").write_text("busy\n")
         git(repo, "add", "-A")
         git(repo, "commit", "-q", "-m", f"change {i}")
         commits.append(git(repo, "rev-parse", "HEAD"))
@@ -95,6 +103,19 @@ def test_bisect_with_a_custom_step_and_a_bad_that_is_not(scratch_repo, tmp_path,
     assert main(["bisect", commits[0], commits[2], "--suite", "unused", "--metric", "images_per_sec",
                  "--repo", str(repo), "--run-command", step]) == 2
     assert "does not regress" in capsys.readouterr().err
+
+
+def test_a_loaded_step_is_skipped_not_judged(tmp_path, capsys):
+    """The bad commit itself measured under load: bisect will not call it bad on that run, and says it cannot
+    single out the first bad commit rather than name the wrong one."""
+    repo, commits = make_scratch_repo(tmp_path, loaded_at=(3,))
+    step = f"{sys.executable} -m bench.cli run --suite slice.toml --out {{out}}"
+    assert main(["bisect", commits[0], commits[-1], "--suite", "unused", "--metric", "images_per_sec",
+                 "--repo", str(repo), "--run-command", step]) == 1
+    out = capsys.readouterr().out
+    assert f"skip   {commits[3][:12]} machine loaded" in out and "no single first bad commit" in out
+    assert "could be any of" in out and commits[3] in out.split("could be any of")[1]
+    assert not any(line.startswith("first bad commit:") for line in out.splitlines())
 
 
 def _speed_record(commit: str, when: str, ips: float) -> dict:

@@ -13,6 +13,10 @@ which is removed at the end: the user's checkout, branch and bisect state are ne
 A step runs the commit's own harness, `python -m bench.cli run --suite SUITE --out DIR [--set ...]` in that
 worktree (so each commit is measured by its own code). `--run-command` replaces it with any shell command, run
 in the worktree, with `{out}` (the folder whose results.jsonl is read) and `{suite}` filled in.
+
+Exit status: 0 with the first bad commit named; 1 when skipped commits leave git more than one candidate (it
+lists them; rerun on a quiet machine); 2 for bad input (unknown commits, GOOD not before BAD, a BAD that does
+not regress).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from bench.records import read_records
 from titok.errors import InputError
 
 GOOD, BAD, SKIP = "good", "bad", "skip"
+ONLY_SKIPPED = "only 'skip'ped commits left"
 
 
 def add_parser(sub) -> None:
@@ -152,14 +157,16 @@ def bisect(repo: str | Path, good: str, bad: str, runner_args: dict, metric: str
             out = _git(worktree, "bisect", "start", bad_sha, good_sha)
             while True:
                 first = _first_bad(out)
-                if first or "only 'skip'ped commits left" in out:
+                if ONLY_SKIPPED in out:
+                    log(out.strip())  # git names the commits the first bad one could be
+                if first or ONLY_SKIPPED in out:
                     return first, steps
                 commit = _git(worktree, "rev-parse", "HEAD")
                 verdict, why = _measure_and_judge(runner, commit, baseline, metric, models, tolerance,
                                                   speed_tolerance)
                 steps.append(Step(commit, verdict, why))
                 log(f"{verdict:<6} {commit[:12]} {why}")
-                out = _git(worktree, "bisect", verdict)
+                out = _bisect_step(worktree, verdict)
         finally:
             _git(worktree, "bisect", "reset", "-q", check=False)
             _git(repo, "worktree", "remove", "--force", str(worktree), check=False)
@@ -170,6 +177,15 @@ def _measure_and_judge(runner, commit, baseline, metric, models, tolerance, spee
     if failure:
         return SKIP, failure
     return judge(records, baseline, metric, models, tolerance, speed_tolerance)
+
+
+def _bisect_step(worktree: Path, verdict: str) -> str:
+    """Tell git the verdict; its answer. git exits non-zero when only skipped commits are left: an answer too."""
+    out = subprocess.run(["git", "-C", str(worktree), "bisect", verdict], capture_output=True, text=True,
+                         timeout=600)
+    if out.returncode != 0 and ONLY_SKIPPED not in out.stdout:
+        raise RuntimeError(f"git bisect {verdict} failed in {worktree}: {(out.stderr or out.stdout).strip()}")
+    return out.stdout
 
 
 def _first_bad(git_output: str) -> str | None:
