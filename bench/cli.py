@@ -27,8 +27,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from bench.commands import bisect as bisect_command
+from bench.commands import compare as compare_command
 from bench.commands import export_npz as export_npz_command
 from bench.commands import fid as fid_command
+from bench.commands import history as history_command
 from bench.commands import plot as plot_command
 from bench.commands import publish as publish_command
 from bench.commands import stats as stats_command
@@ -115,32 +118,6 @@ def cmd_tables(args) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------------------ compare
-def cmd_compare(args) -> int:
-    from bench.compare import compare
-    from bench.records import read_records
-
-    per_metric = {}
-    for item in args.metric_tolerance or []:
-        name, _, value = item.partition("=")
-        per_metric[name] = float(value)
-    new, base = read_records(args.new), read_records(args.base)
-    for p in new.problems + base.problems:
-        print(f"skipped {p}", file=sys.stderr)
-    rep = compare(new.records, base.records, args.tolerance, per_metric)
-    print(f"{rep.matched} matched measurements; {len(rep.regressions)} regressions, "
-          f"{len(rep.improvements)} improvements (tolerance {args.tolerance:.0%})")
-    for c in rep.regressions:
-        print(f"REGRESSION {c.line()}")
-    for c in rep.improvements:
-        print(f"improved   {c.line()}")
-    for s in rep.only_new:
-        print(f"new only   {s}")
-    for s in rep.only_base:
-        print(f"base only  {s}")
-    return 1 if rep.regressions else 0
-
-
 # ---------------------------------------------------------------------------------------- generate
 def cmd_generate(args) -> int:
     from bench.tasks.common import load_model, paired_tokenizer
@@ -220,13 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_tables)
 
-    p = sub.add_parser("compare", help="compare two results files; exit 1 on a regression")
-    p.add_argument("new")
-    p.add_argument("base")
-    p.add_argument("--tolerance", type=float, default=0.05, help="relative change allowed (default 0.05)")
-    p.add_argument("--metric-tolerance", action="append", metavar="NAME=VALUE")
-    p.set_defaults(func=cmd_compare)
-
+    compare_command.add_parser(sub)
+    history_command.add_parser(sub)
+    bisect_command.add_parser(sub)
     fid_command.add_parser(sub)
     publish_command.add_parser(sub)
     plot_command.add_parser(sub)

@@ -17,8 +17,10 @@ import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
+from titok.data.files import tmp_name
 from titok.errors import MissingFileError
 
 SCHEMA_VERSION = 1
@@ -56,15 +58,63 @@ def _finite(x):
 
 
 def make_record(*, run_id: str, model: str, task: str, metrics: dict, protocol: dict, env: dict,
-                weights_tag: str = "random", error: str | None = None, commit: str | None = None) -> dict:
+                weights_tag: str = "random", error: str | None = None, commit: str | None = None,
+                spreads: dict | None = None, machine: dict | None = None) -> dict:
+    """One measurement. Optional fields (older records lack them, and readers must cope):
+    `spreads` {metric: {values, n, min, median, max, spread} or {std, n, method}}: the measurement's own noise,
+    which `compare` judges a change against; `machine` (bench/machine.py): load and clock while it was taken."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     rec = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "git_commit": commit or git_commit(), "model": model, "weights_tag": weights_tag, "task": task,
            "metrics": metrics, "protocol": protocol, "env": env}
+    if spreads:
+        rec["spreads"] = spreads
+    if machine:
+        rec["machine"] = machine
     if error:
         rec["error"] = error
     return rec
+
+
+# Protocol fields that say how a run went, not what was measured: two records differing only in them are one
+# measurement (options_label is a display name of `options`).
+VOLATILE = ("batch_size_used", "memory_source", "options_label")
+
+
+def measurement_key(rec: dict) -> str:
+    """What a record measured: model, task, weights and protocol (volatile fields aside). Records with equal keys
+    are the same measurement taken again (another run, commit or machine)."""
+    protocol = {k: v for k, v in rec["protocol"].items() if k not in VOLATILE}
+    key = {"model": rec["model"], "task": rec["task"], "weights": rec["weights_tag"], "protocol": protocol}
+    return json.dumps(key, sort_keys=True)
+
+
+def _environment(rec: dict) -> str:
+    """Records from two machines are two rows, never one replacing the other."""
+    env = rec["env"]
+    return json.dumps([env.get(k) for k in ("device", "device_name", "cpu", "threads", "torch")])
+
+
+def record_time(rec: dict) -> float:
+    """Seconds since the epoch of a record's `time` (0 where unreadable, so such records sort first)."""
+    try:
+        return datetime.strptime(rec["time"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+
+
+def latest_records(records: list[dict]) -> list[dict]:
+    """One record per measurement and environment: the newest (by time, then file order). A file that holds
+    several runs (reruns of one commit, or several commits) renders as one row per measurement with the latest
+    commit's number; `titok-bench history` shows the earlier ones. Order of first appearance is kept."""
+    newest: dict[tuple[str, str], tuple[float, int]] = {}
+    for i, rec in enumerate(records):
+        key, when = (measurement_key(rec), _environment(rec)), (record_time(rec), i)
+        if key not in newest or when >= newest[key]:
+            newest[key] = when
+    keep = {i for _, i in newest.values()}
+    return [rec for i, rec in enumerate(records) if i in keep]
 
 
 def append_record(path: str | Path, record: dict) -> None:
@@ -94,6 +144,22 @@ def append_record(path: str | Path, record: dict) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def rewrite_records(path: str | Path, records: list[dict]) -> None:
+    """Replace a results file with `records`, atomically (a temporary file beside it, fsync, rename): a crash
+    leaves the old file or the new one. Only `publish --replace` rewrites; runs only ever append."""
+    path = Path(path)
+    tmp = tmp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            for rec in records:
+                f.write((json.dumps(_finite(rec), sort_keys=True, allow_nan=False) + "\n").encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass

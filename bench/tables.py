@@ -22,6 +22,7 @@ import torch
 from tabulate import tabulate
 
 from bench.paper import PUBLISHED, SOURCES
+from bench.records import latest_records
 from titok.errors import InputError
 from titok.registry import get_spec
 
@@ -117,8 +118,10 @@ class Table:
 def select_records(records: list[dict]) -> list[dict]:
     """The records tables and figures are drawn from: the one place they are filtered before rendering, so a
     table and a figure made from the same file always show the same measurements. Records of tasks no table
-    shows (stats, train) are left out; error records stay (the speed table lists them)."""
-    return [r for r in records if r.get("task") in ("recon", "gen", "speed")]
+    shows (stats, train) are left out; error records stay (the speed table lists them). A file holding several
+    commits' runs gives one row per measurement: the latest run's (bench/records.py `latest_records`; the earlier
+    ones are what `titok-bench history` shows)."""
+    return [r for r in latest_records(records) if r.get("task") in ("recon", "gen", "speed")]
 
 
 def model_facts(name: str) -> dict:

@@ -47,8 +47,23 @@ class Timing:
             m["nvml_used_mb"] = self.nvml_used_mb
         return m
 
+    def iterations(self) -> dict:
+        """The timed iterations as a record keeps them (`spreads.sec_per_batch`): every value, n, min, median,
+        max and the relative spread (max - min) / median, which `compare` reads as the measurement's own noise.
+        One iteration has no spread (None): a single number says nothing about how much it moves."""
+        return iteration_summary(self.seconds)
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def iteration_summary(values: Sequence[float]) -> dict:
+    """{values, n, min, median, max, spread} of repeated measurements; spread is None below two values."""
+    values = [float(v) for v in values]
+    median = statistics.median(values)
+    spread = (max(values) - min(values)) / median if len(values) > 1 and median > 0 else None
+    return {"values": values, "n": len(values), "min": min(values), "median": median, "max": max(values),
+            "spread": spread}
 
 
 def _read_vmhwm_kb() -> int | None:

@@ -70,3 +70,23 @@ def test_env_tag_is_file_name_safe():
     assert env_tag(xeon) == "cpu-intel-xeon-platinum-8480c-2threads-torch2.13.0"
     epyc = dict(xeon, cpu="AMD EPYC 9654 96-Core Processor")
     assert env_tag(epyc) == "cpu-amd-epyc-9654-2threads-torch2.13.0"
+
+
+def test_optional_noise_fields_and_latest_records(tmp_path):
+    from bench.records import latest_records, rewrite_records
+
+    a = rec("a", spreads={"sec_per_batch": {"n": 2, "min": 1.0, "median": 1.1, "max": 1.2, "spread": 0.18}},
+            machine={"load_avg_1m": 0.3, "loaded": False})
+    assert "spreads" not in rec("b") and "machine" not in rec("b")  # absent, not null, when not measured
+    old, new = rec("a", value=1.0), rec("a", value=2.0)
+    old["time"], new["time"] = "2026-11-28T10:00:00+0000", "2026-11-28T12:00:00+0100"  # 11:00 UTC: the latest
+    other_machine = dict(rec("a", value=3.0), env=dict(rec("a")["env"], threads=64))
+    kept = latest_records([new, old, other_machine, rec("z")])
+    assert [r["metrics"]["images_per_sec"] for r in kept if r["model"] == "a"] == [2.0, 3.0]
+    path = tmp_path / "r.jsonl"
+    append_record(path, old)
+    rewrite_records(path, [a, new])
+    res = read_records(path)
+    assert [r["metrics"]["images_per_sec"] for r in res.records] == [1.0, 2.0] and not res.problems
+    assert res.records[0]["spreads"]["sec_per_batch"]["n"] == 2 and res.records[0]["machine"]["loaded"] is False
+    assert [p.name for p in tmp_path.iterdir()] == ["r.jsonl"]  # no temporary file left behind

@@ -71,3 +71,22 @@ def test_out_of_memory_in_one_variant_backs_off_all():
 
     timings, note = measure_variants_with_backoff(make, 4, warmup=0, iters=1)
     assert [t.batch_size for t in timings] == [1, 1] and note == "out of memory at batch 4; out of memory at batch 2"
+
+
+def test_iterations_and_machine_state(caplog):
+    from bench.machine import is_loaded, machine_state, warn_if_loaded, worst_of
+    from bench.timing import iteration_summary
+
+    s = iteration_summary([1.0, 3.0, 2.0])
+    assert (s["n"], s["min"], s["median"], s["max"], s["spread"]) == (3, 1.0, 2.0, 3.0, 1.0)
+    assert iteration_summary([2.0])["spread"] is None  # one number says nothing about its noise
+    t = measure(lambda: None, 1, warmup=0, iters=2)
+    assert t.iterations()["values"] == t.seconds
+    state = machine_state()
+    assert state["cores"] >= 1 and state["threads"] == torch.get_num_threads() and state["cpu_model"]
+    assert is_loaded(5.0, 2) and not is_loaded(1.5, 2) and not is_loaded(None, 2)
+    busy_start = dict(state, load_avg_1m=7.0, loaded=True)
+    merged = worst_of(busy_start, dict(state, load_avg_1m=0.5, loaded=False))
+    assert merged["loaded"] and merged["load_avg_1m"] == 7.0
+    warn_if_loaded(dict(state, loaded=True, load_avg_1m=5.0, cores=2), "titok_l32 decode")
+    assert "machine loaded while timing titok_l32 decode" in caplog.text

@@ -3,7 +3,8 @@ generation (sample + decode), per batch size, precision and inference-option var
 (bench/timing.py), and counted FLOPs per image with the achieved TFLOP/s and fraction of the device's peak
 (bench/flops.py). Each option variant is its own record, timed in rounds interleaved with the other variants,
 so every fast-path gain is a ratio measured in one run against the reference path (`options = [{...}, {}]` in a
-suite; see bench/suites/fast-cpu.toml).
+suite; see bench/suites/fast-cpu.toml). Every record keeps its per-iteration times (`spreads.sec_per_batch`) and
+the machine's state (`machine`, bench/machine.py); a run on a loaded machine warns, and `compare` reads both.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import torch
 
 from bench.flops import count_flops, utilisation_metrics
+from bench.machine import machine_state, warn_if_loaded, worst_of
 from bench.suite import OPS, RunSpec
 from bench.tasks.common import PRECISIONS, RunContext, free, load_model, paired_tokenizer, parameter_millions
 from bench.timing import measure_variants_with_backoff
@@ -80,8 +82,9 @@ def _flops_per_image(make, options: InferenceOptions, cache: dict, key: tuple) -
 
 
 def _emit(ctx: RunContext, preset: str, tag: str, protocol: dict, metrics: dict | None = None,
-          error: str | None = None) -> None:
-    ctx.emit(model=preset, task="speed", metrics=metrics or {}, protocol=protocol, weights_tag=tag, error=error)
+          error: str | None = None, **extra) -> None:
+    ctx.emit(model=preset, task="speed", metrics=metrics or {}, protocol=protocol, weights_tag=tag, error=error,
+             **extra)
 
 
 def _apply(models, options: InferenceOptions):
@@ -151,6 +154,7 @@ def _measure_variants(ctx, s, models, variants, protocols, op, precision, bs, pa
     if not usable:
         return
     prepare = [_apply(models, options) for options, _ in usable]
+    before = machine_state()
     try:
         timings, note = measure_variants_with_backoff(lambda b: [make(b)] * len(usable), bs, ctx.device,
                                                       s["warmup"], s["iters"], prepare)
@@ -159,8 +163,10 @@ def _measure_variants(ctx, s, models, variants, protocols, op, precision, bs, pa
         for _, protocol in usable:
             emit(protocol, error=f"{type(exc).__name__}: {exc}"[:500])
         return
+    machine = worst_of(before, machine_state())
+    warn_if_loaded(machine, f"{preset} {op} batch {bs}")
     for i, (_, protocol) in enumerate(usable):
-        metrics = {"params_m": params}
+        metrics, spreads = {"params_m": params}, None
         if timings is not None:
             t = timings[i]
             metrics.update(t.as_metrics())
@@ -168,4 +174,5 @@ def _measure_variants(ctx, s, models, variants, protocols, op, precision, bs, pa
                 metrics.update(utilisation_metrics(flops[i], t.items_per_sec, ctx.env.get("device_name"), precision))
             protocol["batch_size_used"] = t.batch_size
             protocol["memory_source"] = t.memory_source
-        emit(protocol, metrics, note)
+            spreads = {"sec_per_batch": t.iterations()}
+        emit(protocol, metrics, note, spreads=spreads, machine=machine)
