@@ -32,6 +32,7 @@ from bench.commands import fid as fid_command
 from bench.commands import publish as publish_command
 from bench.commands import stats as stats_command
 from bench.commands.argtypes import class_labels, output_folder, positive_int, shard
+from bench.commands.offline import INCEPTION_HELP, WEIGHTS_HELP, add_offline_flag, apply_offline
 from titok.errors import DataError, InputError
 
 log = logging.getLogger("titok-bench")
@@ -208,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: results.jsonl, tables/, resolved suite")
     p.add_argument("--device", default="cpu")
     p.add_argument("--limit", type=positive_int, default=None, help="cap images/samples per run (quick looks)")
-    p.add_argument("--inception-weights", default=None, help="Inception weights for every metric of the suite")
+    p.add_argument("--inception-weights", default=None, help=INCEPTION_HELP + " (for every metric of the suite)")
+    add_offline_flag(p)
     p.add_argument("--strict", action="store_true", help="an unreadable image is an error instead of skipped")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override a suite value, e.g. --set defaults.iters=5 --set vars.IMAGENET_VAL=/data/val")
@@ -238,8 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=positive_int, default=None, help="number of samples (default: one per label, or 8)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--weights", default=None)
-    p.add_argument("--tokenizer-weights", default=None)
+    p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
+    p.add_argument("--tokenizer-weights", default=None, help=WEIGHTS_HELP)
+    add_offline_flag(p)
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--shard", type=shard, default=(0, 1),
@@ -250,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="tokenizer preset")
     p.add_argument("--input", required=True, help="image folder or builtin:skimage / builtin:procedural")
     p.add_argument("--out", required=True)
-    p.add_argument("--weights", default=None)
+    p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
+    add_offline_flag(p)
     p.add_argument("--limit", type=positive_int, default=None)
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--device", default="cpu")
@@ -266,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    apply_offline(args)
     try:
         return args.func(args)
     except InputError as exc:  # only bad input: a bug of ours keeps its traceback (exit 1)

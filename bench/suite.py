@@ -229,7 +229,7 @@ def required_paths(suite: Suite) -> list[tuple[str, str]]:
     need, made = [], set()
     for r in suite.runs:
         s = r.settings
-        if r.task in ("recon", "gen", "stats") and s["inception_weights"] != "standin":
+        if r.task in ("recon", "gen", "stats") and s["inception_weights"] not in ("standin", "released"):
             need.append(("Inception weights (torch-fidelity weights-inception-2015-12-05-6726825d.pth)",
                          s["inception_weights"]))
         if r.task == "recon" and not s["data"].startswith("builtin:"):
@@ -242,7 +242,8 @@ def required_paths(suite: Suite) -> list[tuple[str, str]]:
             made.add(s["reference"])
         for kind, table in s["weights"].items():
             for model, path in table.items():
-                need.append((f"{kind} weights for {model}", path))
+                if path != "released":  # fetched into the cache when loaded (titok/released.py)
+                    need.append((f"{kind} weights for {model}", path))
     return need
 
 
