@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from bench.commands import doctor as doctor_command
 from bench.commands import export_npz as export_npz_command
 from bench.commands import fid as fid_command
 from bench.commands import publish as publish_command
@@ -150,7 +151,8 @@ def cmd_generate(args) -> int:
     weights = {"generator": {args.model: args.weights}, "tokenizer": {}}
     gen, gen_tag = load_model("generator", args.model, weights, device)
     tok_name = paired_tokenizer(args.model)
-    weights["tokenizer"][tok_name] = args.tokenizer_weights
+    # Released generator weights model the released tokenizer's codes: pair them unless told otherwise.
+    weights["tokenizer"][tok_name] = args.tokenizer_weights or ("released" if args.weights == "released" else None)
     tok, tok_tag = load_model("tokenizer", tok_name, weights, device)
     labels = args.labels
     num = args.num or (len(labels) if labels else 8)
@@ -232,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     publish_command.add_parser(sub)
     stats_command.add_parser(sub)
     export_npz_command.add_parser(sub)
+    doctor_command.add_parser(sub)
 
     p = sub.add_parser("generate", help="class-conditional samples to PNG (resumable, shardable)")
     p.add_argument("--model", required=True, help="generator preset")
@@ -241,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
-    p.add_argument("--tokenizer-weights", default=None, help=WEIGHTS_HELP)
+    p.add_argument("--tokenizer-weights", default=None,
+                   help=WEIGHTS_HELP + "; with --weights released the paired tokenizer's released weights")
     add_offline_flag(p)
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--device", default="cpu")
