@@ -151,7 +151,7 @@ def check_count(report: FolderReport, count: int, protocol: Protocol) -> None:
         return
     ratio = protocol.num_samples / count
     report.add("count", "problem", f"{count:,} images; the protocol scores {protocol.num_samples:,} (the 1/N bias "
-               f"term here is {ratio:.3g}x the protocol's)")
+               f"term here is {ratio:.2f}x the protocol's)")
 
 
 def check_headers(report: FolderReport, files: list[Path]) -> tuple[int, int] | None:
