@@ -247,11 +247,33 @@ def required_paths(suite: Suite) -> list[tuple[str, str]]:
     return need
 
 
+def released_files(suite: Suite) -> list[tuple[str, object]]:
+    """(what, source) for every "released" entry; a preset with no published checkpoint is an error now."""
+    from bench.inception import INCEPTION_SOURCE
+    from titok.released import RELEASED, released_source
+
+    found = []
+    for r in suite.runs:
+        if r.task in ("recon", "gen", "stats") and r.settings["inception_weights"] == RELEASED:
+            found.append(("Inception weights", INCEPTION_SOURCE))
+        for kind, table in r.settings["weights"].items():
+            found += [(f"{kind} weights for {m}", released_source(kind, m)) for m, p in table.items() if p == RELEASED]
+    return found
+
+
 def check_paths(suite: Suite) -> None:
     from bench.inception import MissingArtifactError
+    from titok.errors import MissingFileError
+    from titok.fetch import fetch, is_offline
 
     missing = [f"  {what}: {path or '(not set)'}" for what, path in required_paths(suite) if not path or
                not Path(path).exists()]
+    for what, source in released_files(suite):
+        if is_offline():  # fetched when loaded otherwise; offline, each must be in a cache before work starts
+            try:
+                fetch(source, offline=True)
+            except MissingFileError as exc:  # its message names the file and where to put it
+                missing.append(f"  {what}: {exc}")
     if missing:
         raise MissingArtifactError(
             f"suite {suite.name} needs files that are not on this machine (nothing is downloaded):\n"

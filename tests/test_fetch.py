@@ -222,3 +222,81 @@ def test_cli_offline_missing_released_weights_is_exit_2(caches, monkeypatch, tmp
                    "--input", "builtin:procedural", "--limit", "1", "--out", str(tmp_path / "recon")])
     err = capsys.readouterr().err
     assert rc == 2 and "offline" in err and str(cache_dir() / "hub" / "test/tiny" / "model.bin") in err
+
+
+# ------------------------------------------------------------------------------------- suites, Inception
+SUITE = """
+[suite]
+name = "t"
+[defaults]
+iters = 1
+[[run]]
+task = "speed"
+models = ["titok_tiny_vq"]
+[run.weights.tokenizer]
+titok_tiny_vq = "released"
+"""
+
+
+def test_suite_with_released_weights_offline_names_missing_files_before_work(caches, monkeypatch, tmp_path):
+    from bench.inception import MissingArtifactError
+    from bench.suite import check_paths, load_suite
+
+    (tmp_path / "s.toml").write_text(SUITE)
+    suite = load_suite(str(tmp_path / "s.toml"))
+    with pytest.raises(ConfigError, match="no published checkpoint"):  # judged before any work, not mid-run
+        check_paths(suite)
+    monkeypatch.setitem(released.SOURCES, ("tokenizer", "titok_tiny_vq"), HubFile("test/tiny", ("model.bin",)))
+    check_paths(suite)  # online: fetched when loaded
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MissingArtifactError) as e:
+        check_paths(suite)
+    assert "tokenizer weights for titok_tiny_vq" in str(e.value)
+    assert str(cache_dir() / "hub" / "test/tiny" / "model.bin") in str(e.value)
+
+
+def test_inception_released_is_fetched_hash_checked(caches, monkeypatch):
+    """--inception-weights released: torch-fidelity's file through the hash-checked download (served locally)."""
+    import bench.inception as inception
+
+    blob = b"inception weights stand-in bytes"
+    digest = hashlib.sha256(blob).hexdigest()
+    with LoopbackServer({"/v0.2.0/" + inception.INCEPTION_FILE: blob}) as srv:
+        monkeypatch.setattr(inception, "INCEPTION_SOURCE", UrlFile(srv.url + "/v0.2.0/" + inception.INCEPTION_FILE,
+                                                                   sha256="00000000"))
+        with pytest.raises(DownloadError, match="does not match"):
+            inception.resolve_inception_weights("released")
+        assert cache_files() == []
+        monkeypatch.setattr(inception, "INCEPTION_SOURCE", UrlFile(srv.url + "/v0.2.0/" + inception.INCEPTION_FILE,
+                                                                   sha256=digest[:8]))
+        path = inception.resolve_inception_weights("released")
+    assert path == cache_dir() / inception.INCEPTION_FILE
+    assert inception.resolve_inception_weights(None) == path  # later runs find it in the cache with no flag
+
+
+def test_inception_released_offline_says_where(caches, monkeypatch):
+    from bench.inception import INCEPTION_FILE, resolve_inception_weights
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MissingFileError) as e:
+        resolve_inception_weights("released")
+    assert "torch-fidelity/releases" in str(e.value) and str(cache_dir() / INCEPTION_FILE) in str(e.value)
+
+
+def test_generate_released_pairs_the_released_tokenizer(caches, monkeypatch, tmp_path):
+    import json
+
+    torch.manual_seed(2)
+    files = {}
+    for kind, name in (("generator", "titok_tiny_bert"), ("tokenizer", "titok_tiny_2stage")):
+        model = titok.load_generator(name) if kind == "generator" else titok.load_tokenizer(name)
+        titok.save_checkpoint(model, tmp_path / f"{name}.safetensors", kind)
+        files[f"/test/{name}/resolve/main/model.safetensors"] = (tmp_path / f"{name}.safetensors").read_bytes()
+        monkeypatch.setitem(released.SOURCES, (kind, name), HubFile(f"test/{name}", ("model.safetensors",)))
+    with LoopbackServer(files) as srv:
+        monkeypatch.setenv("HF_ENDPOINT", srv.url)
+        assert cli_main(["generate", "--model", "titok_tiny_bert", "--weights", "released", "--num", "2",
+                         "--batch-size", "2", "--out", str(tmp_path / "samples")]) == 0
+    weights = json.loads((tmp_path / "samples" / "generation.json").read_text())["weights"]
+    assert set(weights) == {"generator", "tokenizer"}
+    assert all(tag.startswith("model.safetensors@") for tag in weights.values())  # neither ran with random weights

@@ -27,6 +27,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from titok.errors import InputError, MissingFileError
 
 log = logging.getLogger(__name__)
@@ -148,16 +150,19 @@ def download_verified(url: str, dest: Path, sha256: str | None = None, timeout: 
     """Stream `url` into a temporary file beside `dest`; rename it to `dest` only if complete and hash-checked."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")  # per process: concurrent fetches never share one
-    print(f"titok: downloading {url} -> {dest}", file=sys.stderr, flush=True)
+    log.warning("downloading %s -> %s", url, dest)  # a warning: a first use may fetch GBs, say so by default
     try:
         h, got, expected = hashlib.sha256(), 0, None
         with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
             length = response.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
-            for chunk in iter(lambda: response.read(CHUNK), b""):
-                out.write(chunk)
-                h.update(chunk)
-                got += len(chunk)
+            bar = tqdm(total=expected, unit="B", unit_scale=True, desc=dest.name, disable=not sys.stderr.isatty())
+            with bar:
+                for chunk in iter(lambda: response.read(CHUNK), b""):
+                    out.write(chunk)
+                    h.update(chunk)
+                    got += len(chunk)
+                    bar.update(len(chunk))
             out.flush()
             os.fsync(out.fileno())
         if expected is not None and got != expected:
