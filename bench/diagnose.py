@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,6 +146,47 @@ def check_folder(folder: str | Path, protocol: Protocol = Protocol(), reference:
     return report
 
 
+def check_sample_npz(path: str | Path, protocol: Protocol = Protocol(), reference: str | Path | None = None,
+                     inception_sha256: str | None = None) -> FolderReport:
+    """The same checks on an ADM-format sample batch (`export-npz`, guided-diffusion): images `arr_0` (N, H, W, 3)
+    uint8, labels `arr_1` where present. Only the header of `arr_0` is read, never its pixels."""
+    from bench.reference import IMAGES_KEY, npy_header
+
+    path = Path(path)
+    report = FolderReport(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+            if IMAGES_KEY + ".npy" not in names:
+                raise DataError(f"{path}: no {IMAGES_KEY} (images): not an ADM-format sample batch")
+            with z.open(IMAGES_KEY + ".npy") as f:
+                shape, _, dtype = npy_header(f)
+        labels = None
+        if "arr_1.npy" in names:
+            with np.load(path, allow_pickle=False) as npz:  # members load lazily: arr_0 is never read
+                labels = npz["arr_1"]
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable .npz ({exc})") from None
+    if len(shape) != 4 or shape[3] != 3:
+        raise DataError(f"{path}: {IMAGES_KEY} has shape {shape}, expected (N, H, W, 3)")
+    check_count(report, int(shape[0]), protocol)
+    if np.dtype(dtype) == np.uint8:
+        report.add("format", "ok", f"{IMAGES_KEY} uint8 (lossless pixels, as ADM's evaluator reads them)")
+    else:
+        report.add("format", "problem", f"{IMAGES_KEY} is {np.dtype(dtype)}, ADM's evaluator expects uint8 pixels")
+    size = (int(shape[2]), int(shape[1]))
+    report.add("size", "ok" if size[0] == size[1] else "warn", f"{size[0]}x{size[1]}")
+    if labels is None:
+        report.add("class_balance", "warn", "labels unknown: no arr_1 in the file, class balance not checked")
+    elif len(labels) != shape[0]:
+        report.add("class_balance", "problem", f"arr_1 holds {len(labels)} labels for {shape[0]} images")
+    else:
+        report_balance(report, labels, protocol.num_classes or 1000, protocol, "arr_1")
+    if reference is not None:
+        check_reference(report, reference, size, True, inception_sha256)
+    return report
+
+
 def check_count(report: FolderReport, count: int, protocol: Protocol) -> None:
     if count == protocol.num_samples:
         report.add("count", "ok", f"{count:,} images (protocol: {protocol.num_samples:,})")
@@ -229,17 +271,22 @@ def check_class_balance(report: FolderReport, files: list[Path], manifest: dict,
         return
     labels = manifest.get("labels")
     classes = protocol.num_classes or _generator_classes(manifest)
-    per_class = protocol.num_samples // classes
-    counts = np.bincount(sample_classes(idx, labels, classes), minlength=classes)
+    how = f"labels {labels[:5]}{'...' if len(labels) > 5 else ''} cycled" if labels else "class = index % classes"
+    report_balance(report, sample_classes(idx, labels, classes), classes, protocol, how)
+
+
+def report_balance(report: FolderReport, sample_class: np.ndarray, classes: int, protocol: Protocol,
+                   how: str) -> None:
+    """Balanced = every class within one sample of every other (a short count is the count check's finding)."""
+    counts = np.bincount(np.asarray(sample_class, dtype=np.int64), minlength=classes)
     lo, hi = int(counts.min()), int(counts.max())
-    if hi - lo <= 1:  # as even as the count allows; a short count is the count check's finding
-        report.add("class_balance", "ok", f"{lo}{'' if lo == hi else f'-{hi}'} per class over {classes} classes "
-                   f"(protocol: {per_class})")
+    if hi - lo <= 1:
+        report.add("class_balance", "ok", f"{lo}{'' if lo == hi else f'-{hi}'} per class over {len(counts)} classes "
+                   f"(protocol: {protocol.num_samples / classes:g})")
         return
     missing = int((counts == 0).sum())
-    how = f"labels {labels[:5]}{'...' if len(labels) > 5 else ''} cycled" if labels else "class = index % classes"
-    report.add("class_balance", "problem", f"uneven classes: {lo} to {hi} samples per class, {missing} of {classes} "
-               f"classes absent ({how}); the protocol: {protocol.num_samples / classes:g} each")
+    report.add("class_balance", "problem", f"uneven classes: {lo} to {hi} samples per class, {missing} of "
+               f"{len(counts)} classes absent ({how}); the protocol: {protocol.num_samples / classes:g} each")
 
 
 def _generator_classes(manifest: dict) -> int:

@@ -276,7 +276,7 @@ def check_paths(suite: Suite) -> None:
                 missing.append(f"  {what}: {exc}")
     if missing:
         raise MissingArtifactError(
-            f"suite {suite.name} needs files that are not on this machine (nothing is downloaded):\n"
+            f"suite {suite.name} needs files that are not on this machine (only 'released' entries are fetched):\n"
             + "\n".join(missing)
             + "\nSee README 'External files' for where to get each and where to put it; set paths in the environment"
               " or with --set vars.NAME=PATH."

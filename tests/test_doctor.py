@@ -13,7 +13,7 @@ from PIL import Image
 
 import titok
 from bench.cli import main as cli_main
-from bench.diagnose import EFFECT, MANIFEST, FolderReport, Protocol, check_count, check_folder
+from bench.diagnose import EFFECT, MANIFEST, FolderReport, Protocol, check_count, check_folder, check_sample_npz
 from bench.statistics_file import write_statistics
 from bench.tasks.gen import generate_samples
 from titok.data.prepare import ADM
@@ -94,6 +94,20 @@ def test_unbalanced_classes_from_the_generation_manifest(tmp_path, tiny_models):
     assert levels(even, "class_balance") == ["ok"]
     # Random weights and a test preset without release defaults are said, too.
     assert levels(even, "weights") == ["problem"] and "warn" in levels(even, "sampling")
+
+
+def test_adm_sample_npz_from_export(tmp_path, tiny_models):
+    """The same checks on the .npz ADM's evaluator reads, written by `export-npz` from real generated folders."""
+    gen, tok = tiny_models
+    for name, labels in (("skewed", [0, 0, 1, 2]), ("even", [0, 1, 2, 3])):
+        generate_samples(gen, tok, tmp_path / name, 8, 0, 8, labels=labels)
+        assert cli_main(["export-npz", str(tmp_path / name), "--out", str(tmp_path / f"{name}.npz")]) == 0
+    protocol = Protocol(num_samples=8, num_classes=4)
+    skewed, even = (check_sample_npz(tmp_path / f"{n}.npz", protocol) for n in ("skewed", "even"))
+    assert levels(skewed, "class_balance") == ["problem"] and levels(even, "class_balance") == ["ok"]
+    assert levels(even, "count") == levels(even, "format") == levels(even, "size") == ["ok"]
+    assert "32x32" in messages(even, "size")
+    assert check_sample_npz(tmp_path / "even.npz", Protocol(num_samples=9, num_classes=4)).problems[0].check == "count"
 
 
 def test_folder_without_labels_is_not_claimed_balanced(tmp_path):

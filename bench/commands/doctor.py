@@ -3,6 +3,7 @@
     titok-bench doctor                                   # torch, CUDA, GPU, NVML, metrics stack, Inception, caches
     titok-bench doctor out/p256/samples/titok_l32-seed0 --reference VIRTUAL_imagenet256_labeled.npz
     titok-bench doctor recon/ --expect 50000 --json
+    titok-bench doctor titok_l32.npz                    # an ADM-format sample batch (export-npz, guided-diffusion)
 
 Each finding says what it does to FID (bench/diagnose.py). Exit status 0 when the folder follows the protocol
 (warnings allowed), 1 when a check found a problem, 2 on bad input (a missing folder, an unreadable file).
@@ -19,7 +20,7 @@ from bench.commands.argtypes import positive_int
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("doctor", help="the stack, and a sample/reconstruction folder against the paper protocol")
     p.add_argument("samples", nargs="?", default=None, help="a folder of samples (generation.json beside them) or "
-                   "reconstructions; omit to report the stack only")
+                   "reconstructions, or an ADM-format sample .npz (export-npz); omit to report the stack only")
     p.add_argument("--reference", default=None, help="reference statistics (.npz) the folder is scored against")
     p.add_argument("--expect", type=positive_int, default=50_000,
                    help="the sample count the protocol asks for (default 50,000: the paper's; class balance "
@@ -30,13 +31,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.diagnose import Protocol, check_folder
+    from bench.diagnose import Protocol, check_folder, check_sample_npz
     from bench.stack import stack_report
 
     stack, inception_sha = stack_report()
     report = None
     if args.samples is not None:
-        report = check_folder(args.samples, Protocol(num_samples=args.expect), args.reference, inception_sha)
+        check = check_sample_npz if args.samples.endswith(".npz") else check_folder
+        report = check(args.samples, Protocol(num_samples=args.expect), args.reference, inception_sha)
     problems = len(report.problems) if report else 0
     if args.json:
         findings = [{"check": f.check, "level": f.level, "message": f.message, "fid_effect": f.effect}
