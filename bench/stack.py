@@ -75,7 +75,7 @@ def inception_line() -> tuple[str, str | None]:
         info = inspect_weights(path)
     except InputError as exc:
         return f"Inception weights: {path} is not usable: {exc}", None
-    kind = "stand-in (not FID)" if info.standin else "torch-fidelity's FID Inception, sha256 checked"
+    kind = "a stand-in: its numbers are not FID" if info.standin else "torch-fidelity's FID Inception, sha256 checked"
     return f"Inception weights: {path} ({kind})", info.weights_sha256
 
 

@@ -204,6 +204,8 @@ def _fetch_hub(source: HubFile, offline: bool) -> Path:
             return _check_cached(Path(path), source)
         except LocalEntryNotFoundError as exc:  # offline, or the hub unreachable, and not in the cache
             unreachable = exc
+            if not offline:  # huggingface_hub already retried with back-off; the other names would wait as long
+                break
         except EntryNotFoundError:  # the repository does not hold this name: try the next one
             continue
         except HfHubHTTPError as exc:
