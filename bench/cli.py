@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from bench.commands import bisect as bisect_command
 from bench.commands import compare as compare_command
+from bench.commands import doctor as doctor_command
 from bench.commands import export_npz as export_npz_command
 from bench.commands import fid as fid_command
 from bench.commands import history as history_command
@@ -36,6 +37,7 @@ from bench.commands import plot as plot_command
 from bench.commands import publish as publish_command
 from bench.commands import stats as stats_command
 from bench.commands.argtypes import class_labels, output_folder, positive_int, shard
+from bench.commands.offline import INCEPTION_HELP, WEIGHTS_HELP, add_offline_flag, apply_offline
 from titok.errors import DataError, InputError
 
 log = logging.getLogger("titok-bench")
@@ -127,7 +129,8 @@ def cmd_generate(args) -> int:
     weights = {"generator": {args.model: args.weights}, "tokenizer": {}}
     gen, gen_tag = load_model("generator", args.model, weights, device)
     tok_name = paired_tokenizer(args.model)
-    weights["tokenizer"][tok_name] = args.tokenizer_weights
+    # Released generator weights model the released tokenizer's codes: pair them unless told otherwise.
+    weights["tokenizer"][tok_name] = args.tokenizer_weights or ("released" if args.weights == "released" else None)
     tok, tok_tag = load_model("tokenizer", tok_name, weights, device)
     labels = args.labels
     num = args.num or (len(labels) if labels else 8)
@@ -186,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: results.jsonl, tables/, resolved suite")
     p.add_argument("--device", default="cpu")
     p.add_argument("--limit", type=positive_int, default=None, help="cap images/samples per run (quick looks)")
-    p.add_argument("--inception-weights", default=None, help="Inception weights for every metric of the suite")
+    p.add_argument("--inception-weights", default=None, help=INCEPTION_HELP + " (for every metric of the suite)")
+    add_offline_flag(p)
     p.add_argument("--strict", action="store_true", help="an unreadable image is an error instead of skipped")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override a suite value, e.g. --set defaults.iters=5 --set vars.IMAGENET_VAL=/data/val")
@@ -205,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot_command.add_parser(sub)
     stats_command.add_parser(sub)
     export_npz_command.add_parser(sub)
+    doctor_command.add_parser(sub)
 
     p = sub.add_parser("generate", help="class-conditional samples to PNG (resumable, shardable)")
     p.add_argument("--model", required=True, help="generator preset")
@@ -213,8 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=positive_int, default=None, help="number of samples (default: one per label, or 8)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--weights", default=None)
-    p.add_argument("--tokenizer-weights", default=None)
+    p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
+    p.add_argument("--tokenizer-weights", default=None,
+                   help=WEIGHTS_HELP + "; with --weights released the paired tokenizer's released weights")
+    add_offline_flag(p)
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--shard", type=shard, default=(0, 1),
@@ -225,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="tokenizer preset")
     p.add_argument("--input", required=True, help="image folder or builtin:skimage / builtin:procedural")
     p.add_argument("--out", required=True)
-    p.add_argument("--weights", default=None)
+    p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
+    add_offline_flag(p)
     p.add_argument("--limit", type=positive_int, default=None)
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--device", default="cpu")
@@ -241,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    apply_offline(args)
     try:
         return args.func(args)
     except InputError as exc:  # only bad input: a bug of ours keeps its traceback (exit 1)

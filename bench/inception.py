@@ -1,9 +1,11 @@
 """The Inception-v3 feature extractor of FID and IS, found offline and checked before use.
 
 We use torch-fidelity's port of the TF Inception graph (the one FID was defined with), with its weights file
-`weights-inception-2015-12-05-6726825d.pth`. Nothing is downloaded: the file is taken from, in order, an explicit
-path, $TITOK_BENCH_INCEPTION_WEIGHTS, or the cache folder (`default_cache_dir()`). The file name's 8 hex digits
-are the prefix of its sha256 (the torch.hub convention), which we check.
+`weights-inception-2015-12-05-6726825d.pth`. It is taken from, in order, an explicit path,
+$TITOK_BENCH_INCEPTION_WEIGHTS, or the cache folder (`default_cache_dir()`, titok.fetch.cache_dir). It is
+downloaded only when asked for: the path "released" fetches torch-fidelity's release asset into the cache through
+the hash-checked download (never when offline). The file name's 8 hex digits are the prefix of its sha256 (the
+torch.hub convention), which we check.
 
 Tests and smoke runs use a *stand-in*: seeded random weights with the same keys, saved to a file and loaded
 through the same path, with a sidecar `<file>.standin.json` saying so. Numbers computed with a stand-in are
@@ -12,7 +14,6 @@ labelled `standin_*` everywhere (bench/metrics.py); they are never FID.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -23,6 +24,8 @@ import torch
 from torch import nn
 
 from titok.errors import MissingDependencyError, MissingFileError
+from titok.fetch import UrlFile, cache_dir, fetch, sha256_of
+from titok.released import RELEASED
 from titok.weights import WeightsError
 
 ENV_VAR = "TITOK_BENCH_INCEPTION_WEIGHTS"
@@ -51,20 +54,18 @@ def require_torch_fidelity():
     return fe
 
 
+INCEPTION_SOURCE = UrlFile(INCEPTION_URL, sha256=INCEPTION_SHA256_PREFIX)
+
+
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "titok-bench"
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """$TITOK_CACHE, else $XDG_CACHE_HOME/titok-bench, else ~/.cache/titok-bench: where released files land."""
+    return cache_dir()
 
 
 def resolve_inception_weights(path: str | Path | None = None) -> Path:
+    """The Inception weights file: `path`, the environment's, the cache's; "released" fetches it if missing."""
+    if str(path) == RELEASED:
+        return fetch(INCEPTION_SOURCE)
     candidates = [Path(path).expanduser()] if path else []
     if os.environ.get(ENV_VAR):
         candidates.append(Path(os.environ[ENV_VAR]).expanduser())
@@ -77,7 +78,8 @@ def resolve_inception_weights(path: str | Path | None = None) -> Path:
     raise MissingArtifactError(
         f"Inception weights {INCEPTION_FILE} not found (looked in: {', '.join(map(str, candidates))}). "
         f"Download it on a connected machine from {INCEPTION_URL} and either pass --inception-weights PATH, "
-        f"set {ENV_VAR}=PATH, or put it in {default_cache_dir()}/. Nothing is downloaded at run time."
+        f"set {ENV_VAR}=PATH, or put it in {default_cache_dir()}/; or pass --inception-weights released to "
+        f"download it into that folder now (hash-checked)."
     )
 
 

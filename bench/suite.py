@@ -229,7 +229,7 @@ def required_paths(suite: Suite) -> list[tuple[str, str]]:
     need, made = [], set()
     for r in suite.runs:
         s = r.settings
-        if r.task in ("recon", "gen", "stats") and s["inception_weights"] != "standin":
+        if r.task in ("recon", "gen", "stats") and s["inception_weights"] not in ("standin", "released"):
             need.append(("Inception weights (torch-fidelity weights-inception-2015-12-05-6726825d.pth)",
                          s["inception_weights"]))
         if r.task == "recon" and not s["data"].startswith("builtin:"):
@@ -242,18 +242,41 @@ def required_paths(suite: Suite) -> list[tuple[str, str]]:
             made.add(s["reference"])
         for kind, table in s["weights"].items():
             for model, path in table.items():
-                need.append((f"{kind} weights for {model}", path))
+                if path != "released":  # fetched into the cache when loaded (titok/released.py)
+                    need.append((f"{kind} weights for {model}", path))
     return need
+
+
+def released_files(suite: Suite) -> list[tuple[str, object]]:
+    """(what, source) for every "released" entry; a preset with no published checkpoint is an error now."""
+    from bench.inception import INCEPTION_SOURCE
+    from titok.released import RELEASED, released_source
+
+    found = []
+    for r in suite.runs:
+        if r.task in ("recon", "gen", "stats") and r.settings["inception_weights"] == RELEASED:
+            found.append(("Inception weights", INCEPTION_SOURCE))
+        for kind, table in r.settings["weights"].items():
+            found += [(f"{kind} weights for {m}", released_source(kind, m)) for m, p in table.items() if p == RELEASED]
+    return found
 
 
 def check_paths(suite: Suite) -> None:
     from bench.inception import MissingArtifactError
+    from titok.errors import MissingFileError
+    from titok.fetch import fetch, is_offline
 
     missing = [f"  {what}: {path or '(not set)'}" for what, path in required_paths(suite) if not path or
                not Path(path).exists()]
+    for what, source in released_files(suite):
+        if is_offline():  # fetched when loaded otherwise; offline, each must be in a cache before work starts
+            try:
+                fetch(source, offline=True)
+            except MissingFileError as exc:  # its message names the file and where to put it
+                missing.append(f"  {what}: {exc}")
     if missing:
         raise MissingArtifactError(
-            f"suite {suite.name} needs files that are not on this machine (nothing is downloaded):\n"
+            f"suite {suite.name} needs files that are not on this machine (only 'released' entries are fetched):\n"
             + "\n".join(missing)
             + "\nSee README 'External files' for where to get each and where to put it; set paths in the environment"
               " or with --set vars.NAME=PATH."

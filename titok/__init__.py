@@ -1,6 +1,6 @@
 """TiTok (arXiv 2406.07550): 1D image tokenizers and the MaskGIT-style generators that model their tokens.
 
-    tok = titok.load_tokenizer("titok_l32", weights="path/to/tokenizer_titok_l32_imagenet")
+    tok = titok.load_tokenizer("titok_l32", weights="path/to/tokenizer_titok_l32_imagenet")  # or "released"
     codes = tok.encode(images)          # (B, 32) long, images float (B,3,256,256) in [0,1]
     recon = tok.decode(codes)           # (B,3,256,256) on the [0,1] scale, unclamped
 """
@@ -16,7 +16,8 @@ __all__ = ["load_tokenizer", "load_generator", "list_presets", "get_spec", "save
 
 
 def load_tokenizer(preset: str | None, weights: WeightsSource = None, **overrides: Any):
-    """A tokenizer preset, with weights (None: random init; path, directory or state dict).
+    """A tokenizer preset, with weights (None: random init; path, directory or state dict; "released": the
+    published checkpoint, fetched into the cache on first use, see titok/released.py).
 
     Any registered preset: TiTok's own and those other packages register (the baselines, e.g.
     `maskgit_vqgan_f16_1024`), since there is one registry and one factory for all of them.
@@ -25,7 +26,8 @@ def load_tokenizer(preset: str | None, weights: WeightsSource = None, **override
 
 
 def load_generator(preset: str | None, weights: WeightsSource = None, **overrides: Any):
-    """A generator preset (any registered one), with weights (None: random init; path, directory or state dict)."""
+    """A generator preset (any registered one), with weights (None: random init; path, directory or state dict;
+    "released": the published checkpoint, fetched into the cache on first use)."""
     return create("generator", preset, weights, **overrides)
 
 

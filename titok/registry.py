@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from titok.errors import ConfigError, InputError
+from titok.released import RELEASED, fetch_released
 from titok.weights import WeightsError, WeightsSource, load_into, read_weights
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,13 @@ def create(
     """Build a preset and, if given, load weights (original release key names or this project's checkpoints).
 
     `name` may be None when `weights` is a checkpoint written by `save_checkpoint`, which names its preset.
+    `weights="released"` fetches the preset's published checkpoint into the cache first (titok/released.py).
     """
+    if isinstance(weights, str) and weights == RELEASED:
+        if name is None:
+            raise ConfigError("weights='released' needs a preset name: it fetches that preset's published checkpoint")
+        get_spec(kind, name, family)  # an unknown name is reported as such, not as "nothing published"
+        weights = fetch_released(kind, name)
     state_dict, meta = read_weights(weights) if weights is not None else (None, {})
     saved_name = meta.get(META_PREFIX + "preset")
     saved_kind = meta.get(META_PREFIX + "kind")

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from bench.commands.argtypes import positive_int
+from bench.commands.offline import INCEPTION_HELP, add_offline_flag, apply_offline
 from bench.metrics import compute_image_metrics, load_reference_stats
 from titok.data.images import ImageFolder
 from titok.errors import DataError, InputError
@@ -22,7 +23,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("fid", help="FID between two image folders (or a folder and a statistics .npz)")
     p.add_argument("a", help="image folder (generated / reconstructed images)")
     p.add_argument("b", help="image folder (reference images) or a statistics .npz with mu and sigma")
-    p.add_argument("--inception-weights", default=None, help="torch-fidelity Inception weights (.pth); see README")
+    p.add_argument("--inception-weights", default=None, help=INCEPTION_HELP)
+    add_offline_flag(p)
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default="cpu")
     p.add_argument("--image-size", type=positive_int, default=None,
@@ -43,6 +45,7 @@ def _source(path: str, args):
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_offline(args)
     try:
         a = _source(args.a, args)
         if isinstance(a, str):

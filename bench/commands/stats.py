@@ -14,6 +14,7 @@ import json
 import sys
 
 from bench.commands.argtypes import positive_int
+from bench.commands.offline import INCEPTION_HELP, add_offline_flag
 from titok.data.prepare import DEFAULT_PREPARATION, preparation_names
 
 
@@ -25,7 +26,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--preparation", default=DEFAULT_PREPARATION,
                    help=f"how images are made S x S (default {DEFAULT_PREPARATION}); one of "
                         + ", ".join(preparation_names()))
-    p.add_argument("--inception-weights", default=None, help="torch-fidelity Inception weights (.pth); see README")
+    p.add_argument("--inception-weights", default=None, help=INCEPTION_HELP)
+    add_offline_flag(p)
     p.add_argument("--features", action="store_true",
                    help="also store the pool features (8 KB per image) for precision/recall and KID")
     p.add_argument("--limit", type=positive_int, default=None, help="use the first N images (sorted order)")

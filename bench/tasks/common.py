@@ -13,6 +13,7 @@ import torch
 from bench.records import append_record, make_record
 from titok.errors import InputError
 from titok.registry import create, get_spec
+from titok.released import RELEASED, fetch_released
 
 log = logging.getLogger(__name__)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -57,8 +58,12 @@ def weights_tag(path: str | None) -> str:
 
 
 def load_model(kind: str, preset: str, weights: dict, device: torch.device):
-    """A preset on `device` in eval mode, with its weights from the suite's table ({kind: {preset: path}})."""
+    """A preset on `device` in eval mode, with its weights from the suite's table ({kind: {preset: path}}).
+
+    "released" is fetched (or found in the cache) first, so the record's weights tag names the actual file."""
     path = weights.get(kind, {}).get(preset)
+    if path == RELEASED:
+        path = str(fetch_released(kind, preset))
     torch.manual_seed(0)  # random-weight runs are reproducible
     model = create(kind, preset, path or None).to(device).eval()
     return model, weights_tag(path)
