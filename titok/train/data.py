@@ -42,14 +42,14 @@ def open_source(source: str, size: int, seed: int, strict: bool = False, listing
     """
     if source.startswith("builtin:"):
         return TensorImages(builtin_images(source.removeprefix("builtin:"), size, builtin_count, seed))
-    return ListedImages(listing or list_source(source), size, strict, prepare)
+    return ListedImages(list_source(source) if listing is None else listing, size, strict, prepare)
 
 
 def split_holdout(dataset, limit: int, holdout: int, seed: int, what: str = "images"):
     """(training subset, held-out subset or None): `holdout` items drawn with `seed` are never trained on; then
     `limit` (0 = all) of the rest train. Both choices are logged, so a limit is never silent."""
     n = len(dataset)
-    if holdout + min(limit or n, n) > n or holdout >= n:
+    if holdout + limit > n or holdout >= n:
         raise DataError(f"the data set has {n} {what}, fewer than watch.holdout={holdout} + data.limit={limit}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 17)).tolist()
     held, rest = sorted(order[:holdout]), order[holdout:]

@@ -21,6 +21,7 @@ import io
 import logging
 import re
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,10 +132,14 @@ def resize_shorter_side(img: Image.Image, size: int) -> Image.Image:
 
 
 class ListedImages(torch.utils.data.Dataset):
-    """item i -> (uint8 (3, H, W) with the shorter side at `load_size`, label), or None for an unreadable file."""
+    """item i -> (uint8 (3, H, W), label), or None for an unreadable file. By default the shorter side is resized
+    to `load_size` (training: the crop comes per sample); `prepare` may instead make it square (pretokenization
+    uses ADM's center_crop_arr, as the release)."""
 
-    def __init__(self, listing: Listing, load_size: int, strict: bool = False):
+    def __init__(self, listing: Listing, load_size: int, strict: bool = False,
+                 prepare: Callable[[Image.Image, int], Image.Image] | None = None):
         self.listing, self.load_size, self.strict = listing, load_size, strict
+        self.prepare = prepare or resize_shorter_side
         self._open: dict[int, object] = {}  # shard file handles, opened lazily in each worker process
 
     def __len__(self) -> int:
@@ -163,7 +168,7 @@ class ListedImages(torch.utils.data.Dataset):
                 raise DataError(f"unreadable image {name}: {exc}") from None
             log.warning("skipping unreadable image %s: %s", name, exc)
             return None
-        return pil_to_uint8(resize_shorter_side(img, self.load_size)), self.listing.labels[i]
+        return pil_to_uint8(self.prepare(img, self.load_size)), self.listing.labels[i]
 
     def __getstate__(self):  # file handles do not cross into DataLoader workers; each opens its own
         return {**self.__dict__, "_open": {}}
