@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from torch.utils.data import Subset
 
 from titok.data.images import TensorImages, builtin_images
 from titok.errors import ConfigError, DataError
-from titok.train.sources import Listing, ListedImages, list_source, resize_shorter_side
+from titok.train.sources import ListedImages, Listing, list_source, resize_shorter_side
 
 log = logging.getLogger(__name__)
 TOKENS_META = "titok_train.tokens"

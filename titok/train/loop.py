@@ -22,8 +22,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from titok.contract import autocast_context
-from titok.data.prepare import adm_center_crop_arr
 from titok.data.images import BUILTIN_SETS
+from titok.data.prepare import adm_center_crop_arr
 from titok.errors import DataError, MissingFileError
 from titok.registry import get_spec, save_checkpoint
 from titok.train import checkpoint as ckpt_io
@@ -40,10 +40,10 @@ from titok.train.data import (
 )
 from titok.train.evaluation import TokenRows, evaluate_generator, evaluate_tokenizer
 from titok.train.grids import save_grid
+from titok.train.losses import PatchDiscriminator, hinge_d_loss
 from titok.train.pretokenize import pretokenize
 from titok.train.progress import RunLog
 from titok.train.sources import is_shard_source, list_source
-from titok.train.losses import PatchDiscriminator, hinge_d_loss
 from titok.train.tasks import Task, build_task, resolve
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,10 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 def _check_resume(config: TrainConfig, saved: dict) -> None:
     now, saved = json.loads(json.dumps(config.to_dict())), json.loads(json.dumps(saved))  # tuples -> lists
-    diffs = [f"{s}.{k}: {saved.get(s, {}).get(k)!r} -> {v!r}" for s, section in now.items() for k, v in section.items()
-             if (s, k) not in RESUME_IGNORES and saved.get(s, {}).get(k) != v]
+    defaults = json.loads(json.dumps(TrainConfig().to_dict()))  # a section older runs lack counts as its defaults
+    saved = {s: saved.get(s, defaults[s]) for s in now}
+    diffs = [f"{s}.{k}: {saved[s].get(k)!r} -> {v!r}" for s, section in now.items() for k, v in section.items()
+             if (s, k) not in RESUME_IGNORES and saved[s].get(k) != v]
     if diffs:
         raise ConfigError("--resume with a different config: " + "; ".join(diffs))
 
@@ -100,12 +102,21 @@ def _open_data(config: TrainConfig, task: Task, ctx: dist_utils.DistContext):
             pretokenize(task.tokenizer.to(ctx.device), images, path, ctx, "flip" if dc.hflip else "none",
                         strict=dc.strict)
         data = TokenBatches(path)
+        data_all_tokens, data_all_labels = data.tokens, data.labels
         made_by = data.meta.get("titok_train.tokens.tokenizer")
         if made_by and made_by != task.tokenizer.preset:
             raise ConfigError(f"{path} holds codes of {made_by}, not of {task.tokenizer.preset}")
-        train_rows, held = split_holdout(TokenRows(data.tokens, data.labels), dc.limit, holdout, seed, "token rows")
-        data.tokens, data.labels = data.tokens[train_rows.indices], data.labels[train_rows.indices]
-        return data, held
+        # Rows of one image (its mirror, its crops) stay together, so no view of a held-out image is trained on.
+        views = int(data.meta.get("titok_train.tokens.views", "2" if data.meta.get("titok_train.tokens.flips") == "True"
+                                  else "1"))  # caches written before views were recorded: flips or none
+        images = range(len(data) // views)
+        train_imgs, held_imgs = split_holdout(images, dc.limit, holdout, seed, "cached images")
+        rows = torch.tensor(list(train_imgs.indices))[:, None] * views + torch.arange(views)
+        data.tokens, data.labels = data.tokens[rows.flatten()], data.labels[rows.flatten()]
+        if held_imgs is None:
+            return data, None
+        held_rows = (torch.tensor(list(held_imgs.indices))[:, None] * views + torch.arange(views)).flatten()
+        return data, TokenRows(data_all_tokens[held_rows], data_all_labels[held_rows])
     size = load_size(task.image_size, dc.random_crop, dc.crop_margin)
     listing = None if dc.source.startswith("builtin:") else dist_utils.broadcast_object(
         ctx, list_source(dc.source) if ctx.is_main else None)
