@@ -272,3 +272,16 @@ def test_generate_pairs_a_generator_with_the_tokenizer_it_was_trained_on(tmp_pat
                            f"--tokenizer-weights={tok / 'model.safetensors'}", "--num=1",
                            f"--out={tmp_path / 'samples'}"]) == 0
     assert (tmp_path / "samples" / "000000.png").is_file()
+
+
+def test_tensorboard_event_files_when_installed(tmp_path):
+    pytest.importorskip("tensorboard", reason="optional extra: pip install 'titok-bench[tensorboard]'")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(make_config(tmp_path, "schedule.steps=2", "watch.tensorboard=true", "watch.holdout=4",
+                      "watch.eval_every=2"))
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"train/loss", "train/recon", "eval/psnr"} <= set(tags)
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]

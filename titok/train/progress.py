@@ -54,7 +54,7 @@ class StepRate:
 
 
 class TensorBoard:
-    """Scalars (and grids) into out/tensorboard when `tensorboard` is installed; otherwise nothing, said once."""
+    """Scalars into out/tensorboard when `tensorboard` is installed; otherwise nothing, said once."""
 
     def __init__(self, out: Path, enabled: bool):
         self.writer = None
@@ -72,10 +72,6 @@ class TensorBoard:
             for k, v in values.items():
                 if k != "step":
                     self.writer.add_scalar(f"{prefix}/{k}", v, step)
-
-    def image(self, step: int, name: str, chw_uint8) -> None:
-        if self.writer is not None:
-            self.writer.add_image(name, chw_uint8, step)
 
     def close(self) -> None:
         if self.writer is not None:
