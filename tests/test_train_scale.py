@@ -285,3 +285,37 @@ def test_tensorboard_event_files_when_installed(tmp_path):
     tags = events.Tags()["scalars"]
     assert {"train/loss", "train/recon", "eval/psnr"} <= set(tags)
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+
+
+# ------------------------------------------------------------------------------------------- rFID plug-in
+RFID_ENTRY_POINT = ("rfid", "bench.train_metrics:RFID")
+
+
+def test_rfid_plugin_is_declared_and_its_absence_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    import tomli
+
+    from titok.train import evaluation
+
+    project = tomli.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert project["project"]["entry-points"][evaluation.METRIC_GROUP] == dict([RFID_ENTRY_POINT])
+    monkeypatch.setattr(evaluation, "entry_points", lambda group: [])  # the harness not installed
+    args = [f"--run.out={tmp_path}", "--watch.rfid=true", "--watch.eval_every=1", "--watch.holdout=4"]
+    assert cli.main(args) == 2
+    assert "no 'rfid' plug-in in the entry-point group titok_bench.train_metrics" in capsys.readouterr().err
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+@pytest.mark.metrics
+def test_held_out_rfid_through_the_harness_plugin(tmp_path, monkeypatch):
+    """The entry point pyproject declares, loaded by titok's lookup; rFID with the stand-in Inception."""
+    from importlib.metadata import EntryPoint
+
+    from titok.train import evaluation
+
+    monkeypatch.setattr(evaluation, "entry_points", lambda group: [EntryPoint(*RFID_ENTRY_POINT, group)])
+    train(make_config(tmp_path, "schedule.steps=2", "watch.holdout=8", "watch.eval_every=2", "watch.rfid=true"))
+    record = json.loads((tmp_path / "eval.jsonl").read_text())
+    assert "rfid" not in record and record["standin_rfid"] > 0 and np.isfinite(record["standin_rfid"])
+    assert (tmp_path / "standin-inception" / "standin-seed0.pth").is_file()

@@ -5,32 +5,44 @@ saved), and for VQ tokenizers the fraction of the codebook the held-out tokens u
 and accuracy on masked positions of held-out token rows, with masks fixed by the rows' indices so that every
 evaluation of a run sees the same problem.
 
-rFID is not computed here. The Inception network and the FID code live in the harness (`bench`), which the
-training package must not import (the layer contract), and they need the torch-fidelity stack that the CPU
-training environment does not have. A network that large is not worth moving down for a number that, on a
-few hundred held-out images, is biased high anyway; rFID on the exported `ema.safetensors` is one
-`titok-bench fid`/`run` away and goes through exactly the harness's protocol. PSNR tracks the same failure modes
-(collapse, divergence) cheaply and in-process.
+With `watch.rfid`, tokenizers also get rFID of the held-out reconstructions. The Inception network and the FID
+code belong to the harness (`bench`), which this package must not import (the layer contract), and they are too
+large to move down; so the harness offers them as a plug-in in the entry-point group `titok_bench.train_metrics`
+(pyproject.toml), the same inversion by which the baselines join the model registry. Without the plug-in (the
+harness not installed) `watch.rfid` is one clear error before training starts.
 """
 
 from __future__ import annotations
 
 import math
+from importlib.metadata import entry_points
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from titok.contract import autocast_context
+from titok.errors import MissingDependencyError
 from titok.train.data import augment, fetch, sample_seed
 from titok.train.losses import arccos_masks
 
 EVAL_SEED = 987_654_321  # masks of held-out rows: fixed for the whole run, unlike training's per-step draws
+METRIC_GROUP = "titok_bench.train_metrics"
+
+
+def load_image_metric(name: str):
+    """The factory a package registered under METRIC_GROUP as `name` (the harness registers `rfid`)."""
+    found = [ep for ep in entry_points(group=METRIC_GROUP) if ep.name == name]
+    if not found:
+        raise MissingDependencyError(f"watch.{name}: no {name!r} plug-in in the entry-point group {METRIC_GROUP}; it "
+                                     f"comes with the harness: install titok-bench (pip install -e '.[metrics]')")
+    return found[0].load()
 
 
 @torch.no_grad()
 def evaluate_tokenizer(model: nn.Module, holdout, image_size: int, batch_size: int, device: torch.device,
-                       dtype: torch.dtype | None) -> dict[str, float]:
+                       dtype: torch.dtype | None, image_metric=None) -> dict[str, float]:
+    """`image_metric`: a plug-in's accumulator (add(real uint8, fake uint8), result() -> dict), e.g. rFID."""
     model.eval()
     sq_err, psnr_sum, n, used = 0.0, 0.0, 0, set()
     for start in range(0, len(holdout), batch_size):
@@ -40,6 +52,8 @@ def evaluate_tokenizer(model: nn.Module, holdout, image_size: int, batch_size: i
             codes = model.encode(x)
             recon = model.decode(codes)
         recon = (recon.float().clamp(0, 1) * 255).round() / 255  # as it would be saved
+        if image_metric is not None:
+            image_metric.add((x * 255).round().to(torch.uint8).cpu(), (recon * 255).round().to(torch.uint8).cpu())
         mse = ((recon - x) ** 2).flatten(1).mean(1)  # (b,)
         sq_err += float(mse.sum())
         psnr_sum += float((-10 * torch.log10(mse.clamp_min(1e-10))).sum())
@@ -49,6 +63,8 @@ def evaluate_tokenizer(model: nn.Module, holdout, image_size: int, batch_size: i
     out = {"recon_mse": sq_err / n, "psnr": psnr_sum / n}
     if getattr(model, "is_vq", False):
         out["codebook_usage"] = len(used) / model.codebook_size
+    if image_metric is not None:
+        out.update(image_metric.result())
     return out
 
 

@@ -38,7 +38,7 @@ from titok.train.data import (
     open_source,
     split_holdout,
 )
-from titok.train.evaluation import TokenRows, evaluate_generator, evaluate_tokenizer
+from titok.train.evaluation import TokenRows, evaluate_generator, evaluate_tokenizer, load_image_metric
 from titok.train.grids import save_grid
 from titok.train.losses import PatchDiscriminator, hinge_d_loss
 from titok.train.pretokenize import pretokenize
@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 # Settings that do not change what is computed: a resumed run may differ in them.
 RESUME_IGNORES = {("run", "stop_at"), ("run", "threads"), ("run", "log_every"), ("run", "image_every"),
                   ("data", "workers"), ("ckpt", "keep_last"), ("ckpt", "keep_every"), ("watch", "eval_every"),
-                  ("watch", "tensorboard"), ("watch", "raw_grid_until")}
+                  ("watch", "tensorboard"), ("watch", "raw_grid_until"), ("watch", "rfid"),
+                  ("watch", "inception_weights")}
 
 
 @dataclass
@@ -143,6 +144,8 @@ def preflight(config: TrainConfig, resume: bool = False) -> None:
                       ("model.tokenizer_weights", mc.tokenizer_weights)):
         if path and not Path(path).expanduser().exists():
             raise MissingFileError(f"{key}: not found: {path} (nothing is downloaded; give a local file)")
+    if config.watch.rfid:
+        load_image_metric("rfid")  # the harness's plug-in must be there before hours of training, not after
     if mc.task == "generator" and dc.tokens and Path(dc.tokens).is_file():
         return  # trains from the token cache; the images are not read
     if dc.source.startswith("builtin:"):
@@ -269,6 +272,11 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool, on_gr
         return ema_copy[0].eval()
 
     run_log = RunLog(out, step, sc.steps, wc.tensorboard, ctx.is_main)
+    image_metric = None
+    if wc.rfid and task.kind == "tokenizer":
+        factory = load_image_metric("rfid")  # every rank: a missing plug-in stops all of them, not rank 0 alone
+        if ctx.is_main:
+            image_metric = factory(wc.inception_weights or None, device, out)
     history: list[dict] = []
     sums: dict[str, float] = {}
     n_logged, t_last = 0, time.perf_counter()
@@ -342,7 +350,8 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool, on_gr
             save_grid(rows, out / "images" / f"step_{step:07d}.png")
             task.train()
         if wc.eval_every and step % wc.eval_every == 0 and ctx.is_main:
-            run_log.eval_record({"step": step, **_evaluate(task, _ema_model(), holdout, oc, device, dtype)})
+            run_log.eval_record({"step": step, **_evaluate(task, _ema_model(), holdout, oc, device, dtype,
+                                                           image_metric)})
             task.train()
         if step % rc.ckpt_every == 0 or step == stop:
             checkpoint()
@@ -350,10 +359,12 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool, on_gr
     return TrainResult(out, step, task.model, ema.state_dict() if ema else None, history)
 
 
-def _evaluate(task: Task, model: nn.Module, holdout, oc, device: torch.device, dtype) -> dict[str, float]:
+def _evaluate(task: Task, model: nn.Module, holdout, oc, device: torch.device, dtype,
+              image_metric=None) -> dict[str, float]:
     """Held-out metrics of `model` (the EMA when there is one: what the run exports)."""
     batch = max(1, oc.batch_size // oc.grad_accum)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         if task.kind == "generator":
             return evaluate_generator(model, holdout, batch, device, dtype)
-        return evaluate_tokenizer(model, holdout, task.image_size, batch, device, dtype)
+        return evaluate_tokenizer(model, holdout, task.image_size, batch, device, dtype,
+                                  image_metric.new() if image_metric is not None else None)

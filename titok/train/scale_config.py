@@ -29,9 +29,13 @@ class WatchSection(ConfigMixin):
     holdout: int = 0  # images held out of training for that evaluation (the data set's last ones)
     tensorboard: bool = True  # write RUN/tensorboard/ event files when the `tensorboard` package is installed
     raw_grid_until: int = 10000  # grids also show the raw model up to this step (the EMA lags early on)
+    rfid: bool = False  # tokenizers: also rFID on the held-out images, through the harness's plug-in (metrics stack)
+    inception_weights: str = ""  # for that rFID; "" = the harness's seeded stand-in (reported as standin_rfid)
 
     def __post_init__(self) -> None:
         if min(self.eval_every, self.holdout, self.raw_grid_until) < 0:
             raise ConfigError("watch.eval_every, watch.holdout and watch.raw_grid_until must be >= 0")
         if self.eval_every and not self.holdout:
             raise ConfigError("watch.eval_every needs watch.holdout > 0 images to evaluate on")
+        if self.rfid and not self.eval_every:
+            raise ConfigError("watch.rfid needs watch.eval_every > 0 (and watch.holdout)")
