@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from bench import cli as bench_cli
+from bench.tasks.common import paired_tokenizer
 from titok.train import checkpoint as ckpt_io
 from titok.train import cli
 from titok.train.config import TrainConfig, apply_overrides
@@ -73,14 +74,20 @@ def imagenet_like(tmp_path_factory):
 def test_folder_labels_follow_sorted_synsets_and_shards_read_the_same(imagenet_like, caplog):
     folder = list_folder(str(imagenet_like / "train"))
     assert folder.classes == list(SYNSETS) and len(folder.items) == 18
-    assert [folder.labels[i] for i, f in enumerate(folder.items) if f.startswith("n02102040")] == [2] * 6
+    assert [folder.labels[i] for i, f in enumerate(folder.items) if f.startswith(b"n02102040/")] == [2] * 6
     shards = list_shards(str(imagenet_like / "imagenet-train-{000000..000001}.tar"))
-    assert len(shards.shards) == 2 and shards.labels == folder.labels  # both sorted by synset, then file
+    assert len(shards.shards) == 2 and shards.labels.tolist() == folder.labels.tolist()  # by synset, then file
     a, b = ListedImages(folder, 32), ListedImages(shards, 32)
     for i in (0, 7, 17):
         (img_a, lab_a), (img_b, lab_b) = a[i], b[i]
         assert torch.equal(img_a, img_b) and lab_a == lab_b
         assert min(img_a.shape[1:]) == 32  # shorter side at the load size; the crop comes per sample
+    bounded = ListedImages(shards, 32)
+    bounded_open = pytest.MonkeyPatch.context()
+    with bounded_open as mp:  # at most one shard file open: reads across shards still give the same images
+        mp.setattr("titok.train.sources.MAX_OPEN_SHARDS", 1)
+        for i in (0, 17, 1, 16):
+            assert torch.equal(bounded[i][0], a[i][0]) and len(bounded._open) == 1
     with caplog.at_level(logging.INFO):
         train_set, held = split_holdout(a, 0, 4, seed=0)
     assert len(train_set) == 14 and len(held) == 4 and not set(train_set.indices) & set(held.indices)
@@ -132,7 +139,7 @@ def test_pretokenize_writes_the_release_views_and_resumes_from_parts(tiny_tokeni
     assert cli.main(pretokenize_args(tiny_tokenizer, source, tmp_path / "one.safetensors")) == 0
     one = load_file(str(tmp_path / "one.safetensors"))
     assert one["tokens"].shape == (36, 8) and one["tokens"].dtype == torch.int16  # 18 images and their mirrors
-    assert one["labels"].tolist() == [lab for lab in list_folder(str(source)).labels for _ in "ab"]
+    assert one["labels"].tolist() == [lab for lab in list_folder(str(source)).labels.tolist() for _ in "ab"]
     with safe_open(str(tmp_path / "one.safetensors"), "pt") as f:
         meta = f.metadata()
     assert (meta["titok_train.tokens.tokenizer"], meta["titok_train.tokens.views"]) == ("titok_tiny_vq", "2")
@@ -272,6 +279,8 @@ def test_generate_pairs_a_generator_with_the_tokenizer_it_was_trained_on(tmp_pat
                            f"--tokenizer-weights={tok / 'model.safetensors'}", "--num=1",
                            f"--out={tmp_path / 'samples'}"]) == 0
     assert (tmp_path / "samples" / "000000.png").is_file()
+    assert paired_tokenizer("titok_tiny_bert", str(gen / "model.safetensors")) == "titok_tiny_vq"  # suites too
+    assert paired_tokenizer("titok_tiny_bert") == "titok_tiny_2stage"  # a released generator keeps its pairing
 
 
 def test_tensorboard_event_files_when_installed(tmp_path):

@@ -48,7 +48,8 @@ def split_overrides(rest: list[str]) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="titok-train", description=__doc__.split("\n")[0],
                                 epilog="settings: --section.key=value with section one of model, data, optim, "
-                                       "schedule, loss, run (see --print-config)")
+                                       "schedule, loss, run, ckpt, watch (see --print-config); "
+                                       "`titok-train pretokenize --help` for the token cache")
     p.add_argument("--config", help="start from this config.json (a previous run's) before the overrides")
     p.add_argument("--resume", action="store_true", help="continue from run.out/checkpoint.pt")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")

@@ -2,8 +2,10 @@
 accumulation, DistributedDataParallel, autocast (bf16/fp16 on CUDA), clipping, EMA, the optional PatchGAN
 discriminator step, atomic checkpoints with bit-for-bit resume, JSON-lines logs and progress grids.
 
-Outputs in `run.out`: config.json (the resolved config), metrics.jsonl, checkpoint.pt, model.safetensors and
-ema.safetensors (self-describing, loadable with titok.load_tokenizer / load_generator), images/step_*.png.
+Outputs in `run.out`: config.json (the resolved config), metrics.jsonl and eval.jsonl (each step once, also
+across resumes), checkpoint.pt (the newest) and checkpoints/ (kept older ones), model.safetensors and
+ema.safetensors (self-describing, loadable with titok.load_tokenizer / load_generator), images/step_*.png,
+tensorboard/ (when the package is installed).
 """
 
 from __future__ import annotations

@@ -52,8 +52,7 @@ def run(args) -> Path:
         listing = None
         if not args.source.startswith("builtin:"):  # one rank lists the folder or shards, all read from it
             listing = dist_utils.broadcast_object(ctx, list_source(args.source) if ctx.is_main else None)
-            if args.limit:
-                listing.items, listing.labels = listing.items[: args.limit], listing.labels[: args.limit]
+            listing = listing.head(args.limit)
         data = open_source(args.source, size, args.seed, args.strict, listing, prepare=adm_center_crop_arr,
                            builtin_count=args.limit or 64)
         return pretokenize(tokenizer, data, args.out, ctx, args.augment, args.batch_size, args.chunk, args.strict)

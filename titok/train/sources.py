@@ -8,8 +8,10 @@ members `<key>.jpg|png|jpeg|webp` with `<key>.cls` holding the class id as text 
 offset of every member) instead of being streamed with the `webdataset` package: random access by index keeps
 the run's global order, so N processes still equal one and a resume continues at the exact sample.
 
-The listing is a plain list (`Listing`) built by one process and broadcast to the others, so 8 ranks do not
-each walk 1.28M files; each rank then decodes only the samples of its own slice of every batch.
+The listing (`Listing`) is built by one process and broadcast to the others, so 8 ranks do not each walk 1.28M
+files; each rank then decodes only the samples of its own slice of every batch. It is held in numpy arrays, not
+Python lists: 1.28M path objects would be touched by reference counting in every DataLoader worker, turning the
+shared copy-on-write pages into a private copy per worker; arrays of bytes are never written to.
 
 Images are read as the release's training transform reads them: the shorter side resized (bicubic,
 antialiased, as torchvision's Resize) to the load size; the random crop and flip are drawn later per sample.
@@ -21,10 +23,12 @@ import io
 import logging
 import re
 import tarfile
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
@@ -34,6 +38,7 @@ from titok.errors import DataError
 
 log = logging.getLogger(__name__)
 SHARD_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+MAX_OPEN_SHARDS = 64  # per process; ImageNet has 1,281 train shards and a default limit is 1,024 open files
 
 
 @dataclass
@@ -42,10 +47,16 @@ class Listing:
 
     root: str
     kind: str  # "folder" | "shards"
-    items: list = field(default_factory=list)  # folder: relative path str; shards: (shard index, offset, size)
-    labels: list[int] = field(default_factory=list)
+    items: np.ndarray  # folder: (M,) utf-8 relative paths (bytes); shards: (M, 3) int64 shard index, offset, size
+    labels: np.ndarray  # (M,) int64
     shards: list[str] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
+
+    def head(self, count: int) -> Listing:
+        """The first `count` samples (all when count is 0)."""
+        if not count:
+            return self
+        return Listing(self.root, self.kind, self.items[:count], self.labels[:count], self.shards, self.classes)
 
 
 def expand_shards(pattern: str) -> list[Path]:
@@ -85,13 +96,14 @@ def list_folder(root: str) -> Listing:
     classes = sorted({Path(f).parts[0] for f in files if len(Path(f).parts) > 1})
     index = {c: i for i, c in enumerate(classes)}
     labels = [index[Path(f).parts[0]] if len(Path(f).parts) > 1 else 0 for f in files]
-    return Listing(str(base), "folder", files, labels, classes=classes)
+    return Listing(str(base), "folder", np.array([f.encode() for f in files]), np.array(labels, dtype=np.int64),
+                   classes=classes)
 
 
 def list_shards(pattern: str) -> Listing:
-    listing = Listing(pattern, "shards")
+    shards, items, all_labels = [], [], []
     for s, path in enumerate(expand_shards(pattern)):
-        listing.shards.append(str(path))
+        shards.append(str(path))
         images: dict[str, tuple[int, int]] = {}
         labels: dict[str, int] = {}
         with tarfile.open(path) as tar:
@@ -110,11 +122,11 @@ def list_shards(pattern: str) -> Listing:
         for key in sorted(images):
             if key not in labels:
                 raise DataError(f"{path}: sample {key!r} has an image but no {key}.cls label")
-            listing.items.append((s, *images[key]))
-            listing.labels.append(labels[key])
-    if not listing.items:
+            items.append((s, *images[key]))
+            all_labels.append(labels[key])
+    if not items:
         raise DataError(f"data.source {pattern!r}: the shards hold no images")
-    return listing
+    return Listing(pattern, "shards", np.array(items, dtype=np.int64), np.array(all_labels, dtype=np.int64), shards)
 
 
 def list_source(source: str) -> Listing:
@@ -140,7 +152,7 @@ class ListedImages(torch.utils.data.Dataset):
                  prepare: Callable[[Image.Image, int], Image.Image] | None = None):
         self.listing, self.load_size, self.strict = listing, load_size, strict
         self.prepare = prepare or resize_shorter_side
-        self._open: dict[int, object] = {}  # shard file handles, opened lazily in each worker process
+        self._open: OrderedDict[int, object] = OrderedDict()  # shard files, opened lazily in each worker process
 
     def __len__(self) -> int:
         return len(self.listing.items)
@@ -148,12 +160,15 @@ class ListedImages(torch.utils.data.Dataset):
     def _bytes(self, i: int) -> tuple[io.BytesIO | str, str]:
         item = self.listing.items[i]
         if self.listing.kind == "folder":
-            path = str(Path(self.listing.root) / item)
+            path = str(Path(self.listing.root) / item.decode())
             return path, path
-        shard, offset, size = item
-        f = self._open.get(shard)
+        shard, offset, size = (int(v) for v in item)
+        f = self._open.pop(shard, None)
         if f is None:
-            f = self._open[shard] = open(self.listing.shards[shard], "rb")  # noqa: SIM115 (kept open for reuse)
+            if len(self._open) >= MAX_OPEN_SHARDS:  # random access touches every shard: stay under the fd limit
+                self._open.popitem(last=False)[1].close()
+            f = open(self.listing.shards[shard], "rb")  # noqa: SIM115 (kept open for reuse)
+        self._open[shard] = f  # most recently used last
         f.seek(offset)
         return io.BytesIO(f.read(size)), f"{self.listing.shards[shard]}@{offset}"
 
@@ -168,7 +183,7 @@ class ListedImages(torch.utils.data.Dataset):
                 raise DataError(f"unreadable image {name}: {exc}") from None
             log.warning("skipping unreadable image %s: %s", name, exc)
             return None
-        return pil_to_uint8(self.prepare(img, self.load_size)), self.listing.labels[i]
+        return pil_to_uint8(self.prepare(img, self.load_size)), int(self.listing.labels[i])
 
     def __getstate__(self):  # file handles do not cross into DataLoader workers; each opens its own
-        return {**self.__dict__, "_open": {}}
+        return {**self.__dict__, "_open": OrderedDict()}
