@@ -124,15 +124,13 @@ def save_rotating(out: Path, payload: dict[str, Any], keep_last: int, keep_every
     at out/checkpoint.pt or (between the two renames) as the newest file in out/checkpoints/.
     """
     newest = out / CHECKPOINT_NAME
-    tmp = newest.with_name(newest.name + ".tmp")
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": FORMAT, **payload}, tmp)
+    staged = save(newest.with_name(newest.name + ".new"), payload)  # complete before anything moves
     if newest.is_file():
         previous = int(torch.load(newest, map_location="cpu", weights_only=True, mmap=True)["step"])
         if previous != payload["step"]:
             kept_path(out, previous).parent.mkdir(exist_ok=True)
             os.replace(newest, kept_path(out, previous))
-    os.replace(tmp, newest)
+    os.replace(staged, newest)
     older = kept_steps(out)
     recent = set(older[-(keep_last - 1):]) if keep_last > 1 else set()
     for s in older:
