@@ -95,6 +95,17 @@ def test_folder_labels_follow_sorted_synsets_and_shards_read_the_same(imagenet_l
     assert TrainConfig().data.limit == 0  # a folder trains on all of it unless a limit is given
 
 
+def test_training_on_shards_equals_training_on_the_folder(imagenet_like, tmp_path):
+    """Same samples, same order, same random crops: the release's shards and ImageNet's folder train alike."""
+    common = ("schedule.steps=2", "data.limit=0", "optim.batch_size=6")
+    folder = train(make_config(tmp_path / "folder", *common, f"data.source={imagenet_like / 'train'}"))
+    shards = train(make_config(tmp_path / "shards", *common, "data.workers=1",
+                               f"data.source={imagenet_like / 'imagenet-train-{000000..000001}.tar'}"))
+    for k, v in folder.model.state_dict().items():
+        assert torch.equal(v, shards.model.state_dict()[k]), k
+    assert ckpt_io.describe(tmp_path / "shards" / "checkpoint.pt")["data"]["dataset_size"] == 18
+
+
 def test_shard_errors_name_the_file(tmp_path):
     with tarfile.open(tmp_path / "bad.tar", "w") as tar:
         info = tarfile.TarInfo("k0.png")
