@@ -122,13 +122,17 @@ def cmd_tables(args) -> int:
 
 # ---------------------------------------------------------------------------------------- generate
 def cmd_generate(args) -> int:
-    from bench.tasks.common import load_model, paired_tokenizer
+    from bench.tasks.common import check_tokenizer_file, load_model, paired_tokenizer, weights_metadata
     from bench.tasks.gen import generate_samples, missing_samples
 
     device = _device(args.device)
-    weights = {"generator": {args.model: args.weights}, "tokenizer": {}}
-    gen, gen_tag = load_model("generator", args.model, weights, device)
-    tok_name = paired_tokenizer(args.model)
+    model = args.model or weights_metadata(args.weights).get("titok_bench.preset")
+    if not model:
+        raise InputError("generate needs --model, or --weights of a generator trained here (which names its preset)")
+    weights = {"generator": {model: args.weights}, "tokenizer": {}}
+    gen, gen_tag = load_model("generator", model, weights, device)
+    tok_name = paired_tokenizer(model, args.weights)  # a generator trained here names its own tokenizer
+    check_tokenizer_file(args.weights, args.tokenizer_weights)
     # Released generator weights model the released tokenizer's codes: pair them unless told otherwise.
     weights["tokenizer"][tok_name] = args.tokenizer_weights or ("released" if args.weights == "released" else None)
     tok, tok_tag = load_model("tokenizer", tok_name, weights, device)
@@ -212,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor_command.add_parser(sub)
 
     p = sub.add_parser("generate", help="class-conditional samples to PNG (resumable, shardable)")
-    p.add_argument("--model", required=True, help="generator preset")
+    p.add_argument("--model", default=None, help="generator preset (default: the one a trained --weights file names)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--labels", type=class_labels, help="comma-separated ImageNet class ids, cycled")
     p.add_argument("--num", type=positive_int, default=None, help="number of samples (default: one per label, or 8)")

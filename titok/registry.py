@@ -170,8 +170,10 @@ def create(
     return model
 
 
-def save_checkpoint(model: nn.Module, path: str | Path, kind: Kind) -> Path:
-    """Write `model` as a self-describing safetensors file: preset, kind and config travel with the weights."""
+def save_checkpoint(model: nn.Module, path: str | Path, kind: Kind, extra: Mapping[str, str] | None = None) -> Path:
+    """Write `model` as a self-describing safetensors file: preset, kind and config travel with the weights.
+
+    `extra`: more metadata (strings), e.g. which tokenizer a trained generator's codes come from."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -179,6 +181,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, kind: Kind) -> Path:
     meta = {META_PREFIX + "preset": model.preset, META_PREFIX + "kind": kind}
     if hasattr(model, "config") and dataclasses.is_dataclass(model.config):
         meta[META_PREFIX + "config"] = json.dumps(dataclasses.asdict(model.config))
+    meta.update(extra or {})
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)

@@ -14,6 +14,7 @@ from bench.records import append_record, make_record
 from titok.errors import InputError
 from titok.registry import create, get_spec
 from titok.released import RELEASED, fetch_released
+from titok.train.checkpoint import TOKENIZER_META, TOKENIZER_SHA_META
 
 log = logging.getLogger(__name__)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -69,11 +70,38 @@ def load_model(kind: str, preset: str, weights: dict, device: torch.device):
     return model, weights_tag(path)
 
 
-def paired_tokenizer(generator_preset: str) -> str:
+def weights_metadata(path: str | None) -> dict[str, str]:
+    """The metadata of one of our safetensors checkpoints (preset, kind, the tokenizer a generator learned from);
+    empty for anything else. Reads the header only."""
+    if not path or not str(path).endswith(".safetensors") or not Path(path).is_file():
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata() or {})
+
+
+def paired_tokenizer(generator_preset: str, generator_weights: str | None = None) -> str:
+    """The tokenizer that decodes a generator's tokens: the one a generator trained here names in its weights
+    (titok-train records it), else the preset's released pairing."""
+    trained_on = weights_metadata(generator_weights).get(TOKENIZER_META)
+    if trained_on:
+        return trained_on
     tok = get_spec("generator", generator_preset).tokenizer
     if tok is None:
         raise InputError(f"generator {generator_preset} names no tokenizer to decode its tokens")
     return tok
+
+
+def check_tokenizer_file(generator_weights: str | None, tokenizer_weights: str | None) -> None:
+    """Warn when a trained generator is decoded by other tokenizer weights than the ones it learned the codes of."""
+    want = weights_metadata(generator_weights).get(TOKENIZER_SHA_META)
+    if want and tokenizer_weights and Path(tokenizer_weights).is_file():
+        from titok.train.checkpoint import sha256_file
+
+        if sha256_file(tokenizer_weights) != want:
+            log.warning("%s was trained on the codes of a tokenizer file with sha256 %s..., not %s: its samples will "
+                        "not decode as trained", generator_weights, want[:12], tokenizer_weights)
 
 
 def free(*objs) -> None:

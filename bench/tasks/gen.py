@@ -23,7 +23,14 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.suite import RunSpec
-from bench.tasks.common import RunContext, free, inception_for, load_model, paired_tokenizer
+from bench.tasks.common import (
+    RunContext,
+    check_tokenizer_file,
+    free,
+    inception_for,
+    load_model,
+    paired_tokenizer,
+)
 from bench.timing import PeakMemory
 from titok.contract import to_uint8
 from titok.data.files import TMP_SUFFIX, is_complete_png, tmp_name, write_png_atomic
@@ -184,7 +191,10 @@ def run_gen(spec: RunSpec, ctx: RunContext) -> None:
     for preset in spec.models:
         start, memory = time.perf_counter(), PeakMemory(ctx.device)
         gen, tag = load_model("generator", preset, s["weights"], ctx.device)
-        tok, tok_tag = load_model("tokenizer", paired_tokenizer(preset), s["weights"], ctx.device)
+        gen_file = s["weights"].get("generator", {}).get(preset)
+        tok_name = paired_tokenizer(preset, gen_file)
+        check_tokenizer_file(gen_file, s["weights"].get("tokenizer", {}).get(tok_name))
+        tok, tok_tag = load_model("tokenizer", tok_name, s["weights"], ctx.device)
         if s["reference"]:  # samples are not prepared: they are made at the tokenizer's size
             check_protocol(s["reference"], reference_protocol, run_protocol(extractor, tok.image_size))
         sample_dir = ctx.out_dir / "samples" / f"{preset}-seed{s['seed']}"

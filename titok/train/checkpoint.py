@@ -9,6 +9,7 @@ with `torch.load(weights_only=True)`. The trained model alone is exported beside
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from pathlib import Path
@@ -21,7 +22,8 @@ from titok.errors import MissingFileError
 from titok.weights import WeightsError
 
 FORMAT = "titok-train-checkpoint/1"
-CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_NAME = "checkpoint.pt"  # the newest; older kept ones live in KEPT_DIR as step_XXXXXXXX.pt
+KEPT_DIR = "checkpoints"
 
 
 class EMA:
@@ -77,6 +79,73 @@ def save(path: str | Path, payload: dict[str, Any]) -> Path:
     torch.save({"format": FORMAT, **payload}, tmp)
     os.replace(tmp, path)
     return path
+
+
+TOKENIZER_META = "titok_bench.tokenizer"  # a generator's tokenizer preset, in its exported safetensors
+TOKENIZER_SHA_META = "titok_bench.tokenizer_sha256"  # and the sha256 of the tokenizer weights file it learned from
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def trained_with(config, tokenizer) -> dict[str, str]:
+    """Metadata for a generator's exported weights naming the tokenizer it was trained on (preset, file hash),
+    so `titok-bench generate` pairs it with that tokenizer, not the preset's default one."""
+    if tokenizer is None:
+        return {}
+    meta = {TOKENIZER_META: tokenizer.preset}
+    if config.model.tokenizer_weights:
+        path = Path(config.model.tokenizer_weights).expanduser()
+        if path.is_file():
+            meta[TOKENIZER_SHA_META] = sha256_file(path)
+    return meta
+
+
+def kept_path(out: Path, step: int) -> Path:
+    return out / KEPT_DIR / f"step_{step:08d}.pt"
+
+
+def kept_steps(out: Path) -> list[int]:
+    """Steps of the older checkpoints kept in out/checkpoints/, ascending."""
+    names = (p.stem.removeprefix("step_") for p in (out / KEPT_DIR).glob("step_*.pt"))
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def save_rotating(out: Path, payload: dict[str, Any], keep_last: int, keep_every: int) -> Path:
+    """Write the step's checkpoint as out/checkpoint.pt; the one it replaces moves to out/checkpoints/.
+
+    Of the older ones, the newest keep_last - 1 stay, and any whose step is a multiple of keep_every. Every
+    step is a rename or an atomic write, so a crash at any point leaves the newest complete checkpoint either
+    at out/checkpoint.pt or (between the two renames) as the newest file in out/checkpoints/.
+    """
+    newest = out / CHECKPOINT_NAME
+    staged = save(newest.with_name(newest.name + ".new"), payload)  # complete before anything moves
+    if newest.is_file():
+        previous = int(torch.load(newest, map_location="cpu", weights_only=True, mmap=True)["step"])
+        if previous != payload["step"]:
+            kept_path(out, previous).parent.mkdir(exist_ok=True)
+            os.replace(newest, kept_path(out, previous))
+    os.replace(staged, newest)
+    older = kept_steps(out)
+    recent = set(older[-(keep_last - 1):]) if keep_last > 1 else set()
+    for s in older:
+        if s not in recent and not (keep_every and s % keep_every == 0):
+            kept_path(out, s).unlink()
+    return newest
+
+
+def newest(out: str | Path) -> Path | None:
+    """The checkpoint a resume continues from: out/checkpoint.pt, or after a crash mid-rotation the newest kept."""
+    out = Path(out)
+    if (out / CHECKPOINT_NAME).is_file():
+        return out / CHECKPOINT_NAME
+    steps = kept_steps(out)
+    return kept_path(out, steps[-1]) if steps else None
 
 
 def load(path: str | Path) -> dict[str, Any]:

@@ -8,7 +8,8 @@ Every setting is a `--section.key=value` override of titok/train/config.py's Tra
     titok-train --model.task=generator --model.preset=titok_l32 --model.tokenizer_weights=runs/l32/ema.safetensors \
                 --data.tokens=runs/l32/tokens.safetensors ...      # pretokenizes into the file if it is missing
     torchrun --nproc_per_node 8 -m titok.train.cli ...                # same global batch, split over 8 processes
-    titok-train --resume --run.out=runs/tiny ...                       # continue from runs/tiny/checkpoint.pt
+    titok-train --resume --run.out=runs/tiny ...                       # continue from the newest checkpoint
+    titok-train pretokenize --tokenizer-weights TOK.safetensors --source DIR --out TOKENS.safetensors
 
 Bad input (unknown preset or key, wrong type, missing folder or weights file) is one message on stderr and exit
 status 2.
@@ -47,7 +48,8 @@ def split_overrides(rest: list[str]) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="titok-train", description=__doc__.split("\n")[0],
                                 epilog="settings: --section.key=value with section one of model, data, optim, "
-                                       "schedule, loss, run (see --print-config)")
+                                       "schedule, loss, run, ckpt, watch (see --print-config); "
+                                       "`titok-train pretokenize --help` for the token cache")
     p.add_argument("--config", help="start from this config.json (a previous run's) before the overrides")
     p.add_argument("--resume", action="store_true", help="continue from run.out/checkpoint.pt")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
@@ -56,8 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, rest = build_parser().parse_known_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     rank = int(os.environ.get("RANK", "0"))
+    if argv[:1] == ["pretokenize"]:
+        from titok.train import pretokenize_cli
+
+        logging.basicConfig(level=logging.INFO, format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s", force=True)
+        return pretokenize_cli.main(argv[1:])
+    args, rest = build_parser().parse_known_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO if rank == 0 else logging.WARNING,
                         format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s", force=True)
     from titok.train.loop import preflight, train

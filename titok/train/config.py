@@ -18,6 +18,7 @@ from typing import Any
 from titok.configs import ConfigMixin, parse_value
 from titok.errors import ConfigError
 from titok.registry import config_with_overrides
+from titok.train.scale_config import CheckpointSection, WatchSection
 
 TASKS = ("proxy_codes", "decoder_finetune", "single_stage", "generator")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -37,9 +38,9 @@ class ModelSection(ConfigMixin):
 @dataclass(frozen=True)
 class DataSection(ConfigMixin):
     source: str = "builtin:skimage"  # "builtin:skimage" | "builtin:procedural" | an image folder (ImageNet train/)
-    limit: int = 64  # images used (built-in sets: how many are drawn); 0 = the whole folder
-    random_crop: bool = True  # resize to image_size * (1 + crop_margin), then a random image_size crop
-    crop_margin: float = 0.125
+    limit: int = 0  # images used, 0 = all of the folder or shards (built-in sets: 0 draws 64); logged either way
+    random_crop: bool = True  # shorter side to image_size * (1 + crop_margin), then a random image_size crop
+    crop_margin: float = 0.0  # 0 = the release's Resize(S) + RandomCrop(S) (the crop moves along the longer side)
     hflip: bool = True  # random horizontal flip; generator token caches store both orientations
     tokens: str = ""  # generator: pretokenized cache (.safetensors); written from `source` first if missing
     strict: bool = False  # an unreadable image is an error instead of being replaced by the next one
@@ -101,6 +102,8 @@ class TrainConfig(ConfigMixin):
     schedule: ScheduleSection = ScheduleSection()
     loss: LossSection = LossSection()
     run: RunSection = RunSection()
+    ckpt: CheckpointSection = CheckpointSection()
+    watch: WatchSection = WatchSection()
 
     def __post_init__(self) -> None:
         checks = [

@@ -10,14 +10,17 @@ treatment depends neither on the number of processes nor on restarts: the data s
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Subset
 
-from titok.data.images import ImageFolder, TensorImages, builtin_images
+from titok.data.images import TensorImages, builtin_images
 from titok.errors import ConfigError, DataError
+from titok.train.sources import ListedImages, Listing, list_source, resize_shorter_side
 
 log = logging.getLogger(__name__)
 TOKENS_META = "titok_train.tokens"
@@ -29,14 +32,32 @@ def sample_seed(seed: int, index: int) -> int:
     return (hi & 0x7FFFFFFF) << 32 | lo  # < 2**63: fits an int64 tensor
 
 
-def open_images(source: str, image_size: int, limit: int, seed: int, strict: bool = False):
-    """uint8 images at `image_size` (shorter side + center crop): a built-in set or a folder (ImageNet layout)."""
+def open_source(source: str, size: int, seed: int, strict: bool = False, listing: Listing | None = None,
+                prepare: Callable = resize_shorter_side, builtin_count: int = 64):
+    """uint8 images from a built-in set (`builtin_count` drawn at `size`), a folder or shards (`prepare`d to `size`).
+
+    `listing` is the folder's or shards' list when another process already made it (see loop: one rank lists,
+    every rank reads its own samples).
+    """
     if source.startswith("builtin:"):
-        return TensorImages(builtin_images(source.removeprefix("builtin:"), image_size, limit or 64, seed))
-    if not Path(source).expanduser().is_dir():
-        raise DataError(f"data folder not found: {source} (data.source: a folder of images, or builtin:skimage / "
-                        f"builtin:procedural)")
-    return ImageFolder(source, image_size=image_size, strict=strict, limit=limit or None)
+        return TensorImages(builtin_images(source.removeprefix("builtin:"), size, builtin_count, seed))
+    return ListedImages(list_source(source) if listing is None else listing, size, strict, prepare)
+
+
+def split_holdout(dataset, limit: int, holdout: int, seed: int, what: str = "images"):
+    """(training subset, held-out subset or None): `holdout` items drawn with `seed` are never trained on; then
+    `limit` (0 = all) of the rest train. Both choices are logged, so a limit is never silent."""
+    n = len(dataset)
+    if holdout + limit > n or holdout >= n:
+        raise DataError(f"the data set has {n} {what}, fewer than watch.holdout={holdout} + data.limit={limit}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 17)).tolist()
+    held, rest = sorted(order[:holdout]), order[holdout:]
+    train = sorted(rest[:limit]) if limit else sorted(rest)
+    log.info("training on %d of %d %s%s%s", len(train), n, what,
+             f" (data.limit={limit})" if limit and limit < len(rest) else " (all)",
+             f", {holdout} held out for evaluation" if holdout else "")
+    subset = Subset(dataset, train)
+    return subset, (Subset(dataset, held) if holdout else None)
 
 
 def load_size(image_size: int, random_crop: bool, margin: float) -> int:
@@ -44,7 +65,10 @@ def load_size(image_size: int, random_crop: bool, margin: float) -> int:
 
 
 def augment(image: torch.Tensor, size: int, seed: int, random_crop: bool, hflip: bool) -> torch.Tensor:
-    """uint8 (3, L, L) -> float (3, size, size) in [0, 1]: a random crop and flip drawn from the sample's seed."""
+    """uint8 (3, H, W) -> float (3, size, size) in [0, 1]: a random crop and flip drawn from the sample's seed.
+
+    With the load size equal to `size` (data.crop_margin 0) this is the release's Resize(S) + RandomCrop(S) +
+    RandomHorizontalFlip: the crop moves along the longer side only."""
     rng = np.random.default_rng(seed)
     top, left = rng.integers(0, image.shape[1] - size + 1), rng.integers(0, image.shape[2] - size + 1)
     flip = rng.random() < 0.5
@@ -140,49 +164,14 @@ class TokenBatches:
         data = load_file(str(path))
         if "tokens" not in data or "labels" not in data:
             raise DataError(f"{path} is not a token cache (needs 'tokens' and 'labels' tensors)")
-        self.tokens, self.labels = data["tokens"].long(), data["labels"].long()
+        self.tokens, self.labels = data["tokens"], data["labels"]  # stored small (int16 codes); widened per batch
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
     def batch(self, indices: list[int], seeds: list[int]) -> dict[str, torch.Tensor]:
         idx = torch.tensor(indices)
-        return {"tokens": self.tokens[idx], "labels": self.labels[idx], "seeds": torch.tensor(seeds)}
-
-
-@torch.no_grad()
-def pretokenize(tokenizer, dataset, path: str | Path, batch_size: int = 64, flips: bool = True,
-                strict: bool = False) -> Path:
-    """Encode every image (center crop; with `flips`, also its mirror image) and save tokens + labels atomically.
-
-    Written as safetensors {"tokens": (M, N) int64, "labels": (M,) int64} with the tokenizer preset in the
-    metadata. With flips, rows 2i and 2i+1 are image i and its mirror.
-    """
-    from safetensors.torch import save_file
-
-    if not tokenizer.is_vq:
-        raise ConfigError(f"{tokenizer.preset} is a VAE tokenizer; the masked-token generator needs discrete codes")
-    tokenizer.eval()
-    device = tokenizer.device
-    tokens, labels = [], []
-    for start in range(0, len(dataset), batch_size):
-        items = [fetch(dataset, i, strict) for i in range(start, min(start + batch_size, len(dataset)))]
-        x = torch.stack([img for img, _ in items]).to(device).float() / 255.0  # (b, 3, S, S)
-        y = torch.tensor([lab for _, lab in items])
-        views = [x, x.flip(-1)] if flips else [x]
-        codes = torch.stack([tokenizer.encode(v).cpu() for v in views], dim=1)  # (b, views, N)
-        tokens.append(codes.flatten(0, 1))
-        labels.append(y.repeat_interleave(len(views)))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    meta = {TOKENS_META + ".tokenizer": tokenizer.preset, TOKENS_META + ".flips": str(flips),
-            TOKENS_META + ".images": str(len(dataset))}
-    save_file({"tokens": torch.cat(tokens).long().contiguous(), "labels": torch.cat(labels).long().contiguous()},
-              str(tmp), metadata=meta)
-    tmp.replace(path)
-    log.info("pretokenized %d images (%s) into %s", len(dataset), "with flips" if flips else "no flips", path)
-    return path
+        return {"tokens": self.tokens[idx].long(), "labels": self.labels[idx].long(), "seeds": torch.tensor(seeds)}
 
 
 class _MicroBatches(torch.utils.data.Dataset):

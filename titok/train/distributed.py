@@ -94,3 +94,12 @@ def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def broadcast_object(ctx: DistContext, obj):
+    """Rank 0's `obj` on every rank (what rank 0 computed once, e.g. a folder's listing, instead of N copies)."""
+    if not ctx.distributed:
+        return obj
+    box = [obj if ctx.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

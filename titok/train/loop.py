@@ -2,8 +2,10 @@
 accumulation, DistributedDataParallel, autocast (bf16/fp16 on CUDA), clipping, EMA, the optional PatchGAN
 discriminator step, atomic checkpoints with bit-for-bit resume, JSON-lines logs and progress grids.
 
-Outputs in `run.out`: config.json (the resolved config), metrics.jsonl, checkpoint.pt, model.safetensors and
-ema.safetensors (self-describing, loadable with titok.load_tokenizer / load_generator), images/step_*.png.
+Outputs in `run.out`: config.json (the resolved config), metrics.jsonl and eval.jsonl (each step once, also
+across resumes), checkpoint.pt (the newest) and checkpoints/ (kept older ones), model.safetensors and
+ema.safetensors (self-describing, loadable with titok.load_tokenizer / load_generator), images/step_*.png,
+tensorboard/ (when the package is installed).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from titok.contract import autocast_context
 from titok.data.images import BUILTIN_SETS
+from titok.data.prepare import adm_center_crop_arr
 from titok.errors import DataError, MissingFileError
 from titok.registry import get_spec, save_checkpoint
 from titok.train import checkpoint as ckpt_io
@@ -34,17 +37,23 @@ from titok.train.data import (
     TokenBatches,
     load_size,
     micro_batch_loader,
-    open_images,
-    pretokenize,
+    open_source,
+    split_holdout,
 )
+from titok.train.evaluation import TokenRows, evaluate_generator, evaluate_tokenizer, load_image_metric
 from titok.train.grids import save_grid
 from titok.train.losses import PatchDiscriminator, hinge_d_loss
+from titok.train.pretokenize import pretokenize
+from titok.train.progress import RunLog
+from titok.train.sources import is_shard_source, list_source
 from titok.train.tasks import Task, build_task, resolve
 
 log = logging.getLogger(__name__)
 # Settings that do not change what is computed: a resumed run may differ in them.
 RESUME_IGNORES = {("run", "stop_at"), ("run", "threads"), ("run", "log_every"), ("run", "image_every"),
-                  ("data", "workers")}
+                  ("data", "workers"), ("ckpt", "keep_last"), ("ckpt", "keep_every"), ("watch", "eval_every"),
+                  ("watch", "tensorboard"), ("watch", "raw_grid_until"), ("watch", "rfid"),
+                  ("watch", "inception_weights")}
 
 
 @dataclass
@@ -75,30 +84,48 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 def _check_resume(config: TrainConfig, saved: dict) -> None:
     now, saved = json.loads(json.dumps(config.to_dict())), json.loads(json.dumps(saved))  # tuples -> lists
-    diffs = [f"{s}.{k}: {saved.get(s, {}).get(k)!r} -> {v!r}" for s, section in now.items() for k, v in section.items()
-             if (s, k) not in RESUME_IGNORES and saved.get(s, {}).get(k) != v]
+    defaults = json.loads(json.dumps(TrainConfig().to_dict()))  # a section older runs lack counts as its defaults
+    saved = {s: saved.get(s, defaults[s]) for s in now}
+    diffs = [f"{s}.{k}: {saved[s].get(k)!r} -> {v!r}" for s, section in now.items() for k, v in section.items()
+             if (s, k) not in RESUME_IGNORES and saved[s].get(k) != v]
     if diffs:
         raise ConfigError("--resume with a different config: " + "; ".join(diffs))
 
 
 def _open_data(config: TrainConfig, task: Task, ctx: dist_utils.DistContext):
-    dc = config.data
+    """(training batches, held-out items or None). Folders and shards are listed by rank 0 and broadcast."""
+    dc, seed, holdout = config.data, config.run.seed, config.watch.holdout
     if task.inputs == "tokens":
         path = Path(dc.tokens)
-        if not path.exists():
-            if ctx.is_main:  # pretokenize once, center crops (+ mirrors), then everyone reads the file
-                images = open_images(dc.source, task.image_size, dc.limit, config.run.seed, dc.strict)
-                pretokenize(task.tokenizer.to(ctx.device), images, path, flips=dc.hflip, strict=dc.strict)
-            dist_utils.barrier(ctx)
+        if not path.exists():  # every rank encodes its share (titok-train pretokenize does the same, separately)
+            listing = None if dc.source.startswith("builtin:") else dist_utils.broadcast_object(
+                ctx, list_source(dc.source) if ctx.is_main else None)
+            images = open_source(dc.source, task.image_size, seed, dc.strict, listing, prepare=adm_center_crop_arr,
+                                 builtin_count=(dc.limit or 64) + holdout)
+            pretokenize(task.tokenizer.to(ctx.device), images, path, ctx, "flip" if dc.hflip else "none",
+                        strict=dc.strict)
         data = TokenBatches(path)
+        data_all_tokens, data_all_labels = data.tokens, data.labels
         made_by = data.meta.get("titok_train.tokens.tokenizer")
         if made_by and made_by != task.tokenizer.preset:
             raise ConfigError(f"{path} holds codes of {made_by}, not of {task.tokenizer.preset}")
-        return data
-    size = task.image_size
-    images = open_images(dc.source, load_size(size, dc.random_crop, dc.crop_margin), dc.limit, config.run.seed,
-                         dc.strict)
-    return ImageBatches(images, size, dc.random_crop, dc.hflip, dc.strict)
+        # Rows of one image (its mirror, its crops) stay together, so no view of a held-out image is trained on.
+        views = int(data.meta.get("titok_train.tokens.views", "2" if data.meta.get("titok_train.tokens.flips") == "True"
+                                  else "1"))  # caches written before views were recorded: flips or none
+        images = range(len(data) // views)
+        train_imgs, held_imgs = split_holdout(images, dc.limit, holdout, seed, "cached images")
+        rows = torch.tensor(list(train_imgs.indices))[:, None] * views + torch.arange(views)
+        data.tokens, data.labels = data.tokens[rows.flatten()], data.labels[rows.flatten()]
+        if held_imgs is None:
+            return data, None
+        held_rows = (torch.tensor(list(held_imgs.indices))[:, None] * views + torch.arange(views)).flatten()
+        return data, TokenRows(data_all_tokens[held_rows], data_all_labels[held_rows])
+    size = load_size(task.image_size, dc.random_crop, dc.crop_margin)
+    listing = None if dc.source.startswith("builtin:") else dist_utils.broadcast_object(
+        ctx, list_source(dc.source) if ctx.is_main else None)
+    images = open_source(dc.source, size, seed, dc.strict, listing, builtin_count=(dc.limit or 64) + holdout)
+    train_images, held = split_holdout(images, dc.limit, holdout, seed)
+    return ImageBatches(train_images, task.image_size, dc.random_crop, dc.hflip, dc.strict), held
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -119,38 +146,43 @@ def preflight(config: TrainConfig, resume: bool = False) -> None:
                       ("model.tokenizer_weights", mc.tokenizer_weights)):
         if path and not Path(path).expanduser().exists():
             raise MissingFileError(f"{key}: not found: {path} (nothing is downloaded; give a local file)")
+    if config.watch.rfid:
+        load_image_metric("rfid")  # the harness's plug-in must be there before hours of training, not after
     if mc.task == "generator" and dc.tokens and Path(dc.tokens).is_file():
         return  # trains from the token cache; the images are not read
     if dc.source.startswith("builtin:"):
         if dc.source.removeprefix("builtin:") not in BUILTIN_SETS:
             raise DataError(f"unknown built-in image set {dc.source!r}; known: "
                             + ", ".join(f"builtin:{s}" for s in BUILTIN_SETS))
-    elif not Path(dc.source).expanduser().is_dir():
+    elif not Path(dc.source).expanduser().is_dir() and not is_shard_source(dc.source):
         raise DataError(f"data folder not found: {dc.source}")
-    if resume and not (Path(config.run.out) / ckpt_io.CHECKPOINT_NAME).is_file():
+    if resume and ckpt_io.newest(config.run.out) is None:
         raise MissingFileError(f"--resume: no checkpoint in {config.run.out}")
 
 
-def train(config: TrainConfig, resume: bool = False) -> TrainResult:
-    """Run (or, with `resume`, continue) the training `config` describes; under torchrun, on every rank."""
+def train(config: TrainConfig, resume: bool = False, on_gradients=None) -> TrainResult:
+    """Run (or, with `resume`, continue) the training `config` describes; under torchrun, on every rank.
+
+    `on_gradients(step, named_gradients)`, if given, sees the averaged, unscaled gradients of every step before
+    clipping (for tests that compare runs on the gradient itself, which clipping and AdamW would hide)."""
     config = resolve(config)
     ctx = dist_utils.setup(config.run.device)
     threads = torch.get_num_threads()
     try:
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
-        return _train(config, ctx, resume)
+        return _train(config, ctx, resume, on_gradients)
     finally:
         torch.set_num_threads(threads)  # a caller's setting survives an in-process run
         dist_utils.teardown(ctx)
 
 
-def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool) -> TrainResult:
-    rc, oc, lc, sc = config.run, config.optim, config.loss, config.schedule
+def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool, on_gradients=None) -> TrainResult:
+    rc, oc, lc, sc, wc = config.run, config.optim, config.loss, config.schedule, config.watch
     out = Path(rc.out)
-    ckpt_path = out / ckpt_io.CHECKPOINT_NAME
+    ckpt_path = ckpt_io.newest(out)
     saved = None
-    if ckpt_path.exists():
+    if ckpt_path is not None:
         if not resume:
             raise ConfigError(f"{out} already holds a checkpoint; pass --resume to continue it, or another run.out")
         saved = ckpt_io.load(ckpt_path)
@@ -159,7 +191,7 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool) -> Tr
 
     dist_utils.seed_all(rc.seed)  # same on every rank: identical initial weights
     task = build_task(config).to(device)
-    data = _open_data(config, task, ctx)
+    data, holdout = _open_data(config, task, ctx)
     order = GlobalOrder(len(data), oc.batch_size // oc.grad_accum, ctx.world_size, ctx.rank, rc.seed)
     disc = None
     if task.uses_discriminator and lc.adversarial_weight > 0 and lc.disc_start >= 0:
@@ -214,7 +246,7 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool) -> Tr
         states = dist_utils.all_gather_objects(ctx, ckpt_io.rng_state())
         if ctx.is_main:
             epoch, within = order.position(step * oc.grad_accum)
-            ckpt_io.save(ckpt_path, {
+            ckpt_io.save_rotating(out, {
                 "task": config.model.task, "preset": config.model.preset, "kind": task.kind,
                 "config": config.to_dict(), "step": step, "world_size": ctx.world_size,
                 "model": task.model.state_dict(), "ema": ema.state_dict() if ema else None,
@@ -224,13 +256,14 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool) -> Tr
                 "rng": states,
                 "data": {"seed": rc.seed, "dataset_size": len(data), "global_micro_batch": order.global_micro,
                          "micro_batches_done": step * oc.grad_accum, "epoch": epoch, "micro_batch_in_epoch": within},
-            })
-            save_checkpoint(task.model, out / "model.safetensors", task.kind)
+            }, config.ckpt.keep_last, config.ckpt.keep_every)
+            save_checkpoint(task.model, out / "model.safetensors", task.kind, export_meta)
             if ema is not None:
-                save_checkpoint(_ema_model(), out / "ema.safetensors", task.kind)
+                save_checkpoint(_ema_model(), out / "ema.safetensors", task.kind, export_meta)
         dist_utils.barrier(ctx)
 
     ema_copy: list[nn.Module] = []
+    export_meta = ckpt_io.trained_with(config, getattr(task, "tokenizer", None)) if ctx.is_main else {}
 
     def _ema_model() -> nn.Module:
         if ema is None:
@@ -240,7 +273,12 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool) -> Tr
         ema_copy[0].load_state_dict(ema.state_dict())
         return ema_copy[0].eval()
 
-    metrics = out / "metrics.jsonl"
+    run_log = RunLog(out, step, sc.steps, wc.tensorboard, ctx.is_main)
+    image_metric = None
+    if wc.rfid and task.kind == "tokenizer":
+        factory = load_image_metric("rfid")  # every rank: a missing plug-in stops all of them, not rank 0 alone
+        if ctx.is_main:
+            image_metric = factory(wc.inception_weights or None, device, out)
     history: list[dict] = []
     sums: dict[str, float] = {}
     n_logged, t_last = 0, time.perf_counter()
@@ -273,6 +311,8 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool) -> Tr
                     d_scaler.scale(d_loss / oc.grad_accum).backward()
                 parts["disc"] = parts.get("disc", 0.0) + d_loss.detach() / oc.grad_accum
         scaler.unscale_(opt)
+        if on_gradients is not None:
+            on_gradients(step, {n: p.grad.detach().clone() for n, p in task.named_parameters() if p.grad is not None})
         norm = torch.nn.utils.clip_grad_norm_(params, oc.grad_clip if oc.grad_clip > 0 else float("inf"))
         parts["grad_norm"] = norm.detach()
         parts["lr"] = opt.param_groups[0]["lr"]
@@ -302,17 +342,31 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool) -> Tr
             record = {"step": step, **dist_utils.mean_over_ranks(ctx, means),
                       "images_per_sec": n_logged * oc.batch_size / max(now - t_last, 1e-9)}
             history.append(record)
-            if ctx.is_main:
-                with metrics.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
-                log.info("step %d/%d  %s", step, sc.steps, "  ".join(
-                    f"{k} {v:.4g}" for k, v in record.items() if k != "step"))
+            run_log.train_record(record)
             sums, n_logged, t_last = {}, 0, time.perf_counter()
         if rc.image_every and step % rc.image_every == 0 and ctx.is_main:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 rows = task.preview(_ema_model(), batch)
+                if ema is not None and step <= wc.raw_grid_until:  # early on the EMA still shows the init
+                    rows += task.preview(task.model.eval(), batch)[-1:]
             save_grid(rows, out / "images" / f"step_{step:07d}.png")
+            task.train()
+        if wc.eval_every and step % wc.eval_every == 0 and ctx.is_main:
+            run_log.eval_record({"step": step, **_evaluate(task, _ema_model(), holdout, oc, device, dtype,
+                                                           image_metric)})
             task.train()
         if step % rc.ckpt_every == 0 or step == stop:
             checkpoint()
+    run_log.close()
     return TrainResult(out, step, task.model, ema.state_dict() if ema else None, history)
+
+
+def _evaluate(task: Task, model: nn.Module, holdout, oc, device: torch.device, dtype,
+              image_metric=None) -> dict[str, float]:
+    """Held-out metrics of `model` (the EMA when there is one: what the run exports)."""
+    batch = max(1, oc.batch_size // oc.grad_accum)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        if task.kind == "generator":
+            return evaluate_generator(model, holdout, batch, device, dtype)
+        return evaluate_tokenizer(model, holdout, task.image_size, batch, device, dtype,
+                                  image_metric.new() if image_metric is not None else None)
