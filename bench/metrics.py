@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from bench.inception import load_inception, require_torch_fidelity, sha256_of
-from bench.streaming import FeatureStore, RunningGaussian, RunningInceptionScore
+from bench.streaming import BootstrapGaussians, FeatureStore, RunningGaussian, RunningInceptionScore
 from titok.data.images import RESIZE_MODE, TensorImages, iter_image_batches
 from titok.errors import InputError
 
@@ -37,6 +37,7 @@ class MetricError(InputError, ValueError):
 class MetricsResult:
     values: dict[str, float]
     protocol: dict = field(default_factory=dict)
+    spreads: dict = field(default_factory=dict)  # {metric: {std, n, method}}: a value's own uncertainty
 
 
 @torch.no_grad()
@@ -131,12 +132,14 @@ class InceptionMetrics:
     size of the fake set, which the Inception Score's seeded split assignment needs (torch-fidelity's).
     `reference`: a statistics file (FID against it; KID and precision/recall too where it holds the features),
     or None when real images are added with `add_real`. `keep_fake_features` keeps the fake set's pool features
-    (`titok-bench stats --features`).
+    (`titok-bench stats --features`). `bootstrap` R >= 2 adds FID's sampling uncertainty (the std of R Poisson-
+    bootstrap replicates over images, bench.streaming.BootstrapGaussians) to the result's `spreads`, which
+    `titok-bench compare` judges FID changes against; 0 (the default) skips the R-fold covariance work.
     """
 
     def __init__(self, metrics=("fid", "isc"), *, inception_weights=None, device="cpu", reference=None,
                  num_fake: int | None = None, kid_subset_size: int = 1000, batch_size: int = 64,
-                 preparation: str | None = None, keep_fake_features: bool = False):
+                 preparation: str | None = None, keep_fake_features: bool = False, bootstrap: int = 0):
         unknown = set(metrics) - set(METRICS)
         if unknown:
             raise MetricError(f"unknown metrics {sorted(unknown)}; known: {', '.join(METRICS)}")
@@ -156,8 +159,13 @@ class InceptionMetrics:
             raise ValueError("the Inception Score needs num_fake (the size of the set) up front")
         self.extractor, self.info = load_inception(inception_weights, device)
         keep = bool({"kid", "prc"} & set(metrics))
-        self.fake = _FeatureSums("fid" in metrics, keep or keep_fake_features)
-        self.real = _FeatureSums("fid" in metrics and self.reference is None, keep and self.reference is None)
+        if bootstrap and (bootstrap < 2 or "fid" not in metrics):
+            raise MetricError(f"an FID bootstrap needs FID among the metrics and at least 2 replicates, got "
+                              f"{bootstrap} replicates for {sorted(metrics)}")
+        self.bootstrap = bootstrap if "fid" in metrics else 0
+        self.fake = _FeatureSums("fid" in metrics, keep or keep_fake_features, self.bootstrap)
+        self.real = _FeatureSums("fid" in metrics and self.reference is None, keep and self.reference is None,
+                                 self.bootstrap)
         self.preparation = preparation
         self.isc = RunningInceptionScore(num_fake, LOGITS_DIM) if "isc" in metrics and num_fake else None
         self.num_fake_announced = num_fake
@@ -176,6 +184,7 @@ class InceptionMetrics:
 
     def result(self) -> MetricsResult:
         values: dict[str, float] = {}
+        spreads: dict[str, dict] = {}
         if self.fake.n == 0:
             raise MetricError("no images to compute features from")
         protocol = {"extractor": self.info.as_protocol(), "resize": self.preparation or RESIZE_MODE,
@@ -193,6 +202,8 @@ class InceptionMetrics:
             else:
                 raise MetricError("FID needs real images or reference statistics")
             values["fid"] = frechet_distance(*self.fake.statistics(), mu2, sigma2)
+            if self.bootstrap:
+                spreads["fid"] = self._bootstrap_fid(mu2, sigma2)
         if "isc" in self.metrics:
             if self.fake.n < 10:
                 raise MetricError(f"the Inception Score uses 10 splits and needs at least 10 images, got {self.fake.n}")
@@ -210,7 +221,21 @@ class InceptionMetrics:
         bad = {k: v for k, v in values.items() if not np.isfinite(v)}
         if bad:  # never hand on a NaN or inf as if it were a measurement
             raise MetricError(f"metric values are not finite: {bad}")
-        return MetricsResult(_prefixed(values, self.info.standin), protocol)
+        return MetricsResult(_prefixed(values, self.info.standin), protocol, _prefixed(spreads, self.info.standin))
+
+    def _bootstrap_fid(self, mu2: np.ndarray, sigma2: np.ndarray) -> dict:
+        """FID of each bootstrap replicate (the real set's replicate of the same images when FID is against
+        images, the fixed statistics otherwise): their std is the FID's sampling uncertainty at this N."""
+        fids = []
+        for r in range(self.bootstrap):
+            if self.real.n:
+                mu2, sigma2 = self.real.bootstrap.statistics(r)
+            fids.append(frechet_distance(*self.fake.bootstrap.statistics(r), mu2, sigma2))
+        fids = np.asarray(fids)
+        if not np.isfinite(fids).all():
+            raise MetricError(f"bootstrap FIDs are not finite: {fids.tolist()}")
+        return {"std": float(fids.std(ddof=1)), "n": self.bootstrap, "mean": float(fids.mean()),
+                "method": "poisson-bootstrap over images"}
 
     def fake_statistics(self) -> tuple[np.ndarray, np.ndarray]:
         """(mu, sigma) of the fake set's pool features so far (what `titok-bench stats` writes)."""
@@ -240,8 +265,9 @@ class InceptionMetrics:
 class _FeatureSums:
     """One image set's pool features: running mean/covariance, a digest, and the features where pairs need them."""
 
-    def __init__(self, gaussian: bool, keep: bool):
+    def __init__(self, gaussian: bool, keep: bool, bootstrap: int = 0):
         self.gaussian = RunningGaussian(FEATURE_DIM) if gaussian else None
+        self.bootstrap = BootstrapGaussians(FEATURE_DIM, bootstrap) if gaussian and bootstrap else None
         self.store = FeatureStore() if keep else None
         self.hash = hashlib.sha256()
         self.n = 0
@@ -251,6 +277,8 @@ class _FeatureSums:
         self.hash.update(np.ascontiguousarray(pool, dtype=np.float32).tobytes())
         if self.gaussian is not None:
             self.gaussian.update(pool)
+        if self.bootstrap is not None:
+            self.bootstrap.update(pool)
         if self.store is not None:
             self.store.update(pool)
 
@@ -265,7 +293,7 @@ class _FeatureSums:
 
 def compute_image_metrics(fake, real=None, *, inception_weights=None, metrics=("fid", "isc"), batch_size: int = 64,
                           device="cpu", progress: bool = False, kid_subset_size: int = 1000,
-                          num_workers: int | None = None) -> MetricsResult:
+                          num_workers: int | None = None, bootstrap: int = 0) -> MetricsResult:
     """Metrics of `fake` images (uint8 tensor or Dataset) against `real` (images, or a statistics .npz).
 
     Keys: fid, isc_mean, isc_std, kid_mean, kid_std, precision, recall (each `standin_`-prefixed with a stand-in
@@ -279,7 +307,8 @@ def compute_image_metrics(fake, real=None, *, inception_weights=None, metrics=("
         real = TensorImages(real)
     stats_file = real if isinstance(real, (str, Path)) else None
     acc = InceptionMetrics(metrics, inception_weights=inception_weights, device=device, reference=stats_file,
-                           num_fake=len(fake), kid_subset_size=kid_subset_size, batch_size=batch_size)
+                           num_fake=len(fake), kid_subset_size=kid_subset_size, batch_size=batch_size,
+                           bootstrap=bootstrap)
     for batch, _ in iter_image_batches(fake, batch_size, progress, "inception (fake)", num_workers):
         acc.add_fake(batch)
     if real is not None and stats_file is None:

@@ -11,6 +11,8 @@ Each accumulator takes one batch at a time and keeps only sums and counts; the i
 - `FeatureStore`: KID and precision/recall compare every feature with every other, so they cannot stream;
   with those metrics the pool features are kept as float32 (8 KB per image, 400 MB at 50,000): the one
   documented exception, paid only when KID or precision/recall is asked for.
+- `BootstrapGaussians`: R Poisson-bootstrap replicates of `RunningGaussian`, streamed, for an uncertainty of
+  FID (opt-in: R times the covariance work and R x 32 MB).
 - `RunningPixelMetrics`: PSNR and SSIM sums over image pairs.
 - `CodebookUsage`: code counts of a VQ tokenizer, reported as the TiTok release's evaluator does
   (bytedance/1d-tokenizer `evaluator/evaluator.py`: usage = distinct codes / codebook size, entropy in bits
@@ -52,6 +54,73 @@ class RunningGaussian:
         if self.n < 2:
             raise ValueError(f"covariance needs at least 2 samples, got {self.n}")
         return self.mean.copy(), self.m2 / (self.n - 1)
+
+
+BOOTSTRAP_STREAM = 2  # counter-hash stream of the bootstrap weights (sampling noise uses streams 0 and 1)
+# P(K <= k) for K ~ Poisson(1), k = 0..11; a uniform above the last entry (p < 2e-9) counts as 12.
+_POISSON1_CDF = np.cumsum([math.exp(-1) / math.factorial(k) for k in range(12)])
+
+
+def poisson1_weights(first_index: int, count: int, replicates: int, seed: int = 0) -> np.ndarray:
+    """(replicates, count) Poisson(1) counts for the images first_index .. first_index + count - 1.
+
+    Each count is a function of (seed, image index, replicate) only, drawn from the counter hash of the sampling
+    noise (titok.generators.noise): the replicates do not depend on how the set was batched, sharded or ordered
+    in time, and a rerun gives the same uncertainty. Poisson(1) counts are the streaming form of resampling with
+    replacement (Hanley & MacGibbon 2006; Chamandy et al. 2012, "the Poisson bootstrap"): each image enters a
+    replicate K ~ Poisson(1) times, so no replicate needs the whole set at once.
+    """
+    from titok.generators.noise import counter_uniforms, seed_tensor
+
+    seeds = seed_tensor([(seed << 32) + first_index + i for i in range(count)], "cpu")
+    u = counter_uniforms(seeds, BOOTSTRAP_STREAM, 0, 1, replicates)[:, 0, :].double().numpy()  # (count, R)
+    return np.searchsorted(_POISSON1_CDF, u, side="right").T.astype(np.float64)
+
+
+class BootstrapGaussians:
+    """R bootstrap replicates of a streamed mean and covariance: replicate r weights image i by a Poisson(1)
+    count (`poisson1_weights`), and keeps the weighted Chan merge of `RunningGaussian`.
+
+    The sets an FID compares are resampled by image index: a reconstruction and its original share their index
+    and so their weight (a paired bootstrap, as rFID's two sets are paired); a set compared with a statistics file
+    is resampled alone (the file is fixed). The spread of the replicates' FIDs estimates the sampling error of the
+    FID from this many images; it says nothing of FID's bias at small N (see README "Regression tracking").
+    Cost: per batch of B, R weighted (D, B) x (B, D) products; memory R x D x D float64 (32 MB each at D=2048).
+    """
+
+    def __init__(self, dim: int, replicates: int, seed: int = 0):
+        if replicates < 2:
+            raise ValueError(f"a bootstrap needs at least 2 replicates, got {replicates}")
+        self.replicates, self.seed, self.seen = replicates, seed, 0
+        self.weight = np.zeros(replicates, np.float64)
+        self.mean = np.zeros((replicates, dim), np.float64)
+        self.m2 = np.zeros((replicates, dim, dim), np.float64)
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, np.float64)
+        nb = x.shape[0]
+        if nb == 0:
+            return
+        weights = poisson1_weights(self.seen, nb, self.replicates, self.seed)  # (R, B)
+        self.seen += nb
+        for r, w in enumerate(weights):
+            wb = w.sum()
+            if wb == 0:
+                continue
+            mean_b = w @ x / wb
+            xc = x - mean_b
+            m2_b = (xc * w[:, None]).T @ xc
+            delta = mean_b - self.mean[r]
+            total = self.weight[r] + wb
+            self.m2[r] += m2_b + np.outer(delta, delta) * (self.weight[r] * wb / total)
+            self.mean[r] += delta * (wb / total)
+            self.weight[r] = total
+
+    def statistics(self, r: int) -> tuple[np.ndarray, np.ndarray]:
+        """(mu, sigma) of replicate r, with the frequency-weight form of `np.cov`'s N-1 normalisation."""
+        if self.weight[r] < 2:
+            raise ValueError(f"bootstrap replicate {r} drew fewer than 2 images")
+        return self.mean[r].copy(), self.m2[r] / (self.weight[r] - 1)
 
 
 def isc_split_of_index(num_images: int, splits: int = 10, rng_seed: int = 2020) -> np.ndarray:

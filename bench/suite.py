@@ -48,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "reference": "",  # gen: statistics .npz of the real images (ADM's VIRTUAL_imagenet256_labeled.npz); stats: output
     "preparation": "",  # recon/stats: how real images are made S x S (titok/data/prepare.py); "" = the default (ADM's)
     "image_size": 256,  # stats: the size real images are prepared to
+    "fid_bootstrap": 0,  # recon/gen: R >= 2 Poisson-bootstrap replicates give FID a recorded std (compare uses it)
     "features": False,  # stats: also store the pool features (precision/recall and KID against the file need them)
     "num_samples": 50000,
     "seed": 0,

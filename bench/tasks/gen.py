@@ -209,13 +209,14 @@ def run_gen(spec: RunSpec, ctx: RunContext) -> None:
         samples.files = [sample_path(sample_dir, i) for i in range(n)]
         r = compute_image_metrics(samples, s["reference"] or None, inception_weights=inception_weights,
                                   metrics=metrics, batch_size=s["eval_batch_size"], device=ctx.device,
-                                  progress=ctx.progress)
+                                  progress=ctx.progress, bootstrap=s["fid_bootstrap"])
         values = {k.replace("fid", "gfid"): v for k, v in r.values.items()}
+        spreads = {k.replace("fid", "gfid"): v for k, v in r.spreads.items()} or None
         values.update({"sampling_wall_s": sampled - start, "eval_wall_s": time.perf_counter() - sampled,
                        **memory.read()})
         protocol = {**r.protocol, "num_samples": n, "seed": s["seed"], "resolution": tok.image_size,
                     "class_balanced": True, "sampling": {**gen.sampling.to_dict(), **s["sampling"]},
                     "tokenizer": tok.preset, "tokenizer_weights": tok_tag,
                     "reference_protocol": reference_protocol or None}
-        ctx.emit(model=preset, task="gen", metrics=values, protocol=protocol, weights_tag=tag)
+        ctx.emit(model=preset, task="gen", metrics=values, protocol=protocol, weights_tag=tag, spreads=spreads)
         free(gen, tok)

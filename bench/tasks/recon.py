@@ -50,7 +50,8 @@ def run_recon(spec: RunSpec, ctx: RunContext) -> None:
         pixels = RunningPixelMetrics(tuple(s["metrics"]))
         usage = CodebookUsage(tok.codebook_size) if tok.is_vq else None
         inception = (InceptionMetrics(inception_metrics, inception_weights=inception_for(s, ctx), device=ctx.device,
-                                      batch_size=s["eval_batch_size"], preparation=data.preparation)
+                                      batch_size=s["eval_batch_size"], preparation=data.preparation,
+                                      bootstrap=s["fid_bootstrap"])
                      if inception_metrics else None)
         for real, _ in iter_image_batches(data, s["eval_batch_size"], ctx.progress, desc=f"recon {preset}"):
             codes, rec = encode_decode(tok, real)
@@ -69,12 +70,14 @@ def run_recon(spec: RunSpec, ctx: RunContext) -> None:
         metrics = {**pixels.result(), "eval_wall_s": time.perf_counter() - start, **memory.read()}
         if usage is not None:
             metrics.update(usage.result())
+        spreads = None
         protocol = {"data": s["data"], "num_images": pixels.n, "resolution": tok.image_size, "skipped": skipped,
                     "preparation": data.preparation}
         if inception is not None:
             r = inception.result()
             # Reconstruction FID is rFID: fid -> rfid, standin_fid -> standin_rfid.
             metrics.update({k.replace("fid", "rfid"): v for k, v in r.values.items()})
+            spreads = {k.replace("fid", "rfid"): v for k, v in r.spreads.items()} or None
             protocol.update(r.protocol)
-        ctx.emit(model=preset, task="recon", metrics=metrics, protocol=protocol, weights_tag=tag)
+        ctx.emit(model=preset, task="recon", metrics=metrics, protocol=protocol, weights_tag=tag, spreads=spreads)
         free(tok)
