@@ -10,7 +10,7 @@ silently corrupt a tokenizer's codes and the stage-1 teacher's (MaskGIT-VQGAN, s
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +26,11 @@ class QuantizerOutput:
 
 
 def full_precision(t: torch.Tensor) -> AbstractContextManager:
-    """Autocast off on `t`'s device: what runs inside computes in the dtype of its inputs (float32 here)."""
+    """Autocast off on `t`'s device: what runs inside computes in the dtype of its inputs (float32 here).
+
+    Meta tensors (FLOP counting) have no autocast to switch off."""
+    if t.device.type == "meta":
+        return nullcontext()
     return torch.autocast(device_type=t.device.type, enabled=False)
 
 
@@ -59,7 +63,8 @@ class VectorQuantizer(nn.Module):
             raise TypeError(f"codes must be integer, got {codes.dtype}")
         # The range check reads values back to Python; under torch.compile that would split the graph, and the
         # embedding lookup itself refuses an out-of-range index there.
-        checked = codes.numel() and not torch.compiler.is_compiling()
+        # Meta tensors (FLOP counting) hold no values to check.
+        checked = codes.numel() and not codes.is_meta and not torch.compiler.is_compiling()
         if checked and (int(codes.min()) < 0 or int(codes.max()) >= self.num_codes):
             lo, hi = int(codes.min()), int(codes.max())
             raise ValueError(f"codes out of range [0, {self.num_codes}): min {lo}, max {hi}")

@@ -1,6 +1,7 @@
 """The one training loop of the project, for every task (titok/train/tasks.py): data order, gradient
-accumulation, DistributedDataParallel, autocast (bf16/fp16 on CUDA), clipping, EMA, the optional PatchGAN
-discriminator step, atomic checkpoints with bit-for-bit resume, JSON-lines logs and progress grids.
+accumulation, DistributedDataParallel, autocast (bf16/fp16 on CUDA), clipping, EMA, the release's discriminator
+step (hinge + LeCam, float32, its own cosine schedule from loss.disc_start), atomic checkpoints with bit-for-bit
+resume, JSON-lines logs and progress grids.
 
 Outputs in `run.out`: config.json (the resolved config), metrics.jsonl, checkpoint.pt, model.safetensors and
 ema.safetensors (self-describing, loadable with titok.load_tokenizer / load_generator), images/step_*.png.
@@ -37,8 +38,9 @@ from titok.train.data import (
     open_images,
     pretokenize,
 )
+from titok.train.discriminator import LeCamEMA, NLayerDiscriminator, hinge_d_loss
 from titok.train.grids import save_grid
-from titok.train.losses import PatchDiscriminator, hinge_d_loss
+from titok.train.param_groups import weight_decay_groups
 from titok.train.tasks import Task, build_task, resolve
 
 log = logging.getLogger(__name__)
@@ -115,8 +117,11 @@ def preflight(config: TrainConfig, resume: bool = False) -> None:
     for name in (mc.teacher, mc.tokenizer):
         if name:
             get_spec("tokenizer", name)
+    lc = config.loss
     for key, path in (("model.init_weights", mc.init_weights), ("model.teacher_weights", mc.teacher_weights),
-                      ("model.tokenizer_weights", mc.tokenizer_weights)):
+                      ("model.tokenizer_weights", mc.tokenizer_weights), ("loss.convnext_weights", lc.convnext_weights),
+                      ("loss.lpips_vgg_weights", lc.lpips_vgg_weights),
+                      ("loss.lpips_heads_weights", lc.lpips_heads_weights)):
         if path and not Path(path).expanduser().exists():
             raise MissingFileError(f"{key}: not found: {path} (nothing is downloaded; give a local file)")
     if mc.task == "generator" and dc.tokens and Path(dc.tokens).is_file():
@@ -163,16 +168,21 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool) -> Tr
     order = GlobalOrder(len(data), oc.batch_size // oc.grad_accum, ctx.world_size, ctx.rank, rc.seed)
     disc = None
     if task.uses_discriminator and lc.adversarial_weight > 0 and lc.disc_start >= 0:
-        disc = PatchDiscriminator(lc.disc_channels, lc.disc_layers).to(device)
+        disc = NLayerDiscriminator(lc.disc_channels, lc.disc_layers).to(device)
+    lecam = LeCamEMA(lc.lecam_decay).to(device) if disc is not None and lc.lecam_weight > 0 else None
 
     params = task.trainable_parameters()
-    opt = torch.optim.AdamW(params, lr=oc.lr, betas=oc.betas, weight_decay=oc.weight_decay)
+    opt = torch.optim.AdamW(task.param_groups(oc.weight_decay), lr=oc.lr, betas=oc.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, sc.steps, sc.warmup_steps, oc.lr, sc.end_lr))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    d_opt = d_scaler = None
+    d_opt = d_scaler = d_sched = None
     if disc is not None:
-        d_opt = torch.optim.AdamW(disc.parameters(), lr=oc.disc_lr, betas=oc.betas, weight_decay=oc.weight_decay)
+        d_opt = torch.optim.AdamW(weight_decay_groups(disc.named_parameters(), oc.weight_decay), lr=oc.disc_lr,
+                                  betas=oc.betas)
+        # As the release: warm-up and cosine decay of their own, counted in discriminator steps from disc_start.
+        d_sched = torch.optim.lr_scheduler.LambdaLR(
+            d_opt, lambda s: lr_factor(s, sc.steps - lc.disc_start, sc.warmup_steps, oc.lr, sc.end_lr))
         d_scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     ema = ckpt_io.EMA(task.model, oc.ema_decay) if oc.ema_decay > 0 else None
 
@@ -187,6 +197,9 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool) -> Tr
         if disc is not None and saved.get("disc") is not None:
             disc.load_state_dict(saved["disc"])
             d_opt.load_state_dict(saved["disc_optimizer"])
+            d_sched.load_state_dict(saved["disc_scheduler"])
+            if lecam is not None:
+                lecam.load_state_dict(saved["lecam"])
         step = int(saved["step"])
         states = saved["rng"]
         if len(states) != ctx.world_size:
@@ -221,6 +234,8 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool) -> Tr
                 "disc": disc.state_dict() if disc is not None else None,
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                 "disc_optimizer": d_opt.state_dict() if d_opt is not None else None,
+                "disc_scheduler": d_sched.state_dict() if d_sched is not None else None,
+                "lecam": lecam.state_dict() if lecam is not None else None,
                 "rng": states,
                 "data": {"seed": rc.seed, "dataset_size": len(data), "global_micro_batch": order.global_micro,
                          "micro_batches_done": step * oc.grad_accum, "epoch": epoch, "micro_batch_in_epoch": within},
@@ -251,6 +266,7 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool) -> Tr
     while step < stop:
         adversarial = disc is not None and step >= lc.disc_start
         parts: dict[str, float] = {}
+        logit_means = torch.zeros(2, device=device)  # mean real, fake discriminator logits over this step
         for micro in range(oc.grad_accum):
             batch = _to(next(batches), device)
             last = micro == oc.grad_accum - 1
@@ -267,11 +283,16 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool) -> Tr
                 disc.requires_grad_(True)
                 d_sync = contextlib.nullcontext() if (last or not ctx.distributed) else d_model.no_sync()
                 with d_sync:
-                    with autocast_context(device, dtype):
-                        logits = d_model(torch.cat([result.real, result.fake.detach()]))  # real and fake: one pass
-                        d_loss = hinge_d_loss(*logits.chunk(2))
+                    # real and fake in one pass; the discriminator computes in float32 whatever the autocast
+                    real_logits, fake_logits = d_model(torch.cat([result.real, result.fake.detach()])).chunk(2)
+                    d_loss = hinge_d_loss(real_logits, fake_logits)
+                    if lecam is not None:
+                        reg = lecam.loss(real_logits, fake_logits)
+                        d_loss = d_loss + lc.lecam_weight * reg
+                        parts["lecam"] = parts.get("lecam", 0.0) + reg.detach() / oc.grad_accum
                     d_scaler.scale(d_loss / oc.grad_accum).backward()
                 parts["disc"] = parts.get("disc", 0.0) + d_loss.detach() / oc.grad_accum
+                logit_means += torch.stack([real_logits.detach().mean(), fake_logits.detach().mean()]) / oc.grad_accum
         scaler.unscale_(opt)
         norm = torch.nn.utils.clip_grad_norm_(params, oc.grad_clip if oc.grad_clip > 0 else float("inf"))
         parts["grad_norm"] = norm.detach()
@@ -287,6 +308,13 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool) -> Tr
             d_scaler.step(d_opt)
             d_scaler.update()
             d_opt.zero_grad(set_to_none=True)
+            d_sched.step()
+            parts["logits_real"], parts["logits_fake"] = logit_means[0], logit_means[1]
+            if lecam is not None:  # every rank moves its EMAs by the global means, so all hold the same state
+                if ctx.distributed:
+                    torch.distributed.all_reduce(logit_means)
+                    logit_means /= ctx.world_size
+                lecam.update(logit_means[0], logit_means[1])
         if ema is not None:
             ema.update(task.model)
         step += 1
