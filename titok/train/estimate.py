@@ -140,7 +140,8 @@ def report(est: Estimate, gpu: str, utilisation: float, num_gpus: int, name: str
     lines += [f"  FLOPs per step: {est.flops_per_step / 1e15:,.2f} PFLOP",
               f"  total: {est.total_flops / 1e18:,.1f} EFLOP",
               f"  {gpu} at {utilisation:.0%} of its dense {est.precision} peak ({peak / 1e12:,.0f} TFLOP/s): "
-              f"{hours:,.0f} GPU-hours = {hours / num_gpus / 24:,.1f} days on {num_gpus} GPUs"]
+              f"{hours:,.0f} GPU-hours = {hours / num_gpus:,.1f} hours ({hours / num_gpus / 24:,.1f} days) "
+              f"on {num_gpus} GPUs"]
     if est.note:
         lines.append(f"  note: {est.note}")
     return "\n".join(lines)
