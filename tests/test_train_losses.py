@@ -148,9 +148,11 @@ def _lpips_standin(folder, seed=0):
     return vgg_path, heads_path
 
 
-def test_lpips_from_files_by_hand(tmp_path):
+def test_lpips_from_files_by_hand(tmp_path, caplog):
     vgg_path, heads_path = _lpips_standin(tmp_path)
-    net = LPIPS.from_files(vgg_path, heads_path)
+    with caplog.at_level("WARNING", logger="titok.train.perceptual"):
+        net = LPIPS.from_files(vgg_path, heads_path)
+    assert "is not torchvision's vgg16 weights" in caplog.text  # a stand-in loads, and is called what it is
     g = torch.Generator().manual_seed(1)
     x, y = torch.rand(2, 3, 32, 32, generator=g), torch.rand(2, 3, 32, 32, generator=g)
     d = net(x, y)

@@ -196,7 +196,8 @@ def test_estimate_cli(capsys):
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "global batch 2048, 500,000 steps, bf16" in out and "GFLOP" in out
-    assert re.search(r"A100 at 50% of its dense bf16 peak \(312 TFLOP/s\): [\d,]+ GPU-hours = [\d.,]+ hours \([\d.,]+ days\) on 32", out)
+    assert re.search(r"A100 at 50% of its dense bf16 peak \(312 TFLOP/s\): [\d,]+ GPU-hours = "
+                     r"[\d.,]+ hours \([\d.,]+ days\) on 32", out)
     est = estimate(apply_overrides(load_recipe("titok_s128_generator"), ["data.tokens=cache.safetensors"]))
     assert f"{est.gpu_hours('A100', 0.5):,.0f} GPU-hours" in out
     assert cli.main([*args[:4], "--gpu", "B200"]) == 2

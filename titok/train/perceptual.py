@@ -15,6 +15,8 @@ Weights files (nothing is downloaded; give the paths):
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from pathlib import Path
 
 import torch
@@ -25,6 +27,9 @@ from titok.errors import MissingFileError
 from titok.quantizer import full_precision
 from titok.weights import WeightsError, read_weights
 
+log = logging.getLogger(__name__)
+# sha256 of the canonical files (torchvision's file names carry the first 8 hex digits).
+CANONICAL_SHA256_PREFIX = {"convnext": "0c510722", "vgg16": "397923af"}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 LPIPS_SHIFT, LPIPS_SCALE = (-0.030, -0.088, -0.188), (0.458, 0.448, 0.450)  # LPIPS' input scaling, images in [-1, 1]
 # VGG16 "D" conv widths, "M" = max-pool; LPIPS taps relu1_2, relu2_2, relu3_3, relu4_3, relu5_3.
@@ -41,6 +46,18 @@ def _read(path: str | Path, key: str, what: str) -> dict[str, torch.Tensor]:
                                f"or the README's Training section for where to get it)")
     sd, _ = read_weights(path)
     return sd
+
+
+def _warn_unless_canonical(path: str | Path, which: str) -> None:
+    """A file other than torchvision's (a stand-in, a fine-tuned net) loads, but the loss is not the release's."""
+    digest = hashlib.sha256()
+    with open(Path(path).expanduser(), "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    want = CANONICAL_SHA256_PREFIX[which]
+    if not digest.hexdigest().startswith(want):
+        log.warning("%s is not torchvision's %s weights (sha256 %s..., expected %s...): the perceptual loss will "
+                    "differ from the release's", path, which, digest.hexdigest()[:8], want)
 
 
 def _load_exact(net: nn.Module, sd: dict[str, torch.Tensor], path: str | Path, what: str) -> None:
@@ -106,6 +123,7 @@ class ConvNeXtSmall(nn.Module):
         net = cls()
         _load_exact(net, _read(path, key, "ConvNeXt-S weights (torchvision convnext_small-0c510722.pth)"), path,
                     "a torchvision ConvNeXt-S state dict")
+        _warn_unless_canonical(path, "convnext")
         return net.eval().requires_grad_(False)
 
 
@@ -152,6 +170,7 @@ class LPIPS(nn.Module):
         vgg = _read(vgg_path, "loss.lpips_vgg_weights", "VGG16 weights (torchvision vgg16-397923af.pth)")
         _load_exact(net.vgg, {k: v for k, v in vgg.items() if k.startswith("features.")}, vgg_path,
                     "a torchvision VGG16 state dict")
+        _warn_unless_canonical(vgg_path, "vgg16")
         heads = _read(heads_path, "loss.lpips_heads_weights", "LPIPS linear heads (the lpips package's vgg.pth)")
         # Accept both layouts of the heads: with the dropout at index 0 (model.1) or without it (model.0).
         renamed = {}
