@@ -204,6 +204,9 @@ def test_perceptual_mix_by_hand_in_float32(tmp_path):
         assert loss(x, y).dtype == torch.float32
     alone = PerceptualLoss(None, convnext, 0.0, 1.0)  # stage 2's "convnext_s"
     torch.testing.assert_close(alone(x, y), convnext_mse, rtol=1e-5, atol=1e-7)
+    recon = x.clone().requires_grad_()  # gradients reach the reconstruction, never the target's frozen pass
+    loss(recon, y).backward()
+    assert recon.grad.abs().sum() > 0 and y.grad is None
 
 
 @pytest.mark.slow

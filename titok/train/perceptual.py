@@ -67,6 +67,15 @@ def _load_exact(net: nn.Module, sd: dict[str, torch.Tensor], path: str | Path, w
     net.load_state_dict({k: sd[k] for k in net.state_dict()})
 
 
+def _features(net, x: torch.Tensor, y: torch.Tensor):
+    """net(x), net(y); y (the real image) without a graph when it needs no gradient: the frozen network's
+    activations for it are not kept and no backward runs through them (half the memory and backward work of one
+    concatenated pass)."""
+    with torch.set_grad_enabled(torch.is_grad_enabled() and y.requires_grad):
+        fy = net(y)
+    return net(x), fy
+
+
 # ------------------------------------------------------------------------------------------- ConvNeXt-S
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of a (B, C, H, W) map."""
@@ -183,12 +192,12 @@ class LPIPS(nn.Module):
         return net.eval().requires_grad_(False)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
-        h = (torch.cat([x, y]) * 2 - 1 - self.shift) / self.scale  # (2B, 3, H, W): one pass for both
-        total = h.new_zeros(b)
-        for feat, lin in zip(self.vgg(h), self.lins, strict=True):
-            f = feat / (feat.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)  # unit norm over channels
-            total = total + lin((f[:b] - f[b:]).pow(2)).mean((1, 2, 3))
+        fx, fy = _features(lambda t: self.vgg((t * 2 - 1 - self.shift) / self.scale), x, y)
+        total = x.new_zeros(x.shape[0])
+        for a, b, lin in zip(fx, fy, self.lins, strict=True):
+            a = a / (a.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)  # unit norm over channels
+            b = b / (b.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+            total = total + lin((a - b).pow(2)).mean((1, 2, 3))
         return total
 
 
@@ -209,10 +218,11 @@ class PerceptualLoss(nn.Module):
         self.requires_grad_(False)
 
     def convnext_distance(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
-        h = F.interpolate(torch.cat([x, y]), size=224, mode="bilinear", align_corners=False, antialias=True)
-        logits = self.convnext((h - self.mean) / self.std)  # (2B, 1000)
-        return F.mse_loss(logits[:b], logits[b:])
+        def logits(t: torch.Tensor) -> torch.Tensor:  # (B, 1000)
+            t = F.interpolate(t, size=224, mode="bilinear", align_corners=False, antialias=True)
+            return self.convnext((t - self.mean) / self.std)
+
+        return F.mse_loss(*_features(logits, x, y))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with full_precision(x):
