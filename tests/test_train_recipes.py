@@ -204,3 +204,37 @@ def test_estimate_cli(capsys):
     assert "known GPUs: A100, H100" in capsys.readouterr().err
     with pytest.raises(ConfigError):
         peak_flops("H100", "int8")
+
+
+# ------------------------------------------------------------------------------------------- distributed GAN
+@pytest.mark.slow
+def test_two_processes_equal_one_with_the_discriminator_and_lecam(tmp_path):
+    """The discriminator's DDP step, LeCam on the global micro-batch's means and its EMAs: 2 processes = 1 (~40 s)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    args = ["--schedule.steps=3", "--optim.batch_size=8", "--data.limit=16", "--optim.lr=1e-3", "--run.log_every=1",
+            "--run.image_every=0", "--run.threads=1", "--loss.disc_start=1", "--loss.disc_channels=32",
+            "--loss.disc_layers=2", "--loss.lecam_weight=0.5", "--optim.disc_lr=1e-3"]
+    assert cli.main([f"--run.out={tmp_path / 'one'}", *args]) == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           "-m", "titok.train.cli", f"--run.out={tmp_path / 'two'}", *args]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    one, two = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("one", "two"))
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=5e-5, msg=k)
+    a, b = (ckpt_io.load(tmp_path / d / "checkpoint.pt") for d in ("one", "two"))
+    for k in a["disc"]:
+        torch.testing.assert_close(b["disc"][k], a["disc"][k], rtol=1e-4, atol=5e-5, msg=k)
+    for k in ("ema_real", "ema_fake"):
+        assert a["lecam"][k].item() != 0.0
+        torch.testing.assert_close(b["lecam"][k], a["lecam"][k], rtol=1e-4, atol=1e-7, msg=k)

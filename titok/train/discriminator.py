@@ -8,7 +8,8 @@ from `channels` (128), an adaptive max-pool to 16x16 and two convs to a (B, 1, 1
 
 LeCam regularisation (Tseng et al., CVPR 2021) keeps the discriminator's mean logits near an EMA of the other
 side's: relu(mean_real - ema_fake)^2 + relu(ema_real - mean_fake)^2, weighted 0.001 in the release, with EMAs of
-decay 0.999 starting from 0. The EMAs are averaged over processes so every rank holds the same state.
+decay 0.999 starting from 0. The release takes the means over each GPU's batch; the loop takes them over the global
+micro-batch (all processes), so a run means the same at any process count, and every rank holds the same EMAs.
 """
 
 from __future__ import annotations
@@ -96,11 +97,12 @@ class LeCamEMA(nn.Module):
         self.register_buffer("ema_real", torch.zeros(()))
         self.register_buffer("ema_fake", torch.zeros(()))
 
-    def loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-        return lecam_loss(real_logits.float().mean(), fake_logits.float().mean(), self.ema_real, self.ema_fake)
+    def loss(self, real_mean: torch.Tensor, fake_mean: torch.Tensor) -> torch.Tensor:
+        """LeCam of this micro-batch's mean real and fake logits (scalars) against the EMAs before this step."""
+        return lecam_loss(real_mean, fake_mean, self.ema_real, self.ema_fake)
 
     @torch.no_grad()
     def update(self, real_mean: torch.Tensor, fake_mean: torch.Tensor) -> None:
-        """Move the EMAs toward this step's mean logits (already averaged over processes by the caller)."""
+        """Move the EMAs toward this step's mean logits (over all processes and micro-batches)."""
         self.ema_real.mul_(self.decay).add_(real_mean.float() * (1 - self.decay))
         self.ema_fake.mul_(self.decay).add_(fake_mean.float() * (1 - self.decay))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed.nn as dist_nn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -286,13 +287,16 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool) -> Tr
                     # real and fake in one pass; the discriminator computes in float32 whatever the autocast
                     real_logits, fake_logits = d_model(torch.cat([result.real, result.fake.detach()])).chunk(2)
                     d_loss = hinge_d_loss(real_logits, fake_logits)
+                    means = torch.stack([real_logits.float().mean(), fake_logits.float().mean()])
                     if lecam is not None:
-                        reg = lecam.loss(real_logits, fake_logits)
+                        if ctx.distributed:  # the global micro-batch's means: N processes compute what one does
+                            means = dist_nn.all_reduce(means) / ctx.world_size
+                        reg = lecam.loss(means[0], means[1])
                         d_loss = d_loss + lc.lecam_weight * reg
                         parts["lecam"] = parts.get("lecam", 0.0) + reg.detach() / oc.grad_accum
                     d_scaler.scale(d_loss / oc.grad_accum).backward()
                 parts["disc"] = parts.get("disc", 0.0) + d_loss.detach() / oc.grad_accum
-                logit_means += torch.stack([real_logits.detach().mean(), fake_logits.detach().mean()]) / oc.grad_accum
+                logit_means += means.detach() / oc.grad_accum
         scaler.unscale_(opt)
         norm = torch.nn.utils.clip_grad_norm_(params, oc.grad_clip if oc.grad_clip > 0 else float("inf"))
         parts["grad_norm"] = norm.detach()
@@ -310,10 +314,7 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool) -> Tr
             d_opt.zero_grad(set_to_none=True)
             d_sched.step()
             parts["logits_real"], parts["logits_fake"] = logit_means[0], logit_means[1]
-            if lecam is not None:  # every rank moves its EMAs by the global means, so all hold the same state
-                if ctx.distributed:
-                    torch.distributed.all_reduce(logit_means)
-                    logit_means /= ctx.world_size
+            if lecam is not None:  # global means: every rank's EMAs hold the same state
                 lecam.update(logit_means[0], logit_means[1])
         if ema is not None:
             ema.update(task.model)
