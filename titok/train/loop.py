@@ -199,6 +199,7 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool) -> Tr
             disc.load_state_dict(saved["disc"])
             d_opt.load_state_dict(saved["disc_optimizer"])
             d_sched.load_state_dict(saved["disc_scheduler"])
+            d_scaler.load_state_dict(saved["disc_scaler"])
             if lecam is not None:
                 lecam.load_state_dict(saved["lecam"])
         step = int(saved["step"])
@@ -236,6 +237,7 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool) -> Tr
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                 "disc_optimizer": d_opt.state_dict() if d_opt is not None else None,
                 "disc_scheduler": d_sched.state_dict() if d_sched is not None else None,
+                "disc_scaler": d_scaler.state_dict() if d_scaler is not None else None,
                 "lecam": lecam.state_dict() if lecam is not None else None,
                 "rng": states,
                 "data": {"seed": rc.seed, "dataset_size": len(data), "global_micro_batch": order.global_micro,
