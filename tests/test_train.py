@@ -19,7 +19,7 @@ from titok.train import cli
 from titok.train.config import ConfigError, TrainConfig, apply_overrides
 from titok.train.data import GlobalOrder
 from titok.train.loop import lr_factor, train
-from titok.train.losses import VGGPerceptual, arccos_masks
+from titok.train.losses import arccos_masks
 
 
 def make_config(out, *overrides: str) -> TrainConfig:
@@ -59,7 +59,9 @@ def test_cli_bad_input_is_exit_2(tmp_path, capsys):
         ([f"--data.source={tmp_path / 'missing'}"], "data folder not found"),
         (["--model.preset=titok_nosuch"], "unknown titok tokenizer preset 'titok_nosuch'; known:"),
         (["--optim.nosuch=1"], "known keys of [optim]"),
-        (["--loss.perceptual_weights=/nonexistent/vgg16.pth", "--schedule.steps=1"], "/nonexistent/vgg16.pth"),
+        (["--loss.perceptual_weight=0.1", "--loss.convnext_weights=/nonexistent/convnext_small.pth"],
+         "loss.convnext_weights: not found: /nonexistent/convnext_small.pth"),
+        (["--loss.perceptual_weight=0.1"], "needs loss.convnext_weights"),
         (["positional"], "unexpected argument"),
     ]
     for args, message in cases:
@@ -122,7 +124,8 @@ def test_generator_masked_ce_falls(tiny_vq_run, tmp_path):
 # ------------------------------------------------------------------------------------------- resume
 RESUME_CASES = {
     # VAE noise, the discriminator joining at step 2, EMA, batches built by a DataLoader worker
-    "vae+disc": ("model.preset=titok_tiny_vae", "loss.disc_start=2", "loss.disc_layers=2", "optim.ema_decay=0.9",
+    "vae+disc": ("model.preset=titok_tiny_vae", "loss.disc_start=2", "loss.disc_layers=2", "loss.disc_channels=32",
+                 "optim.ema_decay=0.9",
                  "data.workers=1"),
     # generator: dropout (torch RNG), masking from per-sample seeds, tokens encoded on the fly, accumulation
     "generator": ("model.task=generator", "model.preset=titok_tiny_bert", "model.tokenizer=titok_tiny_vq",
@@ -203,30 +206,13 @@ def test_two_stage_recipe(tmp_path):
     s1 = load_file(str(tmp_path / "s1" / "model.safetensors"))
     stage2 = train(make_config(tmp_path / "s2", "model.task=decoder_finetune", "model.preset=titok_tiny_2stage",
                                f"model.init_weights={tmp_path / 's1' / 'model.safetensors'}", "schedule.steps=3",
-                               "loss.disc_start=1", "loss.disc_layers=2"))
+                               "loss.disc_start=1", "loss.disc_layers=2", "loss.disc_channels=32"))
     s2 = stage2.model.state_dict()
     frozen = [k for k in s1 if k.startswith(("encoder.", "quantize.", "latent_tokens", "pixel_quantize."))]
     trained = [k for k in s1 if k.startswith(("decoder.", "pixel_decoder."))]
     assert all(torch.equal(s1[k], s2[k]) for k in frozen)
     assert any(not torch.equal(s1[k], s2[k]) for k in trained)
     assert {"recon", "adv_g", "disc"} <= stage2.history[-1].keys()
-
-
-def test_perceptual_loss_from_a_weights_file(tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "vgg16-standin.pth"
-    torch.save(VGGPerceptual().state_dict(), path)  # torchvision's `features.*` key names, random weights
-    net = VGGPerceptual.from_file(path)
-    x, y = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
-    assert float(net(x, x)) == 0.0 and float(net(x, y)) > 0
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
-        VGGPerceptual.from_file(tmp_path / "nope.pth")
-    result = train(make_config(tmp_path / "run", "schedule.steps=2", f"loss.perceptual_weights={path}"))
-    assert result.history[-1]["perceptual"] > 0
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["loss"]["perceptual_weight"] == 0.1
-    no_path = train(make_config(tmp_path / "run0", "schedule.steps=1"))
-    assert "perceptual" not in no_path.history[-1]
-    assert json.loads((tmp_path / "run0" / "config.json").read_text())["loss"]["perceptual_weight"] == 0.0
 
 
 @pytest.mark.slow

@@ -2,11 +2,15 @@
 
 `VectorQuantizer` keeps the release's key (`embedding.weight`). With `use_l2_norm` (titok_l32/b64/s128)
 both the tokens and the codes are unit-normalised before the nearest-neighbour search, and the looked-up
-codes are normalised too. Distances are computed in float32 whatever the autocast dtype, as the release does.
+codes are normalised too. The nearest-code search, the code lookup and the VQ losses run in float32 with autocast
+switched off, as the release does: casting tokens to float32 is not enough, because an enclosing bf16 autocast
+recasts the distance matmul to bf16 and a few percent of codes flip (3.7% with 4096 codes of 12 dims). That would
+silently corrupt a tokenizer's codes and the stage-1 teacher's (MaskGIT-VQGAN, same class) proxy labels.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +23,15 @@ class QuantizerOutput:
     quantized: torch.Tensor  # (..., D), straight-through gradient to the input
     codes: torch.Tensor  # (...,) long
     loss: torch.Tensor  # commitment + codebook loss (scalar)
+
+
+def full_precision(t: torch.Tensor) -> AbstractContextManager:
+    """Autocast off on `t`'s device: what runs inside computes in the dtype of its inputs (float32 here).
+
+    Meta tensors (FLOP counting) have no autocast to switch off."""
+    if t.device.type == "meta":
+        return nullcontext()
+    return torch.autocast(device_type=t.device.type, enabled=False)
 
 
 class VectorQuantizer(nn.Module):
@@ -36,12 +49,13 @@ class VectorQuantizer(nn.Module):
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """z (..., D) -> indices (...,) of the closest code (squared L2, float32)."""
-        flat = z.reshape(-1, self.dim).float()
-        if self.use_l2_norm:
-            flat = F.normalize(flat, dim=-1)
-        codes = self._codebook()
-        d = flat.pow(2).sum(1, keepdim=True) + codes.pow(2).sum(1) - 2 * flat @ codes.t()  # (M, K)
-        return d.argmin(dim=1).reshape(z.shape[:-1])
+        with full_precision(z):
+            flat = z.reshape(-1, self.dim).float()
+            if self.use_l2_norm:
+                flat = F.normalize(flat, dim=-1)
+            codes = self._codebook()
+            d = flat.pow(2).sum(1, keepdim=True) + codes.pow(2).sum(1) - 2 * flat @ codes.t()  # (M, K)
+            return d.argmin(dim=1).reshape(z.shape[:-1])
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (...,) long -> vectors (..., D)."""
@@ -49,20 +63,23 @@ class VectorQuantizer(nn.Module):
             raise TypeError(f"codes must be integer, got {codes.dtype}")
         # The range check reads values back to Python; under torch.compile that would split the graph, and the
         # embedding lookup itself refuses an out-of-range index there.
-        checked = codes.numel() and not torch.compiler.is_compiling()
+        # Meta tensors (FLOP counting) hold no values to check.
+        checked = codes.numel() and not codes.is_meta and not torch.compiler.is_compiling()
         if checked and (int(codes.min()) < 0 or int(codes.max()) >= self.num_codes):
             lo, hi = int(codes.min()), int(codes.max())
             raise ValueError(f"codes out of range [0, {self.num_codes}): min {lo}, max {hi}")
-        z = self.embedding(codes)
-        return F.normalize(z, dim=-1) if self.use_l2_norm else z
+        with full_precision(codes):
+            z = self.embedding(codes)
+            return F.normalize(z, dim=-1) if self.use_l2_norm else z
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         """Quantize with the VQ-VAE losses (used in training)."""
         codes = self.nearest(z)
-        zq = self.lookup(codes).float()
-        zf = F.normalize(z.float(), dim=-1) if self.use_l2_norm else z.float()
-        loss = self.commitment_cost * F.mse_loss(zf, zq.detach()) + F.mse_loss(zq, zf.detach())
-        quantized = zf + (zq - zf).detach()
+        with full_precision(z):
+            zq = self.lookup(codes).float()
+            zf = F.normalize(z.float(), dim=-1) if self.use_l2_norm else z.float()
+            loss = self.commitment_cost * F.mse_loss(zf, zq.detach()) + F.mse_loss(zq, zf.detach())
+            quantized = zf + (zq - zf).detach()
         return QuantizerOutput(quantized.to(z.dtype), codes, loss)
 
 

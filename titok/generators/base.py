@@ -41,7 +41,8 @@ class Generator(nn.Module):
 
     def class_token_ids(self, class_labels: torch.Tensor, unconditional: bool | torch.Tensor = False) -> torch.Tensor:
         """labels (B,) in [0, num_classes) -> vocabulary ids (B,); unconditional rows get the null class."""
-        if class_labels.numel() and (int(class_labels.min()) < 0 or int(class_labels.max()) >= self.num_classes):
+        checked = class_labels.numel() and not class_labels.is_meta  # meta tensors (FLOP counting) hold no values
+        if checked and (int(class_labels.min()) < 0 or int(class_labels.max()) >= self.num_classes):
             raise ValueError(f"class labels must lie in [0, {self.num_classes})")
         ids = class_labels.long() + self.codebook_size + 1
         null = torch.full_like(ids, self.null_class_id)

@@ -70,15 +70,25 @@ class ScheduleSection(ConfigMixin):
 class LossSection(ConfigMixin):
     recon: str = "l2"  # "l1" | "l2" pixel reconstruction
     recon_weight: float = 1.0
-    perceptual_weight: float = 0.1  # resolved to 0 (and logged) when no perceptual_weights file is given
-    perceptual_weights: str = ""  # VGG16 feature weights (torchvision `features.*` keys), by path, offline
-    adversarial_weight: float = 0.1
-    disc_start: int = 20000  # the PatchGAN discriminator joins at this step; -1 = never
-    disc_layers: int = 3
-    disc_channels: int = 64
+    # Perceptual term (perceptual.py): perceptual_weight * the weighted mean of LPIPS and ConvNeXt-S with weights
+    # perceptual_mix = (lpips, convnext). Off (0) unless set, e.g. by a recipe; when on, the files it needs are
+    # required (an error names the missing key or file).
+    perceptual_weight: float = 0.0
+    perceptual_mix: tuple[float, float] = (0.0, 1.0)  # stage 2 "convnext_s"; single stage (1.0, 0.1)
+    convnext_weights: str = ""  # torchvision convnext_small-0c510722.pth
+    lpips_vgg_weights: str = ""  # torchvision vgg16-397923af.pth (LPIPS backbone)
+    lpips_heads_weights: str = ""  # the lpips package's weights/v0.1/vgg.pth (LPIPS linear heads)
+    adversarial_weight: float = 0.1  # hinge GAN generator term (stage 2: 0.01)
+    disc_start: int = 20000  # the discriminator and the adversarial term join at this step; -1 = never
+    disc_layers: int = 3  # discriminator stages (discriminator.py, the release's NLayerDiscriminator)
+    disc_channels: int = 128  # its first width, a multiple of 32
+    lecam_weight: float = 0.001  # LeCam regularisation of the discriminator; 0 = off
+    lecam_decay: float = 0.999  # EMA decay of the mean logits LeCam compares against
     quantizer_weight: float = 1.0  # VQ commitment + codebook loss
     kl_weight: float = 1e-6  # VAE tokenizers
     label_dropout: float = 0.1  # generator: rows trained with the null class (classifier-free guidance)
+    label_smoothing: float = 0.1  # generator: cross-entropy label smoothing
+    unmasked_weight: float = 0.1  # generator: loss weight of the unmasked tokens (masked ones weigh 1)
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,12 @@ class TrainConfig(ConfigMixin):
              f"optim.batch_size {self.optim.batch_size} is not a multiple of grad_accum {self.optim.grad_accum}"),
             (self.schedule.steps > 0, "schedule.steps must be > 0"),
             (len(self.optim.betas) == 2, "optim.betas needs two numbers"),
+            (len(self.loss.perceptual_mix) == 2 and min(self.loss.perceptual_mix) >= 0
+             and sum(self.loss.perceptual_mix) > 0,
+             f"loss.perceptual_mix needs two weights >= 0, not both 0 (lpips, convnext), "
+             f"got {self.loss.perceptual_mix}"),
+            (self.loss.disc_channels > 0 and self.loss.disc_channels % 32 == 0,
+             f"loss.disc_channels must be a positive multiple of 32 (GroupNorm(32)), got {self.loss.disc_channels}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -148,27 +164,38 @@ def _coerce(key: str, value: Any, current: Any) -> Any:
 
 def apply_overrides(config: TrainConfig, overrides: Iterable[str]) -> TrainConfig:
     """Apply 'section.key=value' strings; unknown sections/keys and wrong types are errors listing the known ones."""
-    per_section: dict[str, dict[str, Any]] = {}
+    values: dict[str, dict[str, Any]] = {}
     for text in overrides:
         text = text.removeprefix("--")
         if "=" not in text:
             raise ConfigError(f"override {text!r}: expected section.key=value")
         key, raw = text.split("=", 1)
         parts = key.strip().split(".")
-        if len(parts) != 2 or parts[0] not in SECTIONS:
+        if len(parts) != 2:
             raise ConfigError(f"override {key!r}: expected section.key with section one of {', '.join(SECTIONS)}")
-        section, name = parts
+        values.setdefault(parts[0], {})[parts[1]] = parse_value(raw)
+    return apply_values(config, values)
+
+
+def apply_values(config: TrainConfig, values: dict[str, dict[str, Any]], origin: str = "override") -> TrainConfig:
+    """Apply {section: {key: value}} (parsed overrides, a recipe file's tables) with the same checks."""
+    replaced = {}
+    for section, items in values.items():
+        if section not in SECTIONS or not isinstance(items, dict):
+            raise ConfigError(f"{origin}: unknown section {section!r}: expected section.key with section one of "
+                              f"{', '.join(SECTIONS)}")
         current_section = getattr(config, section)
         known = [f.name for f in dataclasses.fields(current_section)]
-        if name not in known:
-            raise ConfigError(f"unknown key {key!r}; known keys of [{section}]: {', '.join(known)}")
-        per_section.setdefault(section, {})[name] = _coerce(key, parse_value(raw), getattr(current_section, name))
-    replaced = {}
-    for section, values in per_section.items():
+        coerced = {}
+        for name, value in items.items():
+            if name not in known:
+                raise ConfigError(f"{origin}: unknown key '{section}.{name}'; known keys of [{section}]: "
+                                  f"{', '.join(known)}")
+            coerced[name] = _coerce(f"{section}.{name}", value, getattr(current_section, name))
         try:
-            replaced[section] = config_with_overrides(getattr(config, section), values)
+            replaced[section] = config_with_overrides(current_section, coerced)
         except ConfigError as exc:
-            raise ConfigError(f"{section}.{exc}") from None
+            raise ConfigError(f"{origin}: {section}.{exc}") from None
     return dataclasses.replace(config, **replaced)
 
 

@@ -1,6 +1,7 @@
 """The one training loop of the project, for every task (titok/train/tasks.py): data order, gradient
-accumulation, DistributedDataParallel, autocast (bf16/fp16 on CUDA), clipping, EMA, the optional PatchGAN
-discriminator step, atomic checkpoints with bit-for-bit resume, JSON-lines logs and progress grids.
+accumulation, DistributedDataParallel, autocast (bf16/fp16 on CUDA), clipping, EMA, the release's discriminator
+step (hinge + LeCam, float32, its own cosine schedule from loss.disc_start), atomic checkpoints with bit-for-bit
+resume, JSON-lines logs and progress grids.
 
 Outputs in `run.out`: config.json (the resolved config), metrics.jsonl and eval.jsonl (each step once, also
 across resumes), checkpoint.pt (the newest) and checkpoints/ (kept older ones), model.safetensors and
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed.nn as dist_nn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -40,9 +42,10 @@ from titok.train.data import (
     open_source,
     split_holdout,
 )
+from titok.train.discriminator import LeCamEMA, NLayerDiscriminator, hinge_d_loss
 from titok.train.evaluation import TokenRows, evaluate_generator, evaluate_tokenizer, load_image_metric
 from titok.train.grids import save_grid
-from titok.train.losses import PatchDiscriminator, hinge_d_loss
+from titok.train.param_groups import weight_decay_groups
 from titok.train.pretokenize import pretokenize
 from titok.train.progress import RunLog
 from titok.train.sources import is_shard_source, list_source
@@ -142,8 +145,11 @@ def preflight(config: TrainConfig, resume: bool = False) -> None:
     for name in (mc.teacher, mc.tokenizer):
         if name:
             get_spec("tokenizer", name)
+    lc = config.loss
     for key, path in (("model.init_weights", mc.init_weights), ("model.teacher_weights", mc.teacher_weights),
-                      ("model.tokenizer_weights", mc.tokenizer_weights)):
+                      ("model.tokenizer_weights", mc.tokenizer_weights), ("loss.convnext_weights", lc.convnext_weights),
+                      ("loss.lpips_vgg_weights", lc.lpips_vgg_weights),
+                      ("loss.lpips_heads_weights", lc.lpips_heads_weights)):
         if path and not Path(path).expanduser().exists():
             raise MissingFileError(f"{key}: not found: {path} (nothing is downloaded; give a local file)")
     if config.watch.rfid:
@@ -195,16 +201,21 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool, on_gr
     order = GlobalOrder(len(data), oc.batch_size // oc.grad_accum, ctx.world_size, ctx.rank, rc.seed)
     disc = None
     if task.uses_discriminator and lc.adversarial_weight > 0 and lc.disc_start >= 0:
-        disc = PatchDiscriminator(lc.disc_channels, lc.disc_layers).to(device)
+        disc = NLayerDiscriminator(lc.disc_channels, lc.disc_layers).to(device)
+    lecam = LeCamEMA(lc.lecam_decay).to(device) if disc is not None and lc.lecam_weight > 0 else None
 
     params = task.trainable_parameters()
-    opt = torch.optim.AdamW(params, lr=oc.lr, betas=oc.betas, weight_decay=oc.weight_decay)
+    opt = torch.optim.AdamW(task.param_groups(oc.weight_decay), lr=oc.lr, betas=oc.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, sc.steps, sc.warmup_steps, oc.lr, sc.end_lr))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    d_opt = d_scaler = None
+    d_opt = d_scaler = d_sched = None
     if disc is not None:
-        d_opt = torch.optim.AdamW(disc.parameters(), lr=oc.disc_lr, betas=oc.betas, weight_decay=oc.weight_decay)
+        d_opt = torch.optim.AdamW(weight_decay_groups(disc.named_parameters(), oc.weight_decay), lr=oc.disc_lr,
+                                  betas=oc.betas)
+        # As the release: warm-up and cosine decay of their own, counted in discriminator steps from disc_start.
+        d_sched = torch.optim.lr_scheduler.LambdaLR(
+            d_opt, lambda s: lr_factor(s, sc.steps - lc.disc_start, sc.warmup_steps, oc.lr, sc.end_lr))
         d_scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     ema = ckpt_io.EMA(task.model, oc.ema_decay) if oc.ema_decay > 0 else None
 
@@ -219,6 +230,10 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool, on_gr
         if disc is not None and saved.get("disc") is not None:
             disc.load_state_dict(saved["disc"])
             d_opt.load_state_dict(saved["disc_optimizer"])
+            d_sched.load_state_dict(saved["disc_scheduler"])
+            d_scaler.load_state_dict(saved["disc_scaler"])
+            if lecam is not None:
+                lecam.load_state_dict(saved["lecam"])
         step = int(saved["step"])
         states = saved["rng"]
         if len(states) != ctx.world_size:
@@ -253,6 +268,9 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool, on_gr
                 "disc": disc.state_dict() if disc is not None else None,
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                 "disc_optimizer": d_opt.state_dict() if d_opt is not None else None,
+                "disc_scheduler": d_sched.state_dict() if d_sched is not None else None,
+                "disc_scaler": d_scaler.state_dict() if d_scaler is not None else None,
+                "lecam": lecam.state_dict() if lecam is not None else None,
                 "rng": states,
                 "data": {"seed": rc.seed, "dataset_size": len(data), "global_micro_batch": order.global_micro,
                          "micro_batches_done": step * oc.grad_accum, "epoch": epoch, "micro_batch_in_epoch": within},
@@ -289,6 +307,7 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool, on_gr
     while step < stop:
         adversarial = disc is not None and step >= lc.disc_start
         parts: dict[str, float] = {}
+        logit_means = torch.zeros(2, device=device)  # mean real, fake discriminator logits over this step
         for micro in range(oc.grad_accum):
             batch = _to(next(batches), device)
             last = micro == oc.grad_accum - 1
@@ -305,11 +324,19 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool, on_gr
                 disc.requires_grad_(True)
                 d_sync = contextlib.nullcontext() if (last or not ctx.distributed) else d_model.no_sync()
                 with d_sync:
-                    with autocast_context(device, dtype):
-                        logits = d_model(torch.cat([result.real, result.fake.detach()]))  # real and fake: one pass
-                        d_loss = hinge_d_loss(*logits.chunk(2))
+                    # real and fake in one pass; the discriminator computes in float32 whatever the autocast
+                    real_logits, fake_logits = d_model(torch.cat([result.real, result.fake.detach()])).chunk(2)
+                    d_loss = hinge_d_loss(real_logits, fake_logits)
+                    means = torch.stack([real_logits.float().mean(), fake_logits.float().mean()])
+                    if lecam is not None:
+                        if ctx.distributed:  # the global micro-batch's means: N processes compute what one does
+                            means = dist_nn.all_reduce(means) / ctx.world_size
+                        reg = lecam.loss(means[0], means[1])
+                        d_loss = d_loss + lc.lecam_weight * reg
+                        parts["lecam"] = parts.get("lecam", 0.0) + reg.detach() / oc.grad_accum
                     d_scaler.scale(d_loss / oc.grad_accum).backward()
                 parts["disc"] = parts.get("disc", 0.0) + d_loss.detach() / oc.grad_accum
+                logit_means += means.detach() / oc.grad_accum
         scaler.unscale_(opt)
         if on_gradients is not None:
             on_gradients(step, {n: p.grad.detach().clone() for n, p in task.named_parameters() if p.grad is not None})
@@ -327,6 +354,10 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool, on_gr
             d_scaler.step(d_opt)
             d_scaler.update()
             d_opt.zero_grad(set_to_none=True)
+            d_sched.step()
+            parts["logits_real"], parts["logits_fake"] = logit_means[0], logit_means[1]
+            if lecam is not None:  # global means: every rank's EMAs hold the same state
+                lecam.update(logit_means[0], logit_means[1])
         if ema is not None:
             ema.update(task.model)
         step += 1

@@ -16,7 +16,6 @@ wraps the task in DistributedDataParallel; only parameters with requires_grad ar
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -27,14 +26,10 @@ from torch import nn
 from titok.quantizer import DiagonalGaussian
 from titok.registry import create, get_spec, list_presets
 from titok.train.config import ConfigError, TrainConfig
-from titok.train.losses import (
-    VGGPerceptual,
-    arccos_masks,
-    hinge_g_loss,
-    masked_token_loss,
-    per_sample_normal,
-    reconstruction_loss,
-)
+from titok.train.discriminator import hinge_g_loss
+from titok.train.losses import arccos_masks, masked_token_loss, per_sample_normal, reconstruction_loss
+from titok.train.param_groups import weight_decay_groups
+from titok.train.perceptual import LPIPS, ConvNeXtSmall, PerceptualLoss
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +69,13 @@ class Task(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups of the trained model: no decay on biases, norms and embeddings (param_groups.py)."""
+        groups = weight_decay_groups(self.model.named_parameters(), weight_decay)
+        if sum(len(g["params"]) for g in groups) != len(self.trainable_parameters()):
+            raise RuntimeError("a trainable parameter lives outside task.model: it would not be optimised")
+        return groups
+
     @property
     def image_size(self) -> int:
         return self.model.image_size
@@ -94,23 +96,51 @@ class PixelTask(Task):
 
     uses_discriminator = True
 
-    def __init__(self, config: TrainConfig, model: nn.Module):
+    def __init__(self, config: TrainConfig, model: nn.Module, architecture_only: bool = False):
         super().__init__(config, model)
-        lc = config.loss
-        self.perceptual = VGGPerceptual.from_file(lc.perceptual_weights) if lc.perceptual_weights else None
+        self.perceptual = build_perceptual(config, architecture_only)
         self.freeze(self.perceptual)
 
     def pixel_terms(self, real: torch.Tensor, recon: torch.Tensor, disc: nn.Module | None):
+        """Reconstruction + perceptual + adversarial, the last two in float32 with autocast off (as the release)."""
         lc = self.config.loss
         rec = reconstruction_loss(recon, real, lc.recon)
         loss, logs = lc.recon_weight * rec, {"recon": rec.detach()}
-        if self.perceptual is not None and lc.perceptual_weight > 0:
+        if self.perceptual is not None:
             p = self.perceptual(recon, real)
             loss, logs["perceptual"] = loss + lc.perceptual_weight * p, p.detach()
         if disc is not None:
-            g = hinge_g_loss(disc(recon))
+            g = hinge_g_loss(disc(recon.float()))  # the discriminator computes in float32 itself
             loss, logs["adv_g"] = loss + lc.adversarial_weight * g, g.detach()
         return loss, logs
+
+
+def build_perceptual(config: TrainConfig, architecture_only: bool = False) -> PerceptualLoss | None:
+    """The perceptual loss the config asks for, its networks loaded from the files it names (None when off).
+
+    `architecture_only`: randomly initialised networks of the right shape, for counting FLOPs without the files.
+    """
+    lc = config.loss
+    if lc.perceptual_weight <= 0:
+        return None
+    w_lpips, w_convnext = lc.perceptual_mix
+    lpips = convnext = None
+    if w_lpips > 0:
+        lpips = LPIPS() if architecture_only else LPIPS.from_files(lc.lpips_vgg_weights, lc.lpips_heads_weights)
+    if w_convnext > 0:
+        convnext = ConvNeXtSmall() if architecture_only else ConvNeXtSmall.from_file(lc.convnext_weights)
+    return PerceptualLoss(lpips, convnext, w_lpips, w_convnext)
+
+
+def perceptual_files_missing(config: TrainConfig) -> list[str]:
+    """The loss.* keys naming files the configured perceptual loss needs but that are not set."""
+    lc = config.loss
+    if lc.perceptual_weight <= 0:
+        return []
+    w_lpips, w_convnext = lc.perceptual_mix
+    needed = (["lpips_vgg_weights", "lpips_heads_weights"] if w_lpips > 0 else []) + (
+        ["convnext_weights"] if w_convnext > 0 else [])
+    return [f"loss.{k}" for k in needed if not getattr(lc, k)]
 
 
 class ProxyCodesTask(Task):
@@ -141,8 +171,8 @@ class ProxyCodesTask(Task):
 
 
 class DecoderFinetuneTask(PixelTask):
-    def __init__(self, config: TrainConfig, model: nn.Module):
-        super().__init__(config, model)
+    def __init__(self, config: TrainConfig, model: nn.Module, architecture_only: bool = False):
+        super().__init__(config, model, architecture_only)
         m = model
         self.freeze(m.encoder, m.quantize, m.latent_tokens, getattr(m, "pixel_quantize", None))
 
@@ -200,9 +230,12 @@ class GeneratorTask(Task):
         masks, drop = masks.to(tokens.device), drop.to(tokens.device)
         ids = torch.where(masks, torch.full_like(tokens, g.mask_token_id), tokens)
         logits = g.logits(ids, batch["labels"], unconditional=drop)  # (B, N, K)
-        loss = masked_token_loss(logits, tokens, masks)
+        lc = self.config.loss
+        loss = masked_token_loss(logits, tokens, masks, lc.label_smoothing, lc.unmasked_weight)
+        with torch.no_grad():
+            masked_ce = masked_token_loss(logits, tokens, masks)  # plain CE on masked positions, for the log
         acc = ((logits.argmax(-1) == tokens) & masks).sum() / masks.sum()
-        return TaskOutput(loss, {"masked_ce": loss.detach(), "masked_acc": acc.detach()})
+        return TaskOutput(loss, {"masked_ce": masked_ce, "masked_acc": acc.detach()})
 
     @torch.no_grad()
     def preview(self, model, batch):
@@ -228,8 +261,11 @@ def matching_teacher(tokenizer: nn.Module) -> str:
                       f"set model.teacher to one")
 
 
-def build_task(config: TrainConfig) -> Task:
-    """The task `config.model.task` with its models (weights loaded, frozen parts frozen), on the CPU."""
+def build_task(config: TrainConfig, architecture_only: bool = False) -> Task:
+    """The task `config.model.task` with its models (weights loaded, frozen parts frozen), on the CPU.
+
+    `architecture_only`: the perceptual networks are built without their weights files (for --estimate).
+    """
     mc = config.model
     if mc.task == "generator":
         spec = get_spec("generator", mc.preset)
@@ -260,16 +296,17 @@ def build_task(config: TrainConfig) -> Task:
             raise ConfigError(f"teacher {name} is not the network of {mc.preset}'s pixel decoder")
         return ProxyCodesTask(config, tok, teacher)
     if mc.task == "decoder_finetune":
-        if not mc.init_weights:
+        if not mc.init_weights and not architecture_only:
             raise ConfigError("decoder_finetune needs model.init_weights: the proxy_codes stage's model.safetensors")
-        return DecoderFinetuneTask(config, tok)
-    return SingleStageTask(config, tok)
+        return DecoderFinetuneTask(config, tok, architecture_only)
+    return SingleStageTask(config, tok, architecture_only)
 
 
 def resolve(config: TrainConfig) -> TrainConfig:
-    """Settings that follow from others: no perceptual weights file -> perceptual weight 0 (and say so)."""
-    lc = config.loss
-    if not lc.perceptual_weights and lc.perceptual_weight:
-        log.info("loss.perceptual_weights not given: training without the perceptual loss (weight 0)")
-        config = dataclasses.replace(config, loss=dataclasses.replace(lc, perceptual_weight=0.0))
+    """Checks across settings before anything is built: a perceptual loss that is on needs its weights files."""
+    missing = perceptual_files_missing(config)
+    if missing:
+        raise ConfigError(f"loss.perceptual_weight={config.loss.perceptual_weight} with perceptual_mix "
+                          f"{tuple(config.loss.perceptual_mix)} needs {', '.join(missing)} (weights files by path; "
+                          f"see titok/train/perceptual.py), or set --loss.perceptual_weight=0 to train without it")
     return config
