@@ -55,7 +55,7 @@ class MaskGITVQGANTokenizer(Tokenizer):
             return sd
         if self.config.weights_layout != "maskgit-torch":
             raise WeightsError(f"this is a maskgit-torch tokenizer checkpoint; {self.preset or 'this preset'} takes "
-                               "the TiTok release's MaskGIT-VQGAN. Use maskgit_torch_vqgan_256 / maskgit_torch_vqgan_512")
+                               "the TiTok release's MaskGIT-VQGAN. Use maskgit_torch_vqgan_256 / _512")
         return from_maskgit_torch(sd, self.state_dict(), self.config.vqgan)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) in [0,1] -> (B, h*w) long
