@@ -5,8 +5,8 @@ conversion of the JAX release as the weights (`maskgit_imagenet256.ckpt`, `maskg
 Sampling is MaskGIT's own (the paper, and google-research/maskgit's `parallel_decode` that maskgit-torch ports):
 cosine mask schedule, tokens drawn at temperature 1, choice temperature 4.5 on the log-probability confidence
 annealed linearly to 0, no classifier-free guidance. Steps: 8 at 256 and 12 at 512, as the paper reports its FIDs
-(6.18 / 7.32); maskgit-torch's scripts default to 16 at both (its FIDs 6.10 / 7.04 were measured with them):
-`MASKGIT_TORCH_SAMPLING`, or `[run.sampling] num_steps = 16` in a suite.
+(6.18 / 7.32). maskgit-torch's scripts default to 16 at both; its README (FID 6.10 / 7.04) does not state the steps.
+Sample as its scripts do with `MASKGIT_TORCH_SAMPLING`, or `[run.sampling] num_steps = 16` in a suite.
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ def maskgit_sampling(num_steps: int) -> SamplingConfig:
                           token_sampling="categorical", confidence="log-prob")
 
 
-_NOTE = "paper sampling: {} steps; maskgit-torch's scripts use 16 (MASKGIT_TORCH_SAMPLING)"
+_NOTE = "weights: {}; give the path (--weights). MaskGIT sampling, the paper's {} steps (maskgit-torch's scripts: 16)"
 for _name, _display, _tokens, _steps, _tok in (("maskgit_256", "MaskGIT", 256, 8, "maskgit_torch_vqgan_256"),
                                                  ("maskgit_512", "MaskGIT (512)", 1024, 12, "maskgit_torch_vqgan_512")):
     register(ModelSpec(_name, "generator", "baselines",
                        MaskGITTransformerConfig(num_tokens=_tokens, sampling=maskgit_sampling(_steps)),
-                       MaskGITTransformer, _display, tokenizer=_tok, notes=_NOTE.format(_steps),
+                       MaskGITTransformer, _display, tokenizer=_tok,
+                       notes=_NOTE.format(MASKGIT_TORCH_RELEASE.format(f"maskgit_imagenet{_name[-3:]}.ckpt"), _steps),
                        released_weights=MASKGIT_TORCH_RELEASE.format(f"maskgit_imagenet{_name[-3:]}.ckpt"),
                        extra={"maskgit_torch_sampling": MASKGIT_TORCH_SAMPLING}))
 

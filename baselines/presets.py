@@ -15,7 +15,8 @@ register(ModelSpec("maskgit_vqgan_f16_1024", "tokenizer", "baselines", MaskGITVQ
                    "MaskGIT-VQGAN", released_weights=MASKGIT_WEIGHTS))
 register(ModelSpec("maskgit_vqgan_f16_1024_512", "tokenizer", "baselines", MaskGITVQGANConfig(image_size=512),
                    MaskGITVQGANTokenizer, "MaskGIT-VQGAN (512)", released_weights=MASKGIT_WEIGHTS,
-                   notes="the 256 weights applied at 512x512 (32x32 tokens), as MaskGIT-512 uses them"))
+                   notes="the TiTok release's 256 weights applied at 512x512 (32x32 tokens); "
+                         "maskgit_torch_vqgan_512 holds MaskGIT's own 512 weights"))
 # maskgit-torch's conversions: the same network, converted separately per resolution, with its own key names and
 # GroupNorm eps (baselines/maskgit_vqgan.py). The tokenizers of the maskgit_256 / maskgit_512 generators.
 MASKGIT_TORCH_WEIGHTS = "github hmorimitsu/maskgit-torch, release tag 'weights': tokenizer_imagenet{}.ckpt"
@@ -24,7 +25,9 @@ for _size in (256, 512):
     register(ModelSpec(f"maskgit_torch_vqgan_{_size}", "tokenizer", "baselines",
                        MaskGITVQGANConfig(image_size=_size, vqgan=_MASKGIT_TORCH_VQGAN, weights_layout="maskgit-torch"),
                        MaskGITVQGANTokenizer, f"MaskGIT-VQGAN (maskgit-torch, {_size})",
-                       released_weights=MASKGIT_TORCH_WEIGHTS.format(_size)))
+                       released_weights=MASKGIT_TORCH_WEIGHTS.format(_size),
+                       notes=f"weights: {MASKGIT_TORCH_WEIGHTS.format(_size)}; give the path (--weights, "
+                             "--tokenizer-weights, a suite's weights table)"))
 register(ModelSpec("taming_vqgan_f16_1024", "tokenizer", "baselines", TamingConfig(n_embed=1024), TamingVQGANTokenizer,
                    "Taming-VQGAN f16-1024", released_weights=TAMING_WEIGHTS.format("f16-1024")))
 register(ModelSpec("taming_vqgan_f16_16384", "tokenizer", "baselines", TamingConfig(n_embed=16384),
