@@ -19,6 +19,12 @@ import pytest
 from tests.parity_paths import ROOT, parity_dir
 
 VECTOR_SETS = ("vectors", "vectors-maskgit-torch")
+# Four full-size MaskGIT models, about 90 s on two cores: `slow` (they still run in `tox -e py`, as CI does).
+SLOW_SETS = ("vectors-maskgit-torch",)
+
+
+def _marks(vector_set: str) -> list:
+    return [pytest.mark.slow] if vector_set in SLOW_SETS else []
 
 
 def _entries(vector_set: str) -> list[dict]:
@@ -29,7 +35,8 @@ def _entries(vector_set: str) -> list[dict]:
     return json.loads(index.read_text()) if index.is_file() else []
 
 
-PARAMS = [pytest.param(s, e, id=f"{s}-{e['kind']}-{e['preset']}") for s in VECTOR_SETS for e in _entries(s)]
+PARAMS = [pytest.param(s, e, id=f"{s}-{e['kind']}-{e['preset']}", marks=_marks(s))
+          for s in VECTOR_SETS for e in _entries(s)]
 if not PARAMS:  # one skipped test with the reason, rather than none at all
     PARAMS = [pytest.param(None, None, id="no-parity-vectors")]
 
@@ -68,7 +75,7 @@ def test_vector_passes(vector_set, entry):
     assert line.startswith("PASS"), line
 
 
-@pytest.mark.parametrize("vector_set", VECTOR_SETS)
+@pytest.mark.parametrize("vector_set", [pytest.param(s, marks=_marks(s)) for s in VECTOR_SETS])
 def test_every_vector_checked(vector_set):
     _require(vector_set)
     assert check_output(vector_set)["__summary__"] == f"{len(_entries(vector_set))} passed, 0 failed"
