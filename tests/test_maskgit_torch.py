@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -17,6 +18,8 @@ import baselines
 from baselines.maskgit_generator import MASKGIT_TORCH_SAMPLING
 from baselines.maskgit_torch_keys import maskgit_torch_name
 from bench.cli import main
+from bench.tasks.gen import sample_seed
+from titok.contract import to_uint8
 from titok.errors import ConfigError
 from titok.generators.noise import confidence_noise, seed_tensor, token_noise
 from titok.generators.sampler import sample_tokens
@@ -235,6 +238,11 @@ def test_generate_command_with_maskgit_torch_files(tmp_path, capsys):
     for name in names:
         assert Image.open(a / name).size == (32, 32)
         assert (a / name).read_bytes() == (b / name).read_bytes()
+    # Sample 2 is class 282 with seed sample_seed(0, 2), decoded by the tokenizer the file holds.
+    with torch.no_grad():
+        tokens = gen.eval().generate(torch.tensor([282]), seeds=[sample_seed(0, 2)])
+        want = to_uint8(tok.eval().decode(tokens))[0].permute(1, 2, 0).numpy()
+    assert (np.asarray(Image.open(a / "000002.png")) == want).all()
     meta = json.loads((a / "generation.json").read_text())
     assert "maskgit_imagenet256.ckpt" in json.dumps(meta) and "tokenizer_imagenet256.ckpt" in json.dumps(meta)
     # A broken tokenizer file is bad input: exit 2 with the key named.
