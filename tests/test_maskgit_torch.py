@@ -19,6 +19,7 @@ from baselines.maskgit_generator import MASKGIT_TORCH_SAMPLING
 from baselines.maskgit_torch_keys import maskgit_torch_name
 from bench.cli import main
 from bench.tasks.gen import sample_seed
+from titok.configs import VQGANConfig
 from titok.contract import to_uint8
 from titok.errors import ConfigError
 from titok.generators.noise import confidence_noise, seed_tensor, token_noise
@@ -65,6 +66,32 @@ def test_full_size_names_equal_the_recorded_manifest():
         tok = baselines.load_tokenizer("maskgit_torch_vqgan_256")
     ours = {maskgit_torch_name(k, tok.config.vqgan): tuple(v.shape) for k, v in tok.state_dict().items()}
     assert ours == manifest
+
+
+@pytest.mark.slow
+def test_groupnorm_eps_is_what_the_recording_computed(monkeypatch):
+    """check.py's 2e-3 decode tolerance also passes with the TiTok release's eps 1e-6 (1.5e-3 off on this vector);
+    maskgit-torch's 1e-5 lands 40x closer. Pin it with a tolerance that tells the two apart."""
+    from tests.parity_paths import parity_dir
+
+    try:
+        d = parity_dir()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    monkeypatch.syspath_prepend(str(d))
+    from synthetic_weights import load_manifest, synthetic_state_dict
+
+    v = np.load(d / "vectors-maskgit-torch" / "maskgit_torch_vqgan_256_seed1.npz")
+    sd = synthetic_state_dict(load_manifest(d / "vectors-maskgit-torch" / "manifest_maskgit_torch_vqgan_256.json"), 1)
+    codes = torch.from_numpy(v["tokens"].reshape(2, -1))
+    errors = {}
+    for eps in (1e-5, 1e-6):
+        tok = baselines.load_tokenizer("maskgit_torch_vqgan_256", weights=sd,
+                                       vqgan=dataclasses.replace(VQGANConfig(), norm_eps=eps)).eval()
+        with torch.no_grad():
+            errors[eps] = float((tok.decode(codes) - torch.from_numpy(v["decoded_from_tokens"])).abs().max())
+    assert baselines.load_tokenizer("maskgit_torch_vqgan_256").config.vqgan.norm_eps == 1e-5
+    assert errors[1e-5] < 2e-4 < errors[1e-6], errors
 
 
 def test_ckpt_file_loads_and_reconstructs_like_the_source(tmp_path):
