@@ -10,8 +10,13 @@ from dataclasses import dataclass
 TITOK_README = "TiTok release README (bytedance/1d-tokenizer), ImageNet 256x256"
 TITOK_ABSTRACT = "TiTok paper (arXiv 2406.07550), ImageNet 512x512: abstract and 512 table"
 TAMING_README = "taming-transformers README, ImageNet val, torch-fidelity"
-MASKGIT_PAPER = "MaskGIT paper (Chang et al. 2022), ImageNet class-conditional"
-SOURCES = [TITOK_README, TITOK_ABSTRACT, TAMING_README, MASKGIT_PAPER]  # numbered in this order under tables
+MASKGIT_PAPER = ("MaskGIT paper (Chang et al. 2022), ImageNet class-conditional, the paper's own evaluation "
+                 "(JAX weights; 8 steps at 256, 12 at 512)")
+# A different protocol from the paper's: clean-fid, and generated samples against ImageNet val (not ADM's batch).
+MASKGIT_TORCH_README = ("maskgit-torch README (hmorimitsu/maskgit-torch, PyTorch conversion of the JAX weights), "
+                        "clean-fid against ImageNet val (50,000 images)")
+# Numbered in this order under the published table.
+SOURCES = [TITOK_README, TITOK_ABSTRACT, TAMING_README, MASKGIT_PAPER, MASKGIT_TORCH_README]
 
 
 @dataclass(frozen=True)
@@ -47,4 +52,12 @@ PUBLISHED = [
     Published("taming_vqgan_f16_16384", 256, {"rfid": 4.98}, TAMING_README),
     Published("maskgit_256", 256, {"gfid": 6.18, "isc_mean": 182.1}, MASKGIT_PAPER),
     Published("maskgit_512", 512, {"gfid": 7.32, "isc_mean": 156.0}, MASKGIT_PAPER),
+    Published("maskgit_torch_vqgan_256", 256, {"rfid": 2.26}, MASKGIT_TORCH_README,
+              "the 50,000 val images reconstructed (PIL bicubic shorter side to 256, center crop) against val"),
+    Published("maskgit_torch_vqgan_512", 512, {"rfid": 1.24}, MASKGIT_TORCH_README,
+              "the 50,000 val images reconstructed (PIL bicubic shorter side to 512, center crop) against val"),
+    Published("maskgit_256", 256, {"gfid": 6.10}, MASKGIT_TORCH_README,
+              "50 samples per class (50,000) against val; steps not stated (its generate_imagenet.py runs 16)"),
+    Published("maskgit_512", 512, {"gfid": 7.04}, MASKGIT_TORCH_README,
+              "50 samples per class (50,000) against val; steps not stated (its generate_imagenet.py runs 16)"),
 ]

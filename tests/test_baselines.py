@@ -8,19 +8,22 @@ import torch
 import baselines
 from titok.registry import get_spec, list_presets
 
-TINY = ["maskgit_vqgan_tiny", "taming_vqgan_tiny"]
+TINY = ["maskgit_vqgan_tiny", "maskgit_torch_vqgan_tiny", "taming_vqgan_tiny"]
 
 
 def test_registry_lists_baselines():
     assert {"maskgit_vqgan_f16_1024", "taming_vqgan_f16_1024", "taming_vqgan_f16_16384"} <= set(
         list_presets("tokenizer", family="baselines"))
     assert {"maskgit_256", "maskgit_512"} <= set(list_presets("generator", family="baselines"))
-    assert "no public PyTorch checkpoint" in get_spec("generator", "maskgit_256").notes
+    assert {"maskgit_torch_vqgan_256", "maskgit_torch_vqgan_512"} <= set(list_presets("tokenizer", family="baselines"))
+    assert "maskgit_imagenet256.ckpt" in get_spec("generator", "maskgit_256").released_weights
 
 
 @pytest.mark.parametrize("preset,tokens,codes,lo,hi", [
     ("maskgit_vqgan_f16_1024", 256, 1024, 40e6, 80e6),
     ("maskgit_vqgan_f16_1024_512", 1024, 1024, 40e6, 80e6),
+    ("maskgit_torch_vqgan_256", 256, 1024, 40e6, 80e6),
+    ("maskgit_torch_vqgan_512", 1024, 1024, 40e6, 80e6),
     ("taming_vqgan_f16_1024", 256, 1024, 60e6, 100e6),
     ("taming_vqgan_f16_16384", 256, 16384, 60e6, 100e6),
 ])

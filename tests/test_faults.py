@@ -415,7 +415,7 @@ def test_wrong_reference_fails_before_any_sampling(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["reconstruct", "--model", "titok_tiny_nope", "--input", "builtin:procedural", "--out", "o"],
-     "known: maskgit_vqgan_f16_1024, .*titok_tiny_vq"),
+     "known: maskgit_torch_vqgan_256, .*maskgit_vqgan_f16_1024, .*titok_tiny_vq"),
     (["generate", "--model", "titok_tiny_nope", "--out", "o"], "known: .*titok_tiny_bert"),
     (["generate", "--model", "titok_tiny_bert", "--labels", "1,5000", "--out", "o"], r"must be in \[0, 1000\)"),
     (["run", "--suite", "smoke", "--out", "o", "--set", "defaults.itres=1"], "unknown key.*known: kind"),

@@ -20,7 +20,8 @@ from titok.inference import InferenceOptions, apply_inference_options, describe,
 
 SINGLE = [{"attention": "sdpa"}, {"cfg_batched": True}, {"channels_last": True}, {"fused_upsample": True}]
 TOKENIZERS = [(titok, "titok_tiny_2stage"), (titok, "titok_tiny_vq"), (titok, "titok_tiny_vae"),
-              (baselines, "maskgit_vqgan_tiny"), (baselines, "taming_vqgan_tiny")]
+              (baselines, "maskgit_vqgan_tiny"), (baselines, "maskgit_torch_vqgan_tiny"),
+              (baselines, "taming_vqgan_tiny")]
 
 
 def with_options(model: nn.Module, **changes) -> nn.Module:
@@ -66,10 +67,12 @@ def test_tokenizer_options_match_reference(module, preset):
             torch.testing.assert_close(decoded, images, atol=2e-3, rtol=0, msg=str(changes))
 
 
-@pytest.mark.parametrize("preset", ["titok_tiny_bert", "titok_tiny_uvit"])
-def test_generator_options_match_reference(preset):
+@pytest.mark.parametrize("module,preset", [(titok, "titok_tiny_bert"), (titok, "titok_tiny_uvit"),
+                                           (baselines, "maskgit_tiny")], ids=["titok_tiny_bert", "titok_tiny_uvit",
+                                                                              "maskgit_tiny"])
+def test_generator_options_match_reference(module, preset):
     torch.manual_seed(0)
-    gen = titok.load_generator(preset).eval()
+    gen = module.load_generator(preset).eval()
     ids = torch.randint(0, gen.codebook_size + 1, (3, gen.num_tokens))
     labels = torch.tensor([1, 5, 9])
     ref = with_options(gen)

@@ -2,6 +2,9 @@
 
 Runs the shared `check.py` exactly as a user would (from the project root, through the public loaders) and
 asserts a PASS line for every vector it lists; a model that fails or errors shows its numbers in the message.
+Two vector sets: `vectors/` (the TiTok release, its MaskGIT-VQGAN, taming's VQGAN) and `vectors-maskgit-torch/`
+(hmorimitsu/maskgit-torch's MaskGIT tokenizer and transformer). Without ../shared the tests skip, saying where
+the vectors were looked for.
 """
 
 from __future__ import annotations
@@ -9,19 +12,41 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import cache
 
 import pytest
 
 from tests.parity_paths import ROOT, parity_dir
 
-ENTRIES = json.loads((parity_dir() / "vectors" / "index.json").read_text())
+VECTOR_SETS = ("vectors", "vectors-maskgit-torch")
+# Four full-size MaskGIT models, about 90 s on two cores: `slow` (they still run in `tox -e py`, as CI does).
+SLOW_SETS = ("vectors-maskgit-torch",)
 
 
-@pytest.fixture(scope="module")
-def check_output() -> dict[str, str]:
-    proc = subprocess.run(
-        [sys.executable, str(parity_dir() / "check.py")], cwd=ROOT, capture_output=True, text=True, timeout=1200
-    )
+def _marks(vector_set: str) -> list:
+    return [pytest.mark.slow] if vector_set in SLOW_SETS else []
+
+
+def _entries(vector_set: str) -> list[dict]:
+    try:
+        index = parity_dir() / vector_set / "index.json"
+    except FileNotFoundError:
+        return []
+    return json.loads(index.read_text()) if index.is_file() else []
+
+
+PARAMS = [pytest.param(s, e, id=f"{s}-{e['kind']}-{e['preset']}", marks=_marks(s))
+          for s in VECTOR_SETS for e in _entries(s)]
+if not PARAMS:  # one skipped test with the reason, rather than none at all
+    PARAMS = [pytest.param(None, None, id="no-parity-vectors")]
+
+
+@cache
+def check_output(vector_set: str) -> dict[str, str]:
+    """check.py's PASS/FAIL line per model of one vector set, and its closing summary line."""
+    d = parity_dir()
+    proc = subprocess.run([sys.executable, str(d / "check.py"), "--vectors", str(d / vector_set)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=1200)
     lines = {}
     for line in proc.stdout.splitlines():
         parts = line.split(" ", 3)
@@ -31,13 +56,26 @@ def check_output() -> dict[str, str]:
     return lines
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: f"{e['kind']}-{e['preset']}")
-def test_vector_passes(check_output, entry):
+def _require(vector_set: str | None) -> None:
+    try:
+        d = parity_dir()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    if vector_set is None or not (d / vector_set / "index.json").is_file():
+        pytest.skip(f"no parity vectors at {d / (vector_set or '')}")
+
+
+@pytest.mark.parametrize("vector_set,entry", PARAMS)
+def test_vector_passes(vector_set, entry):
+    _require(vector_set)
+    out = check_output(vector_set)
     key = f"{entry['family']}.{entry['kind']} {entry['preset']}"
-    line = check_output.get(key)
-    assert line is not None, f"check.py printed nothing for {key}: {check_output['__summary__']}"
+    line = out.get(key)
+    assert line is not None, f"check.py printed nothing for {key}: {out['__summary__']}"
     assert line.startswith("PASS"), line
 
 
-def test_every_vector_checked(check_output):
-    assert check_output["__summary__"] == f"{len(ENTRIES)} passed, 0 failed"
+@pytest.mark.parametrize("vector_set", [pytest.param(s, marks=_marks(s)) for s in VECTOR_SETS])
+def test_every_vector_checked(vector_set):
+    _require(vector_set)
+    assert check_output(vector_set)["__summary__"] == f"{len(_entries(vector_set))} passed, 0 failed"

@@ -79,6 +79,9 @@ class VQGANConfig(ConfigMixin):
     z_channels: int = 256
     codebook_size: int = 1024
     image_channels: int = 3
+    # GroupNorm epsilon: the TiTok release's conversion uses 1e-6; maskgit-torch's conversion of the same JAX
+    # network keeps PyTorch's default 1e-5, and its weights were checked against that (parity vectors).
+    norm_eps: float = 1e-6
 
     @property
     def downsample(self) -> int:

@@ -1,4 +1,4 @@
-"""MaskGIT-VQGAN (Chang et al. 2022, as converted to PyTorch for the TiTok release).
+"""MaskGIT-VQGAN (Chang et al. 2022, as converted to PyTorch for the TiTok release, and by maskgit-torch).
 
 TiTok's two-stage tokenizers decode through this network's decoder; with the encoder and the codebook
 it is also the MaskGIT baseline tokenizer (baselines/maskgit_vqgan.py). f16, 1024 codes x 256 dims, no attention.
@@ -6,7 +6,9 @@ Two details of the converted network matter for weight compatibility and are kep
   * residual-block convolutions have no bias;
   * when a residual block changes width, its 1x1 `nin_shortcut` is applied to the block's *output*
     (not to its input, as in taming's VQGAN); its weights are therefore (out, out, 1, 1).
-Images are on the [0, 1] scale in and out.
+Images are on the [0, 1] scale in and out. Both public PyTorch conversions (the TiTok release's and
+hmorimitsu/maskgit-torch's) are this network; they differ in key names (baselines/maskgit_torch_keys.py) and in
+the GroupNorm epsilon (`VQGANConfig.norm_eps`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from titok.configs import VQGANConfig
 from titok.inference import to_memory_format, upsample_conv
 
 
-def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(32, channels, eps=1e-6, affine=True)
+def _norm(channels: int, eps: float) -> nn.GroupNorm:
+    return nn.GroupNorm(32, channels, eps=eps, affine=True)
 
 
 def _conv3x3(cin: int, cout: int, bias: bool = True) -> nn.Conv2d:
@@ -29,11 +31,11 @@ def _conv3x3(cin: int, cout: int, bias: bool = True) -> nn.Conv2d:
 
 
 class ResnetBlock(nn.Module):
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, eps: float):
         super().__init__()
-        self.norm1 = _norm(cin)
+        self.norm1 = _norm(cin, eps)
         self.conv1 = _conv3x3(cin, cout, bias=False)
-        self.norm2 = _norm(cout)
+        self.norm2 = _norm(cout, eps)
         self.conv2 = _conv3x3(cout, cout, bias=False)
         self.nin_shortcut = nn.Conv2d(cout, cout, 1, bias=False) if cin != cout else None
 
@@ -47,9 +49,9 @@ class ResnetBlock(nn.Module):
 class _Level(nn.Module):
     """One resolution level: residual blocks, then an optional resampling."""
 
-    def __init__(self, cin: int, cout: int, num_blocks: int, upsample: bool = False):
+    def __init__(self, cin: int, cout: int, num_blocks: int, eps: float, upsample: bool = False):
         super().__init__()
-        self.block = nn.ModuleList(ResnetBlock(cin if i == 0 else cout, cout) for i in range(num_blocks))
+        self.block = nn.ModuleList(ResnetBlock(cin if i == 0 else cout, cout, eps) for i in range(num_blocks))
         self.upsample_conv = _conv3x3(cout, cout) if upsample else None
 
 
@@ -59,10 +61,11 @@ class Encoder(nn.Module):
         ch, mult = cfg.hidden_channels, cfg.channel_mult
         self.conv_in = _conv3x3(cfg.image_channels, ch, bias=False)
         in_mult = (1,) + tuple(mult)
-        self.down = nn.ModuleList(_Level(ch * in_mult[i], ch * mult[i], cfg.num_res_blocks) for i in range(len(mult)))
+        self.down = nn.ModuleList(_Level(ch * in_mult[i], ch * mult[i], cfg.num_res_blocks, cfg.norm_eps)
+                                  for i in range(len(mult)))
         mid = ch * mult[-1]
-        self.mid = nn.ModuleList(ResnetBlock(mid, mid) for _ in range(cfg.num_res_blocks))
-        self.norm_out = _norm(mid)
+        self.mid = nn.ModuleList(ResnetBlock(mid, mid, cfg.norm_eps) for _ in range(cfg.num_res_blocks))
+        self.norm_out = _norm(mid, cfg.norm_eps)
         self.conv_out = nn.Conv2d(mid, cfg.z_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, Z, H/16, W/16)
@@ -83,14 +86,14 @@ class Decoder(nn.Module):
         ch, mult = cfg.hidden_channels, cfg.channel_mult
         top = ch * mult[-1]
         self.conv_in = _conv3x3(cfg.z_channels, top)
-        self.mid = nn.ModuleList(ResnetBlock(top, top) for _ in range(cfg.num_res_blocks))
+        self.mid = nn.ModuleList(ResnetBlock(top, top, cfg.norm_eps) for _ in range(cfg.num_res_blocks))
         # up[i] works at level i; it receives level i+1's width (the top level receives its own).
         levels = []
         for i in range(len(mult)):
             cin = ch * (mult[i + 1] if i + 1 < len(mult) else mult[-1])
-            levels.append(_Level(cin, ch * mult[i], cfg.num_res_blocks, upsample=i != 0))
+            levels.append(_Level(cin, ch * mult[i], cfg.num_res_blocks, cfg.norm_eps, upsample=i != 0))
         self.up = nn.ModuleList(levels)
-        self.norm_out = _norm(ch * mult[0])
+        self.norm_out = _norm(ch * mult[0], cfg.norm_eps)
         self.conv_out = _conv3x3(ch * mult[0], cfg.image_channels)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, Z, h, w) -> (B, 3, 16h, 16w)

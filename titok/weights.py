@@ -110,7 +110,10 @@ def _summarise(names: list[str], limit: int = 8) -> str:
 def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
     """Strictly load `state_dict` into `model`, after the model's own `convert_state_dict`."""
     convert = getattr(model, "convert_state_dict", None)
-    sd = dict(convert(dict(state_dict)) if convert is not None else state_dict)
+    try:
+        sd = dict(convert(dict(state_dict)) if convert is not None else state_dict)
+    except WeightsError as exc:  # a conversion judges the release's names; say which file it judged
+        raise WeightsError(f"{source}: {exc}") from None
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))

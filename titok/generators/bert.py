@@ -1,4 +1,4 @@
-"""The BERT-style generator of TiTok-L-32 / B-64 (and of the MaskGIT baseline): a bidirectional post-LN
+"""The BERT-style generator of TiTok-L-32 / B-64: a bidirectional post-LN
 transformer laid out like Hugging Face's `BertModel` under the prefix `model.`, so the release's checkpoints
 load as they are, plus a linear head over the codebook (`model.lm_head`). Written without `transformers`.
 """

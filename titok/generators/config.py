@@ -8,16 +8,27 @@ from titok.configs import ConfigMixin
 from titok.errors import ConfigError
 
 GUIDANCE_DECAYS = ("constant", "linear", "power-cosine")
+MASK_SCHEDULES = ("arccos", "cosine")
+TOKEN_SAMPLINGS = ("annealed-gumbel", "categorical")
+CONFIDENCES = ("logit", "log-prob")
 
 
 @dataclass(frozen=True)
 class SamplingConfig(ConfigMixin):
-    """MaskGIT iterative decoding, as the TiTok release samples for its gFID numbers.
+    """MaskGIT iterative decoding; the defaults are how the TiTok release samples for its gFID numbers.
 
-    `randomize_temperature` scales the Gumbel noise on both the sampled tokens and the confidence used to pick
-    which tokens stay, annealed linearly to 0. Guidance: `constant` uses `guidance_scale` throughout; `linear`
-    ramps it from 0 (no guidance on the first step) to `guidance_scale`; `power-cosine` is MDT's schedule with
-    exponent `guidance_scale_pow`. A scale of 0 turns guidance off (one forward pass per step).
+    `randomize_temperature` scales the Gumbel noise on the confidence used to pick which tokens stay, annealed
+    linearly to 0 (MaskGIT's "choice temperature"). Guidance: `constant` uses `guidance_scale` throughout;
+    `linear` ramps it from 0 (no guidance on the first step) to `guidance_scale`; `power-cosine` is MDT's schedule
+    with exponent `guidance_scale_pow`. A scale of 0 turns guidance off (one forward pass per step).
+
+    Where the TiTok release and MaskGIT's own decoding (Chang et al. 2022; google-research/maskgit's
+    `parallel_decode`) differ, a field names the choice:
+      mask_schedule   tokens still masked after step t of T: N*arccos(t/T)/(pi/2) (TiTok) or N*cos(pi/2*t/T) (MaskGIT);
+      token_sampling  "annealed-gumbel": the token is argmax(logits + annealed temperature * Gumbel) (TiTok);
+                      "categorical": drawn from softmax(logits) at temperature 1 throughout (MaskGIT);
+      confidence      what the choice noise is added to: the sampled token's logit (TiTok) or its log-probability
+                      (MaskGIT), which ranks positions differently because each position has its own normaliser.
     """
 
     num_steps: int = 8
@@ -26,10 +37,15 @@ class SamplingConfig(ConfigMixin):
     guidance_decay: str = "linear"
     guidance_scale_pow: float = 3.0
     softmax_temperature_annealing: bool = True  # the release's sample_imagenet_titok.py turns it on
+    mask_schedule: str = "arccos"
+    token_sampling: str = "annealed-gumbel"
+    confidence: str = "logit"
 
     def __post_init__(self) -> None:
-        if self.guidance_decay not in GUIDANCE_DECAYS:
-            raise ConfigError(f"guidance_decay must be one of {GUIDANCE_DECAYS}, got {self.guidance_decay!r}")
+        for name, allowed in (("guidance_decay", GUIDANCE_DECAYS), ("mask_schedule", MASK_SCHEDULES),
+                              ("token_sampling", TOKEN_SAMPLINGS), ("confidence", CONFIDENCES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.num_steps < 1:
             raise ConfigError(f"num_steps must be >= 1, got {self.num_steps}")
 

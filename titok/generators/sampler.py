@@ -1,9 +1,10 @@
-"""MaskGIT iterative decoding (Chang et al. 2022) with the TiTok release's sampling recipe.
+"""MaskGIT iterative decoding (Chang et al. 2022) with the TiTok release's sampling recipe, or MaskGIT's own.
 
 Start from all-masked tokens; at step t of T, predict every masked token, keep the most confident ones and
-re-mask the rest, so that floor(N * arccos(t/T) / (pi/2)) tokens stay masked (at least 1 until the last step,
-which unmasks everything). Gumbel noise scaled by an annealed temperature randomises both the sampled token
-and the confidence. Classifier-free guidance follows `SamplingConfig.guidance_decay`.
+re-mask the rest, so that floor(N * arccos(t/T) / (pi/2)) tokens stay masked (MaskGIT: floor(N * cos(pi/2 * t/T)));
+at least 1 until the last step, which unmasks everything. Gumbel noise scaled by an annealed temperature
+randomises the confidence, and the sampled token too (MaskGIT draws the token at temperature 1 instead).
+Classifier-free guidance follows `SamplingConfig.guidance_decay`; MaskGIT has none.
 
 Two changes from the release, neither of which changes the distribution of the samples:
   * the conditional and unconditional passes run as one batch of 2B (`InferenceOptions.cfg_batched`), equal to
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from titok.errors import ConfigError
 from titok.generators.config import SamplingConfig
 from titok.generators.noise import confidence_noise, seed_tensor, token_noise
 from titok.inference import options_of
@@ -35,13 +37,19 @@ class SampleResult:
     masked_after_step: list[int] = field(default_factory=list)  # masked tokens per sample after each step
 
 
-def masked_count(step: int, num_steps: int, num_tokens: int, currently_masked: int) -> int:
-    """How many tokens stay masked after `step` (0-based): the arccos schedule, clipped as the release does."""
+def masked_count(step: int, num_steps: int, num_tokens: int, currently_masked: int, schedule: str = "arccos") -> int:
+    """How many tokens stay masked after `step` (0-based), clipped as the releases do: at least one is unmasked
+    and one stays masked per step, until the last step unmasks all."""
     if step == num_steps - 1:
         return 0
     ratio = (step + 1) / num_steps
-    scheduled = math.floor(num_tokens * math.acos(ratio) / (math.pi / 2))
-    return max(1, min(currently_masked - 1, scheduled))
+    if schedule == "arccos":
+        fraction = math.acos(ratio) / (math.pi / 2)
+    elif schedule == "cosine":  # MaskGIT's mask_schedule: cos(pi/2 * r), clipped to [1e-6, 1]
+        fraction = min(1.0, max(1e-6, math.cos(math.pi / 2 * ratio)))
+    else:
+        raise ValueError(f"unknown mask schedule {schedule!r}")
+    return max(1, min(currently_masked - 1, math.floor(num_tokens * fraction)))
 
 
 def guidance_scale_at(step: int, s: SamplingConfig) -> float:
@@ -78,6 +86,10 @@ def sample_tokens(
     progress: bool = False,
 ) -> SampleResult:
     """Sample (B, N) image tokens from a `titok.generators.base.Generator` for class labels (B,)."""
+    if not getattr(model, "has_null_class", True) and any(
+            guidance_scale_at(step, sampling) != 0 for step in range(sampling.num_steps)):
+        raise ConfigError(f"{getattr(model, 'preset', '') or type(model).__name__} has no null class, so no "
+                          "classifier-free guidance: sample with guidance_scale = 0 and guidance_decay = 'constant'")
     device = next(model.parameters()).device
     labels = torch.as_tensor(class_labels, device=device).long().reshape(-1)
     b, n, k = labels.shape[0], model.num_tokens, model.codebook_size
@@ -107,20 +119,24 @@ def sample_tokens(
                                f"{sampling.num_steps}; check the generator's weights and precision")
         if sampling.softmax_temperature_annealing:
             logits = logits / (0.5 + 0.8 * (1 - ratio))
-        if temperature != 0:
+        # Gumbel-max: argmax(logits + g) is a draw from softmax(logits); scaled by 1 it is MaskGIT's categorical draw.
+        token_scale = 1.0 if sampling.token_sampling == "categorical" else temperature
+        if token_scale != 0:
             # Noise of (seed, step, position, code) made on the device: (B, N, K) for tokens, (B, N) for confidence.
             # Steps are independent counters, so skipping the noise where it is scaled by 0 changes nothing else.
-            logits_noisy = logits + temperature * _gumbel(token_noise(noise_seeds, step, n, k))
+            logits_noisy = logits + token_scale * _gumbel(token_noise(noise_seeds, step, n, k))
         else:
             logits_noisy = logits
         sampled = logits_noisy.argmax(dim=-1)  # (B, N)
         del logits_noisy
-        sampled_logits = logits.gather(-1, sampled[..., None])[..., 0]
+        sampled_logits = logits.gather(-1, sampled[..., None])[..., 0]  # (B, N)
+        if sampling.confidence == "log-prob":  # log softmax at the sampled code, without a (B, N, K) copy
+            sampled_logits = sampled_logits - torch.logsumexp(logits, dim=-1)
         sampled = torch.where(is_mask, sampled, ids)
         confidence = torch.where(is_mask, sampled_logits, torch.full_like(sampled_logits, math.inf))
         if temperature != 0:
             confidence = confidence + temperature * _gumbel(confidence_noise(noise_seeds, step, n))
-        keep_masked = masked_count(step, sampling.num_steps, n, int(is_mask[0].sum()))
+        keep_masked = masked_count(step, sampling.num_steps, n, int(is_mask[0].sum()), sampling.mask_schedule)
         if keep_masked == 0:
             ids = sampled
         else:
