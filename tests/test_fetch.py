@@ -300,3 +300,12 @@ def test_generate_released_pairs_the_released_tokenizer(caches, monkeypatch, tmp
     weights = json.loads((tmp_path / "samples" / "generation.json").read_text())["weights"]
     assert set(weights) == {"generator", "tokenizer"}
     assert all(tag.startswith("model.safetensors@") for tag in weights.values())  # neither ran with random weights
+
+
+def test_every_published_source_names_a_registered_preset():
+    """A source keyed by a preset name nobody registers could never be asked for (a typo, a renamed preset)."""
+    from titok.registry import get_spec
+    from titok.released import SOURCES
+
+    for kind, preset in SOURCES:
+        assert get_spec(kind, preset).name == preset
