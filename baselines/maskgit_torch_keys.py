@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import torch
 
 from titok.configs import VQGANConfig
-from titok.weights import WeightsError
+from titok.weights import WeightsError, key_problems
 
 # A residual block's parameters: TiTok release name -> maskgit-torch name.
 _BLOCK_PARTS = {"norm1": "norm0", "conv1": "conv0", "norm2": "norm1", "conv2": "conv1", "nin_shortcut": "conv_res"}
@@ -58,28 +58,13 @@ def is_maskgit_torch_layout(state_dict: Mapping[str, torch.Tensor]) -> bool:
     return "quantizer.codebook.weight" in state_dict or any(".res_blocks." in k for k in state_dict)
 
 
-def _summarise(names: list[str], limit: int = 8) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
-
-
 def from_maskgit_torch(state_dict: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor],
                        cfg: VQGANConfig) -> dict[str, torch.Tensor]:
     """A maskgit-torch tokenizer state dict renamed to our keys (`own`: the model's state dict, for the names and
     shapes). Missing, unexpected and mis-shaped entries are one error naming them as maskgit-torch spells them."""
-    names = {maskgit_torch_name(k, cfg): k for k in own}  # maskgit-torch name -> ours
-    missing = sorted(set(names) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(names))
-    mismatched = [f"{o}: checkpoint {tuple(state_dict[o].shape)} vs model {tuple(own[k].shape)}"
-                  for o, k in names.items() if o in state_dict and tuple(state_dict[o].shape) != tuple(own[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys: {_summarise(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys: {_summarise(unexpected)}")
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatches: {_summarise(mismatched, 4)}")
+    theirs = {k: maskgit_torch_name(k, cfg) for k in own}  # ours -> maskgit-torch's name
+    problems = key_problems(state_dict, own, theirs)
     if problems:
         raise WeightsError("not a maskgit-torch tokenizer checkpoint of this size (names as in the file): "
                            + "; ".join(problems))
-    return {k: state_dict[o] for o, k in names.items()}
+    return {k: state_dict[o] for k, o in theirs.items()}

@@ -107,6 +107,27 @@ def _summarise(names: list[str], limit: int = 8) -> str:
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
+def key_problems(checkpoint: Mapping[str, torch.Tensor], model: Mapping[str, torch.Tensor],
+                 name: Mapping[str, str] | None = None) -> list[str]:
+    """What keeps a checkpoint from loading strictly: missing keys, unexpected keys and shape mismatches, each
+    counted and listed (shortened). `name` maps a model key to the name the checkpoint uses for it (identity when
+    None), so the message spells keys as the user's file does."""
+    name = name or {k: k for k in model}
+    wanted = {name[k]: k for k in model}  # checkpoint name -> model key
+    missing = sorted(set(wanted) - set(checkpoint))
+    unexpected = sorted(set(checkpoint) - set(wanted))
+    mismatched = [f"{c}: checkpoint {tuple(checkpoint[c].shape)} vs model {tuple(model[k].shape)}"
+                  for c, k in wanted.items() if c in checkpoint and tuple(checkpoint[c].shape) != tuple(model[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys: {_summarise(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys: {_summarise(unexpected)}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatches: {_summarise(mismatched, 4)}")
+    return problems
+
+
 def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
     """Strictly load `state_dict` into `model`, after the model's own `convert_state_dict`."""
     convert = getattr(model, "convert_state_dict", None)
@@ -115,20 +136,7 @@ def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: 
     except WeightsError as exc:  # a conversion judges the release's names; say which file it judged
         raise WeightsError(f"{source}: {exc}") from None
     own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    mismatched = [
-        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
-    ]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys: {_summarise(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys: {_summarise(unexpected)}")
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatches: {_summarise(mismatched, 4)}")
+    problems = key_problems(sd, own)
     if problems:
         preset = getattr(model, "preset", type(model).__name__)
         raise WeightsError(f"{source} does not fit {preset}: " + "; ".join(problems))
