@@ -207,3 +207,16 @@ def test_folder_of_another_noise_scheme_is_refused(tmp_path, tiny_pair, saved):
     assert repr(saved or LEGACY_NOISE_SCHEME) in message and repr(NOISE_SCHEME) in message
     assert "another --out folder" in message
     assert not list(tmp_path.glob("*.png"))  # nothing was mixed in
+
+
+def test_token_noise_in_row_blocks_draws_what_one_block_does(monkeypatch):
+    """The sampler makes the (B, N, K) token noise a block of rows at a time to bound its scratch memory; a block
+    boundary must not change a single token (a row's noise is a function of its own seed)."""
+    from titok.generators import sampler
+
+    logits = torch.randn(7, 5, 11, generator=torch.Generator().manual_seed(0))
+    seeds = seed_tensor(range(100, 107), "cpu")
+    whole = sampler._noisy_argmax(logits, seeds, 3, 4.5)
+    monkeypatch.setattr(sampler, "NOISE_CHUNK_ELEMENTS", 2 * 5 * 11)  # blocks of 2 rows: 2, 2, 2, 1
+    assert torch.equal(sampler._noisy_argmax(logits, seeds, 3, 4.5), whole)
+    assert (whole == (logits + 4.5 * sampler._gumbel(token_noise(seeds, 3, 5, 11))).argmax(-1)).all()
