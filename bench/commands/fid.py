@@ -12,9 +12,13 @@ import json
 import sys
 from pathlib import Path
 
+from PIL import Image
+
 from bench.commands.argtypes import positive_int
 from bench.commands.offline import INCEPTION_HELP, add_offline_flag, apply_offline
+from bench.inception import inspect_weights, resolve_inception_weights
 from bench.metrics import compute_image_metrics, load_reference_stats
+from bench.statistics_file import check_protocol, read_protocol
 from titok.data.images import ImageFolder
 from titok.errors import DataError, InputError
 
@@ -44,6 +48,24 @@ def _source(path: str, args):
     return ImageFolder(path, image_size=args.image_size, strict=args.strict)
 
 
+def _check_reference(folder: ImageFolder, stats: str, args) -> None:
+    """A folder against a statistics file is only a distance between image sets if both were measured the same
+    way: the same extractor (weights hash) and image size as the file records (ADM's batches included). Checked
+    before any image is read; a file that records no protocol is used with a warning (bench.statistics_file)."""
+    reference = read_protocol(stats)
+    if not reference:
+        return
+    info = inspect_weights(resolve_inception_weights(args.inception_weights))
+    run = {"extractor": info.name, "extractor_sha256": info.weights_sha256}
+    size = args.image_size
+    if size is None and folder.files:
+        with Image.open(folder.files[0]) as img:  # the header only
+            size = img.width if img.width == img.height else None  # a non-square set has no one size to check
+    if size is not None:
+        run["image_size"] = int(size)
+    check_protocol(stats, reference, run)
+
+
 def run(args: argparse.Namespace) -> int:
     apply_offline(args)
     try:
@@ -51,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(a, str):
             raise DataError("the first argument must be an image folder; only the second may be statistics")
         b = _source(args.b, args)
+        if isinstance(b, str):
+            _check_reference(a, b, args)
         result = compute_image_metrics(a, b, inception_weights=args.inception_weights, metrics=("fid",),
                                        batch_size=args.batch_size, device=args.device, progress=sys.stderr.isatty())
     except InputError as exc:  # only bad input: a bug of ours keeps its traceback (exit 1)
