@@ -4,8 +4,9 @@ built-in photographs, reconstructs them clearly better than predicting the per-p
 The default tiny tests stop near that plateau (the mean image is what a collapsed codebook decodes to), so a
 falling loss alone does not show learning. Why this configuration: at lr >= 2e-3 the tiny VQ collapses to a few
 codes and stays at the mean image; at 1e-3 with 8 images (the whole set every step, no crop or flip, so the
-training set is exactly the images the baseline is computed on) it leaves the plateau after ~300 steps and reaches
-0.22-0.28 of the mean-image error by step 800 (seeds 0-2). About 10-15 s on one CPU thread.
+training set is exactly the images the baseline is computed on) it leaves the plateau after ~300 steps; by step 800
+the training loss is 0.22-0.28 of the mean-image error (seeds 0-2) and the eval-mode error 0.29 (seed 0, EMA alike).
+About 15 s on one CPU thread.
 """
 
 from __future__ import annotations

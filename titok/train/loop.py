@@ -380,7 +380,7 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool, on_gr
         if rc.image_every and step % rc.image_every == 0 and ctx.is_main:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 rows = task.preview(_ema_model(), batch)
-                if ema is not None and step <= wc.raw_grid_until:  # early on the EMA still shows the init
+                if ema is not None and step <= wc.raw_grid_until:  # the EMA lags while its decay warms up
                     rows += task.preview(task.model.eval(), batch)[-1:]
             save_grid(rows, out / "images" / f"step_{step:07d}.png")
             task.train()
