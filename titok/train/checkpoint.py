@@ -27,17 +27,42 @@ KEPT_DIR = "checkpoints"
 
 
 class EMA:
-    """Exponential moving average of a model's floating-point state (parameters and buffers)."""
+    """The release's EMA of a model's weights (bytedance/1d-tokenizer modeling/modules/ema_model.py, EMAModel).
 
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = decay
+    Why its schedule and not a constant decay: with 0.999 from step one the EMA would carry the random init for
+    thousands of steps. The release warms the decay up instead: at optimizer step n (counted from 1, the step
+    just taken) with s = n - update_after - 1, the decay is 0 while s <= 0 (the EMA copies the weights) and
+    min((1 + s) / (10 + s), decay) after, so it reaches 0.999 near step 9,000. It updates on the steps n with
+    (n - 1) % update_every == 0. Trainable parameters are averaged; frozen parameters and buffers are copied
+    from the model, as the release averages only parameters that require grad and exports its model's buffers.
+    The decay is a function of the step alone, so a resumed run computes the same EMA as an uninterrupted one.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float, update_every: int = 1, update_after: int = 0,
+                 warmup: bool = True):
+        if not 0.0 < decay < 1.0 or update_every < 1 or update_after < 0:
+            raise ValueError(f"EMA: decay {decay} not in (0, 1), update_every {update_every} < 1 or "
+                             f"update_after {update_after} < 0")
+        self.decay, self.update_every, self.update_after, self.warmup = decay, update_every, update_after, warmup
+        self.averaged = {name for name, p in model.named_parameters() if p.requires_grad}
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
+    def decay_at(self, step: int) -> float:
+        """The decay applied at optimizer step `step` (1 = the first step taken)."""
+        s = step - self.update_after - 1
+        if s <= 0:
+            return 0.0
+        return min((1 + s) / (10 + s), self.decay) if self.warmup else self.decay
+
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        """Fold in the model's weights after optimizer step `step` (1 = the first)."""
+        if (step - 1) % self.update_every != 0:
+            return
+        weight = 1.0 - self.decay_at(step)  # ema <- ema + (1 - decay) * (w - ema)
         for k, v in model.state_dict().items():
-            if v.is_floating_point():
-                self.state[k].lerp_(v.detach(), 1.0 - self.decay)
+            if k in self.averaged:
+                self.state[k].lerp_(v.detach(), weight)
             else:
                 self.state[k].copy_(v)
 

@@ -55,7 +55,10 @@ class OptimSection(ConfigMixin):
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 1e-4
     grad_clip: float = 1.0  # 0 = off
-    ema_decay: float = 0.999  # 0 = no EMA
+    ema_decay: float = 0.999  # the EMA's decay once warmed up; 0 = no EMA
+    ema_warmup: bool = True  # the release's decay warm-up min((1 + s) / (10 + s), ema_decay); false = constant
+    ema_update_every: int = 1  # fold the weights in every this many optimizer steps
+    ema_update_after: int = 0  # optimizer steps before the warm-up starts (the EMA copies the weights until then)
     disc_lr: float = 1e-4
 
 
@@ -127,6 +130,10 @@ class TrainConfig(ConfigMixin):
             (self.optim.batch_size % self.optim.grad_accum == 0,
              f"optim.batch_size {self.optim.batch_size} is not a multiple of grad_accum {self.optim.grad_accum}"),
             (self.schedule.steps > 0, "schedule.steps must be > 0"),
+            (0 <= self.optim.ema_decay < 1, f"optim.ema_decay must be in [0, 1), got {self.optim.ema_decay}"),
+            (self.optim.ema_update_every >= 1 and self.optim.ema_update_after >= 0,
+             f"optim.ema_update_every must be >= 1 and optim.ema_update_after >= 0, got "
+             f"{self.optim.ema_update_every} and {self.optim.ema_update_after}"),
             (len(self.optim.betas) == 2, "optim.betas needs two numbers"),
             (len(self.loss.perceptual_mix) == 2 and min(self.loss.perceptual_mix) >= 0
              and sum(self.loss.perceptual_mix) > 0,

@@ -217,7 +217,9 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool, on_gr
         d_sched = torch.optim.lr_scheduler.LambdaLR(
             d_opt, lambda s: lr_factor(s, sc.steps - lc.disc_start, sc.warmup_steps, oc.lr, sc.end_lr))
         d_scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    ema = ckpt_io.EMA(task.model, oc.ema_decay) if oc.ema_decay > 0 else None
+    ema = None
+    if oc.ema_decay > 0:
+        ema = ckpt_io.EMA(task.model, oc.ema_decay, oc.ema_update_every, oc.ema_update_after, oc.ema_warmup)
 
     step = 0
     if saved is not None:
@@ -359,7 +361,7 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool, on_gr
             if lecam is not None:  # global means: every rank's EMAs hold the same state
                 lecam.update(logit_means[0], logit_means[1])
         if ema is not None:
-            ema.update(task.model)
+            ema.update(task.model, step + 1)  # step + 1: the optimizer step just taken, counted from 1
         step += 1
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v
@@ -378,7 +380,7 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool, on_gr
         if rc.image_every and step % rc.image_every == 0 and ctx.is_main:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 rows = task.preview(_ema_model(), batch)
-                if ema is not None and step <= wc.raw_grid_until:  # early on the EMA still shows the init
+                if ema is not None and step <= wc.raw_grid_until:  # the EMA lags while its decay warms up
                     rows += task.preview(task.model.eval(), batch)[-1:]
             save_grid(rows, out / "images" / f"step_{step:07d}.png")
             task.train()

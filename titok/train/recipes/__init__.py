@@ -3,6 +3,7 @@
 A recipe holds the hyper-parameters of bytedance/1d-tokenizer's configs/training/** and training code, each value
 commented with the file it comes from; `titok-train --recipe NAME` starts from it, overrides go on top. The
 `[recipe]` table describes the recipe; every other table is a section of TrainConfig, checked like an override.
+A recipe of ours (not the release's, e.g. the CPU demonstration tiny_cpu) says `release = false` there.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ def read_recipe(name: str) -> dict[str, Any]:
 
 def describe(name: str) -> str:
     return read_recipe(name).get("recipe", {}).get("description", "")
+
+
+def is_release(name: str) -> bool:
+    """Whether the recipe reproduces the release (and so must cite it) rather than being one of ours."""
+    return bool(read_recipe(name).get("recipe", {}).get("release", True))
 
 
 def load_recipe(name: str, base: TrainConfig | None = None) -> TrainConfig:
