@@ -44,6 +44,11 @@ def _clock(seconds: float) -> str:
     return std_tqdm.format_interval(seconds)
 
 
+def number(value: float) -> str:
+    """A measured value for a progress line: three significant digits, without exponents for large values."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
 class Progress:
     """How far one block of work is. Use as a context manager (or call `close`), and `update(n, item=...)`."""
 

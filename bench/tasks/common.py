@@ -12,7 +12,7 @@ import torch
 
 from bench.records import append_record, make_record
 from titok.errors import InputError
-from titok.progress import track
+from titok.progress import number, track
 from titok.registry import create, get_spec
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,8 @@ class RunContext:
         rec = self.records[-1] if self.records and self.records[-1]["model"] == preset else None
         if rec is None:
             return preset
-        shown = [f"{k} {v:.4g}" for k, v in rec["metrics"].items() if isinstance(v, float) and not k.endswith("_s")]
+        shown = [f"{k} {number(v)}" for k, v in rec["metrics"].items()
+                 if isinstance(v, float) and not k.endswith(("_s", "_mb"))]  # quality first; time and memory after
         return f"{preset}: " + (", ".join(shown[:4]) or rec.get("error") or "done")
 
 

@@ -21,7 +21,7 @@ from bench.timing import measure_variants_with_backoff
 from titok.contract import autocast_context
 from titok.errors import NotSupportedError
 from titok.inference import InferenceOptions, apply_inference_options, describe
-from titok.progress import Progress
+from titok.progress import Progress, number
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def _outcome(records: list[dict]) -> str:
     for r in records:
         label = r["protocol"].get("options_label", "") if len(records) > 1 else ""
         value = r["metrics"].get("images_per_sec")
-        said.append((f"{label} " if label else "") + (f"{value:.3g} img/s" if value is not None
+        said.append((f"{label} " if label else "") + (f"{number(value)} img/s" if value is not None
                                                       else (r.get("error") or "no result")[:80]))
     return "; ".join(said) or "no record"
 
