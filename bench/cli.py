@@ -6,9 +6,10 @@
     titok-bench fid FOLDER_A FOLDER_OR_STATS_B --inception-weights PATH
     titok-bench stats IMAGENET_VAL --out val256.npz --image-size 256 --inception-weights PATH
     titok-bench generate --model titok_l32 --num 8 --out samples/
-    titok-bench reconstruct --model titok_l32 --input photos/ --out recon/
+    titok-bench reconstruct --model titok_l32 --input builtin:skimage --out recon/    # --input DIR keeps names
     titok-bench publish out/smoke/results.jsonl --name smoke --into results
     titok-bench list
+Long commands report progress on stderr (a bar on a terminal, plain lines in a log); --quiet silences it.
 Bad input (unknown presets or suite keys, missing or corrupt files, empty folders, checkpoints for another preset,
 statistics of the wrong shape, non-finite values) is one message on stderr and exit status 2, never a traceback:
 those are the `titok.errors.InputError`s, raised where the input is judged. Anything else is a bug of ours and

@@ -58,6 +58,7 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
         self.done = 0
+        self._done_at_last_line = -1
         self.start = self._last_line = time.monotonic()
         self._closed = False
         is_terminal = enabled and getattr(self.stream, "isatty", lambda: False)()
@@ -89,9 +90,10 @@ class Progress:
             return
         self._closed = True
         self.bar.close()
-        # A fine-grained block says it finished if it printed anything or lasted an interval; a short one stays quiet.
-        if self.lines and not self.every and (self._last_line != self.start
-                                              or time.monotonic() - self.start >= self.interval):
+        # A fine-grained block says it finished if it printed anything or lasted an interval (a short one stays
+        # quiet), unless its last line already showed the final count.
+        if self.lines and not self.every and self._done_at_last_line != self.done and (
+                self._last_line != self.start or time.monotonic() - self.start >= self.interval):
             self._line(None, final=True)
 
     def __enter__(self) -> Progress:
@@ -109,14 +111,14 @@ class Progress:
         else:
             where = f"{self.done} {self.unit}"
         parts = [f"{self.desc}: {where}" + (f" {item}" if item else ""), f"elapsed {_clock(elapsed)}"]
-        if final:
+        if final or (self.total and self.done >= self.total):
             parts.append("done")
         elif self.total and self.done:
             parts.append(f"ETA {_clock(elapsed / self.done * (self.total - self.done))}")
         return ", ".join(parts)
 
     def _line(self, item: str | None, final: bool = False) -> None:
-        self._last_line = time.monotonic()
+        self._last_line, self._done_at_last_line = time.monotonic(), self.done
         print(self.status(item, final), file=self.stream, flush=True)
 
 
