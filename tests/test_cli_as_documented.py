@@ -19,6 +19,9 @@ from bench.output_names import png_names
 from bench.tasks import common
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+# Subcommands the README documents that other branches of issue 15 add (figures, the FID doctor): checked once
+# they are registered; skipped, by name, only while this build lacks them.
+ADDED_ELSEWHERE = {"plot", "doctor"}
 
 
 def readme_commands() -> list[str]:
@@ -30,15 +33,19 @@ def readme_commands() -> list[str]:
 
 def test_readme_has_the_harness_examples():
     commands = " ".join(readme_commands())
-    for sub in ("run", "tables", "compare", "generate", "reconstruct", "fid", "stats", "publish", "list"):
+    for sub in ("run", "tables", "plot", "compare", "generate", "reconstruct", "fid", "stats", "publish", "list"):
         assert f"titok-bench {sub} " in commands + " ", sub
 
 
 @pytest.mark.parametrize("command", readme_commands())
 def test_readme_example_parses_as_printed(command):
     argv = shlex.split(re.sub(r"\[[^\]]*\]", "", command))[1:]  # "[--json]": optional parts shown in brackets
+    parser = build_parser()
+    registered = next(a for a in parser._subparsers._group_actions if a.dest == "command").choices
+    if argv[0] in ADDED_ELSEWHERE and argv[0] not in registered:
+        pytest.skip(f"`titok-bench {argv[0]}` is added by another branch of issue 15")
     try:
-        build_parser().parse_args(argv)
+        parser.parse_args(argv)
     except SystemExit as exc:
         pytest.fail(f"README example does not parse ({exc}): {command}")
 
