@@ -23,6 +23,7 @@ import argparse
 import json
 import logging
 import os
+import select
 import signal
 import sys
 from pathlib import Path
@@ -287,7 +288,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"titok-bench {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:
+        if not _stdout_reader_gone():  # another pipe broke (a worker, a socket): a bug, with its traceback
+            raise
         return _reader_left()
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end is closed (poll reports an error on its writing end)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no file descriptor (captured in-process) or no poll
+        return False
 
 
 def _reader_left() -> int:
@@ -296,11 +309,7 @@ def _reader_left() -> int:
     Python would otherwise print a traceback and, at exit, a second error while flushing what is left, so stdout
     is pointed at /dev/null first. The status is the shell's for a process ended by SIGPIPE (128 + 13).
     """
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # stdout without a file descriptor (captured in-process): nothing to flush
-        pass
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 128 + signal.SIGPIPE
 
 

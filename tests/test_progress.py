@@ -127,6 +127,17 @@ def test_list_into_a_closed_pipe_ends_quietly():
     assert "Traceback" not in err and "BrokenPipe" not in err, err
 
 
+def test_a_broken_pipe_elsewhere_is_a_bug_with_its_traceback(monkeypatch):
+    import bench.cli
+
+    def broken(args):
+        raise BrokenPipeError("a worker's pipe")  # stdout is fine: this must not pass for `| head`
+
+    monkeypatch.setattr(bench.cli, "cmd_list", broken)
+    with pytest.raises(BrokenPipeError):
+        bench.cli.main(["list"])
+
+
 @pytest.mark.parametrize("argv", [["fid", "a", "b"], ["stats", "x", "--out", "y"], ["generate", "--model", "m",
                                                                                       "--out", "o"]])
 def test_every_long_command_takes_quiet(argv):
