@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 FEATURE_DIM = 2048
 LOGITS_DIM = 1008  # torch-fidelity's "logits_unbiased": the 1008 outputs of the TF Inception graph
 PAPER_NUM_IMAGES = 50_000  # the paper's gFID/rFID: 50,000 samples, or the 50,000 ImageNet val images
+_said: set[str] = set()
 
 
 def few_images_warning(n: int, what: str) -> str | None:
@@ -210,7 +211,8 @@ class InceptionMetrics:
                 raise MetricError("FID needs real images or reference statistics")
             values["fid"] = frechet_distance(*self.fake.statistics(), mu2, sigma2)
             for n, what in ((self.fake.n, "images"), (self.real.n, "reference images")):
-                if n and (message := few_images_warning(n, what)):
+                if n and (message := few_images_warning(n, what)) and message not in _said:
+                    _said.add(message)  # once per process and count: a suite scores many models on one set
                     log.warning(message)
         if "isc" in self.metrics:
             if self.fake.n < 10:

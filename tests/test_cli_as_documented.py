@@ -125,12 +125,15 @@ def test_few_images_warning_states_the_threshold_and_why():
 
 
 @pytest.mark.metrics
-def test_fid_over_a_few_images_warns(image_folders, standin_inception, caplog):
-    from bench.metrics import compute_image_metrics
+def test_fid_over_a_few_images_warns_once(image_folders, standin_inception, caplog, monkeypatch):
+    import bench.metrics
     from titok.data.images import ImageFolder
 
+    monkeypatch.setattr(bench.metrics, "_said", set())
     a, b = (ImageFolder(folder) for folder in image_folders)
     with caplog.at_level(logging.WARNING):
-        compute_image_metrics(a, b, inception_weights=standin_inception, metrics=("fid",), batch_size=6)
+        for _ in range(2):  # a suite scoring a second model on the same set is not warned twice
+            bench.metrics.compute_image_metrics(a, b, inception_weights=standin_inception, metrics=("fid",),
+                                                batch_size=6)
     said = [r.getMessage() for r in caplog.records if "FID statistics over 12" in r.getMessage()]
     assert len(said) == 2, caplog.text  # the images and the reference images
