@@ -76,15 +76,6 @@ class Progress:
         if self.lines and (self.every or time.monotonic() - self._last_line >= self.interval):
             self._line(item)
 
-    def note(self, message: str) -> None:
-        """A one-off message beside the progress (above the bar on a terminal, a line in a log)."""
-        if not self.enabled:
-            return
-        if self.bar.disable:
-            print(message, file=self.stream, flush=True)
-        else:
-            self.bar.write(message, file=self.stream)
-
     def close(self) -> None:
         if self._closed:
             return
