@@ -85,7 +85,8 @@ def cmd_run(args) -> int:
     tasks = {"speed": run_speed, "recon": run_recon, "gen": run_gen, "stats": run_stats}
     print(f"suite {suite.name}: {len(suite.runs)} runs on {device} -> {ctx.results_path}")
     for spec in track(suite.runs, f"suite {suite.name}", ctx.progress, unit="runs", every=True,
-                      label=lambda spec: f"{spec.task} {', '.join(spec.models)}"):
+                      label=lambda spec: f"{spec.task} of " + (spec.models[0] if len(spec.models) == 1
+                                                               else f"{len(spec.models)} models")):
         print(f"  {spec.task}: {', '.join(spec.models)}", flush=True)
         done = len(ctx.records)
         try:

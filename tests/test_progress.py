@@ -111,7 +111,9 @@ def test_run_logs_one_line_per_measurement_and_per_suite_run(tmp_path):
     speed = [x for x in lines if x.startswith("speed (tokenizers): ")]
     assert len(speed) == 4 and "4/4" in speed[-1] and "img/s" in speed[0] and "ETA" in speed[0], proc.stderr
     assert any(x.startswith("recon: 1/1 models (100%) titok_tiny_vq: psnr") for x in lines), proc.stderr
-    assert [LINE.match(x)["done"] for x in lines if x.startswith("suite logged: ")] == ["1", "2"], proc.stderr
+    suite_lines = [x for x in lines if x.startswith("suite logged: ")]
+    assert [LINE.match(x)["done"] for x in suite_lines] == ["1", "2"], proc.stderr
+    assert "speed of titok_tiny_vq" in suite_lines[0] and "recon of titok_tiny_vq" in suite_lines[1]
     assert "elapsed" not in proc.stdout  # stdout: the run's summary lines only
 
 
