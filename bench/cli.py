@@ -6,9 +6,10 @@
     titok-bench fid FOLDER_A FOLDER_OR_STATS_B --inception-weights PATH
     titok-bench stats IMAGENET_VAL --out val256.npz --image-size 256 --inception-weights PATH
     titok-bench generate --model titok_l32 --num 8 --out samples/
-    titok-bench reconstruct --model titok_l32 --input photos/ --out recon/
+    titok-bench reconstruct --model titok_l32 --input builtin:skimage --out recon/    # --input DIR keeps names
     titok-bench publish out/smoke/results.jsonl --name smoke --into results
     titok-bench list
+Long commands report progress on stderr (a bar on a terminal, plain lines in a log); --quiet silences it.
 Bad input (unknown presets or suite keys, missing or corrupt files, empty folders, checkpoints for another preset,
 statistics of the wrong shape, non-finite values) is one message on stderr and exit status 2, never a traceback:
 those are the `titok.errors.InputError`s, raised where the input is judged. Anything else is a bug of ours and
@@ -21,11 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import select
+import signal
 import sys
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from bench.commands import bisect as bisect_command
 from bench.commands import compare as compare_command
@@ -39,6 +42,7 @@ from bench.commands import stats as stats_command
 from bench.commands.argtypes import class_labels, output_folder, positive_int, shard
 from bench.commands.offline import INCEPTION_HELP, WEIGHTS_HELP, add_offline_flag, apply_offline
 from titok.errors import DataError, InputError
+from titok.progress import track
 
 log = logging.getLogger("titok-bench")
 
@@ -52,10 +56,11 @@ def _device(name: str) -> torch.device:
         raise InputError(f"--device {name!r}: {str(exc).splitlines()[0]}") from None
 
 
-def _report_skipped(what: str, count: int, total: int) -> None:
+def _report_skipped(what: str, count: int, total: int, kept_in: str = "counted in the record's protocol.skipped"
+                    ) -> None:
     if count:
-        print(f"titok-bench: skipped {count} unreadable images of {total} in {what} (counted in the record's "
-              "protocol.skipped; use --strict to make them an error)", file=sys.stderr)
+        print(f"titok-bench: skipped {count} unreadable images of {total} in {what} ({kept_in}; "
+              "use --strict to make them an error)", file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------------------------ run
@@ -79,13 +84,15 @@ def cmd_run(args) -> int:
     check_paths(suite)
     device = _device(args.device)
     out = output_folder(args.out)
-    ctx = RunContext(out, new_run_id(), device, environment(device), git_commit(), progress=sys.stderr.isatty(),
+    ctx = RunContext(out, new_run_id(), device, environment(device), git_commit(), progress=not args.quiet,
                      limit=args.limit)
     (out / f"suite-{ctx.run_id}.resolved.json").write_text(json.dumps(
         {"source": suite.source, "device": str(device), "limit": args.limit, **suite.resolved}, indent=2))
     tasks = {"speed": run_speed, "recon": run_recon, "gen": run_gen, "stats": run_stats}
     print(f"suite {suite.name}: {len(suite.runs)} runs on {device} -> {ctx.results_path}")
-    for spec in tqdm(suite.runs, desc=f"suite {suite.name}", unit="run", disable=not ctx.progress):
+    for spec in track(suite.runs, f"suite {suite.name}", ctx.progress, unit="runs", every=True,
+                      label=lambda spec: f"{spec.task} of " + (spec.models[0] if len(spec.models) == 1
+                                                               else f"{len(spec.models)} models")):
         print(f"  {spec.task}: {', '.join(spec.models)}", flush=True)
         done = len(ctx.records)
         try:
@@ -139,7 +146,7 @@ def cmd_generate(args) -> int:
     labels = args.labels
     num = args.num or (len(labels) if labels else 8)
     made = generate_samples(gen, tok, output_folder(args.out), num, args.seed, args.batch_size, args.shard,
-                            progress=sys.stderr.isatty(), labels=labels,
+                            progress=not args.quiet, labels=labels,
                             weights={"generator": gen_tag, "tokenizer": tok_tag})
     missing = missing_samples(Path(args.out), num)
     print(f"wrote {made} new samples to {args.out} ({num - len(missing)} of {num} on disk"
@@ -148,6 +155,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_reconstruct(args) -> int:
+    from bench.output_names import names_in_reading_order
     from bench.tasks.common import load_model
     from titok.data.files import write_png_atomic
     from titok.data.images import iter_image_batches, open_dataset
@@ -156,15 +164,18 @@ def cmd_reconstruct(args) -> int:
     tok, _ = load_model("tokenizer", args.model, {"tokenizer": {args.model: args.weights}}, device)
     data = open_dataset(args.input, tok.image_size, limit=args.limit, strict=args.strict)
     out = output_folder(args.out)
+    names = names_in_reading_order(data)  # photos/cat.jpg -> recon/cat.png; built-in sets: 000000.png, ...
     i = 0
-    for batch, _ in iter_image_batches(data, args.batch_size, sys.stderr.isatty(), desc="reconstruct"):
+    for batch, _ in iter_image_batches(data, args.batch_size, not args.quiet, desc="reconstruct"):
         for img in tok.reconstruct(batch, batch_size=args.batch_size):
-            write_png_atomic(out / f"{i:06d}.png", img)
+            path = out / next(names)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_png_atomic(path, img)
             i += 1
     skipped = len(getattr(data, "skipped", []))
     if not i:
         raise DataError(f"{args.input}: none of the {len(data)} images could be read ({skipped} skipped)")
-    _report_skipped(args.input, skipped, len(data))
+    _report_skipped(args.input, skipped, len(data), kept_in="each named in a warning above; no record is written")
     print(f"wrote {i} reconstructions to {out}" + (f" ({skipped} unreadable images skipped)" if skipped else ""))
     return 0
 
@@ -247,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list presets and built-in suites")
     p.add_argument("--all", action="store_true", help="include the tiny test presets")
     p.set_defaults(func=cmd_list)
+
+    for command in sub.choices.values():  # on every subcommand, so it goes where users type it: `run --quiet`
+        command.add_argument("-q", "--quiet", action="store_true",
+                             help="no progress on stderr (a live bar on a terminal, one line per block in a log)")
     return parser
 
 
@@ -255,10 +270,36 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     apply_offline(args)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a reader that left early (`list | head`) is met here, not at interpreter exit
+        return status
     except InputError as exc:  # only bad input: a bug of ours keeps its traceback (exit 1)
         print(f"titok-bench {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        if not _stdout_reader_gone():  # another pipe broke (a worker, a socket): a bug, with its traceback
+            raise
+        return _reader_left()
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end is closed (poll reports an error on its writing end)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no file descriptor (captured in-process) or no poll
+        return False
+
+
+def _reader_left() -> int:
+    """stdout's reader closed the pipe (`titok-bench list --all | head`): stop quietly, as `yes | head` does.
+
+    Python would otherwise print a traceback and, at exit, a second error while flushing what is left, so stdout
+    is pointed at /dev/null first. The status is the shell's for a process ended by SIGPIPE (128 + 13).
+    """
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -26,6 +26,23 @@ from titok.errors import InputError
 log = logging.getLogger(__name__)
 FEATURE_DIM = 2048
 LOGITS_DIM = 1008  # torch-fidelity's "logits_unbiased": the 1008 outputs of the TF Inception graph
+PAPER_NUM_IMAGES = 50_000  # the paper's gFID/rFID: 50,000 samples, or the 50,000 ImageNet val images
+_said: set[str] = set()
+
+
+def few_images_warning(n: int, what: str) -> str | None:
+    """Why FID statistics over `n` images mislead, or None when `n` is enough to mean something.
+
+    The threshold is the feature dimension, 2048: from fewer images the 2048 x 2048 covariance estimate has rank at
+    most n - 1, is singular, and the Frechet distance mostly measures n. Above it FID still falls as n grows, which
+    is the most reported reason a user's FID differs from the paper's (the TiTok release's issue #65).
+    """
+    if n >= FEATURE_DIM:
+        return None
+    return (f"FID statistics over {n} {what}: fewer than {FEATURE_DIM}, the Inception feature dimension, so the "
+            f"{FEATURE_DIM}x{FEATURE_DIM} covariance is singular (rank <= {max(n - 1, 0)}) and the number mostly "
+            f"reflects the image count. Compare such numbers only at the same count, never with the paper's, which "
+            f"use {PAPER_NUM_IMAGES:,} images.")
 METRICS = ("fid", "isc", "kid", "prc")
 
 
@@ -204,6 +221,10 @@ class InceptionMetrics:
             values["fid"] = frechet_distance(*self.fake.statistics(), mu2, sigma2)
             if self.bootstrap:
                 spreads["fid"] = self._bootstrap_fid(mu2, sigma2)
+            for n, what in ((self.fake.n, "images"), (self.real.n, "reference images")):
+                if n and (message := few_images_warning(n, what)) and message not in _said:
+                    _said.add(message)  # once per process and count: a suite scores many models on one set
+                    log.warning(message)
         if "isc" in self.metrics:
             if self.fake.n < 10:
                 raise MetricError(f"the Inception Score uses 10 splits and needs at least 10 images, got {self.fake.n}")

@@ -1,12 +1,13 @@
 """Inference options: switches that change how fast a model runs, never what it computes (beyond float tolerance).
 
-Every option has a reference setting (the plain way the original release computes) and a fast one, so the
+Every option has a reference setting (the computation written out in its plainest form) and a fast one, so the
 harness's speed task can measure each gain as a ratio in one run (`InferenceOptions.reference()` vs the
 default). Options live on the model (`apply_inference_options`), not in its config: they are not part of what a
 checkpoint means, and two numbers measured with different options are still the same model's.
 
   attention       "sdpa": `scaled_dot_product_attention` (fused kernels where the device has them);
-                  "math": softmax(QK^T/sqrt(d))V written out, as the release's generators compute it.
+                  "math": softmax(QK^T/sqrt(d))V written out as matrix products (the reference; the
+                  original release itself already uses fused attention, so "math" is slower than it).
   cfg_batched     classifier-free guidance runs the conditional and unconditional passes as one batch of 2B
                   (one pass over the weights) instead of two passes of B.
   channels_last   the pixel decoders' convolutions run in NHWC, the layout oneDNN and cuDNN prefer.
@@ -49,7 +50,7 @@ class InferenceOptions(ConfigMixin):
 
     @classmethod
     def reference(cls) -> InferenceOptions:
-        """Every option off: the computation as the original release writes it (the slow path)."""
+        """Every option off: each step written out in its plainest form (what fast options are checked against)."""
         return cls(attention="math", cfg_batched=False, channels_last=False, fused_upsample=False)
 
     @classmethod

@@ -38,13 +38,13 @@ from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
 
 from bench.commands.argtypes import positive_int
 from bench.reference import IMAGES_KEY
 from titok.data.files import is_complete_png, tmp_name
 from titok.data.images import to_rgb
 from titok.errors import DataError, InputError, MissingFileError
+from titok.progress import Progress
 
 LABELS_KEY = "arr_1"  # guided-diffusion's image_sample.py: np.savez(out_path, arr, label_arr)
 ORDER_KEY = "sample_index"
@@ -167,7 +167,7 @@ def _write_images(f, paths: list[Path], order: np.ndarray, height: int, width: i
     pool = ThreadPoolExecutor(max_workers=workers)
     pending: deque = deque()
     rows = iter(order.tolist())
-    bar = tqdm(total=len(order), desc="export-npz", unit="img", disable=not progress)
+    bar = Progress(len(order), "export-npz", "img", progress)
     try:
         for i in rows:  # fill the window: 2 images per thread keep every thread busy, memory stays bounded
             pending.append(pool.submit(_decode, paths[i], height, width))
@@ -243,7 +243,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    made = export_npz(args.samples, args.out, seed=args.seed, num=args.num, progress=sys.stderr.isatty(),
+    made = export_npz(args.samples, args.out, seed=args.seed, num=args.num, progress=not getattr(args, "quiet", False),
                       workers=args.workers)
     size = made.path.stat().st_size
     print(f"wrote {made.num} samples ({made.width}x{made.height}) to {made.path} ({size / 1e9:.2f} GB): arr_0 in "

@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(b, str):
             _check_reference(a, b, args)
         result = compute_image_metrics(a, b, inception_weights=args.inception_weights, metrics=("fid",),
-                                       batch_size=args.batch_size, device=args.device, progress=sys.stderr.isatty())
+                                       batch_size=args.batch_size, device=args.device,
+                                       progress=not getattr(args, "quiet", False))
     except InputError as exc:  # only bad input: a bug of ours keeps its traceback (exit 1)
         print(f"titok-bench fid: error: {exc}", file=sys.stderr)
         return 2

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     protocol = make_statistics(args.images, args.out, args.image_size, inception_weights=args.inception_weights,
                                preparation=args.preparation, limit=args.limit, strict=args.strict,
                                batch_size=args.batch_size, device=args.device, features=args.features,
-                               progress=sys.stderr.isatty(), num_workers=args.workers)
+                               progress=not getattr(args, "quiet", False), num_workers=args.workers)
     if protocol["skipped"]:
         print(f"titok-bench stats: skipped {protocol['skipped']} unreadable images (use --strict to fail)",
               file=sys.stderr)

@@ -12,6 +12,7 @@ import torch
 
 from bench.records import append_record, make_record
 from titok.errors import InputError
+from titok.progress import number, track
 from titok.registry import create, get_spec
 from titok.released import RELEASED, fetch_released
 from titok.train.checkpoint import TOKENIZER_META, TOKENIZER_SHA_META
@@ -41,6 +42,18 @@ class RunContext:
         self.records.append(rec)
         return rec
 
+    def each_model(self, models: list[str], what: str):
+        """`models` with one progress line as each finishes (which, how far, elapsed, ETA, its first numbers)."""
+        return track(models, what, self.progress, unit="models", every=True, label=self._last_result)
+
+    def _last_result(self, preset: str) -> str:
+        rec = self.records[-1] if self.records and self.records[-1]["model"] == preset else None
+        if rec is None:
+            return preset
+        shown = [f"{k} {number(v)}" for k, v in rec["metrics"].items()
+                 if isinstance(v, float) and not k.endswith(("_s", "_mb"))]  # quality first; time and memory after
+        return f"{preset}: " + (", ".join(shown[:4]) or rec.get("error") or "done")
+
 
 def weights_tag(path: str | None) -> str:
     """'random' or '<file name>@<sha256 prefix>' so records say which weights produced them."""
@@ -58,6 +71,20 @@ def weights_tag(path: str | None) -> str:
     return f"{p.name}@{h.hexdigest()[:12]}"
 
 
+_warned_random: set[tuple[str, str]] = set()
+
+
+def warn_random_weights(kind: str, preset: str) -> None:
+    """Say once per process and model that it runs untrained: its images and quality numbers mean nothing
+    (speed and memory do not depend on the weights), so a random-weight number is never taken for a result."""
+    if (kind, preset) in _warned_random:
+        return
+    _warned_random.add((kind, preset))
+    log.warning("%s %s runs with RANDOM weights (none given): its images and quality numbers (FID, IS, PSNR) "
+                "are meaningless, only speed and memory are real; give weights with --weights / "
+                "--tokenizer-weights, or a suite's [defaults.weights.%s] table", kind, preset, kind)
+
+
 def load_model(kind: str, preset: str, weights: dict, device: torch.device):
     """A preset on `device` in eval mode, with its weights from the suite's table ({kind: {preset: path}}).
 
@@ -65,6 +92,8 @@ def load_model(kind: str, preset: str, weights: dict, device: torch.device):
     path = weights.get(kind, {}).get(preset)
     if path == RELEASED:
         path = str(fetch_released(kind, preset))
+    if not path:
+        warn_random_weights(kind, preset)
     torch.manual_seed(0)  # random-weight runs are reproducible
     model = create(kind, preset, path or None).to(device).eval()
     return model, weights_tag(path)

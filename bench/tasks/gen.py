@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from bench.suite import RunSpec
 from bench.tasks.common import (
@@ -37,6 +36,7 @@ from titok.data.files import TMP_SUFFIX, is_complete_png, tmp_name, write_png_at
 from titok.data.images import ImageFolder
 from titok.errors import InputError
 from titok.generators.noise import LEGACY_NOISE_SCHEME, NOISE_SCHEME
+from titok.progress import track
 from titok.weights import WeightsError
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def generate_samples(gen, tok, out_dir: Path, num_samples: int, run_seed: int, b
         log.info("removed %d temporary files left by an interrupted run in %s", stale, out_dir)
     todo = [b for b in batches if not all(is_complete_png(sample_path(out_dir, i)) for i in b)]
     written = 0
-    for idx in tqdm(todo, desc="sampling", disable=not progress, unit="batch"):
+    for idx in track(todo, f"generate {gen.preset}", progress, unit="batch"):
         classes = torch.as_tensor(sample_classes(idx, labels, gen.num_classes), device=device)
         with torch.no_grad():
             tokens = gen.generate(classes, seeds=[sample_seed(run_seed, i) for i in idx], **(sampling or {}))
@@ -188,7 +188,7 @@ def run_gen(spec: RunSpec, ctx: RunContext) -> None:
     require_torch_fidelity()
     inception_weights = inception_for(s, ctx)
     extractor = inspect_weights(resolve_inception_weights(inception_weights))
-    for preset in spec.models:
+    for preset in ctx.each_model(spec.models, "gen"):
         start, memory = time.perf_counter(), PeakMemory(ctx.device)
         gen, tag = load_model("generator", preset, s["weights"], ctx.device)
         gen_file = s["weights"].get("generator", {}).get(preset)

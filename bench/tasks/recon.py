@@ -42,7 +42,7 @@ def run_recon(spec: RunSpec, ctx: RunContext) -> None:
         from bench.inception import require_torch_fidelity
 
         require_torch_fidelity()  # before the reconstructions, not after
-    for preset in spec.models:
+    for preset in ctx.each_model(spec.models, "recon"):
         tok, tag = load_model("tokenizer", preset, s["weights"], ctx.device)
         start, memory = time.perf_counter(), PeakMemory(ctx.device)
         data = open_dataset(s["data"], tok.image_size, limit=limit, strict=s["strict"],

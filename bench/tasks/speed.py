@@ -23,6 +23,7 @@ from bench.timing import measure_variants_with_backoff
 from titok.contract import autocast_context
 from titok.errors import NotSupportedError
 from titok.inference import InferenceOptions, apply_inference_options, describe
+from titok.progress import Progress, number
 
 log = logging.getLogger(__name__)
 
@@ -100,39 +101,60 @@ def run_speed(spec: RunSpec, ctx: RunContext) -> None:
     ops = s["ops"] or list(OPS[kind])
     variants = [InferenceOptions.parse(v) for v in s["options"]]
     flop_counts: dict[tuple, float | None] = {}
-    for preset in spec.models:
-        model, tag = load_model(kind, preset, s["weights"], ctx.device)
-        tok = tok_tag = None
-        if kind == "generator" and "generate" in ops:
-            tok, tok_tag = load_model("tokenizer", paired_tokenizer(preset), s["weights"], ctx.device)
-        models = [m for m in (model, tok) if m is not None]
-        resolution = (tok or model).image_size if hasattr(tok or model, "image_size") else None
-        params = sum(parameter_millions(m) for m in models)
+    total = len(spec.models) * len(ops) * len(s["precisions"]) * len(s["batch_sizes"])
+    with Progress(total, f"speed ({kind}s)", "measurements", ctx.progress, every=True) as progress:
+        for preset in spec.models:
+            _speed_of_preset(ctx, s, kind, ops, variants, flop_counts, preset, progress)
 
-        emit = functools.partial(_emit, ctx, preset, tag)
-        for op in ops:
-            for precision in s["precisions"]:
-                for bs in s["batch_sizes"]:
-                    base = {"op": op, "kind": kind, "resolution": resolution, "batch_size": bs, "precision": precision,
-                            "warmup": s["warmup"], "iters": s["iters"], "device": ctx.device.type,
-                            "interleaved": len(variants) > 1}
-                    if kind == "generator":
-                        base["sampling"] = {**model.sampling.to_dict(), **s["sampling"]}
-                        base["tokenizer"] = tok.preset if tok is not None else None
-                        base["tokenizer_weights"] = tok_tag
-                    protocols = [{**base, "options": o.to_dict(), "options_label": describe(o)} for o in variants]
-                    error = None
-                    if precision not in PRECISIONS:
-                        error = f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}"
-                    elif precision != "fp32" and ctx.device.type != "cuda":
-                        error = f"not supported: {precision} autocast is measured on CUDA only"
-                    if error:
-                        for protocol in protocols:
-                            emit(protocol, error=error)
-                        continue
-                    _measure_variants(ctx, s, models, variants, protocols, op, precision, bs, params, flop_counts,
-                                      emit, preset)
-        free(model, tok)
+
+def _speed_of_preset(ctx, s, kind, ops, variants, flop_counts, preset, progress) -> None:
+    """Every (op, precision, batch size) of one preset; one progress line per measurement."""
+    model, tag = load_model(kind, preset, s["weights"], ctx.device)
+    tok = tok_tag = None
+    if kind == "generator" and "generate" in ops:
+        tok, tok_tag = load_model("tokenizer", paired_tokenizer(preset), s["weights"], ctx.device)
+    models = [m for m in (model, tok) if m is not None]
+    resolution = (tok or model).image_size if hasattr(tok or model, "image_size") else None
+    params = sum(parameter_millions(m) for m in models)
+
+    emit = functools.partial(_emit, ctx, preset, tag)
+    for op in ops:
+        for precision in s["precisions"]:
+            for bs in s["batch_sizes"]:
+                base = {"op": op, "kind": kind, "resolution": resolution, "batch_size": bs, "precision": precision,
+                        "warmup": s["warmup"], "iters": s["iters"], "device": ctx.device.type,
+                        "interleaved": len(variants) > 1}
+                if kind == "generator":
+                    base["sampling"] = {**model.sampling.to_dict(), **s["sampling"]}
+                    base["tokenizer"] = tok.preset if tok is not None else None
+                    base["tokenizer_weights"] = tok_tag
+                protocols = [{**base, "options": o.to_dict(), "options_label": describe(o)} for o in variants]
+                error = None
+                if precision not in PRECISIONS:
+                    error = f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}"
+                elif precision != "fp32" and ctx.device.type != "cuda":
+                    error = f"not supported: {precision} autocast is measured on CUDA only"
+                first = len(ctx.records)
+                if error:
+                    for protocol in protocols:
+                        emit(protocol, error=error)
+                else:
+                    _measure_variants(ctx, s, models, variants, protocols, op, precision, bs, params,
+                                      flop_counts, emit, preset)
+                progress.update(1, item=f"{preset} {op} batch {bs} {precision}: "
+                                + _outcome(ctx.records[first:]))
+    free(model, tok)
+
+
+def _outcome(records: list[dict]) -> str:
+    """What a measurement's records say, for its progress line: images/sec per variant, or the error."""
+    said = []
+    for r in records:
+        label = r["protocol"].get("options_label", "") if len(records) > 1 else ""
+        value = r["metrics"].get("images_per_sec")
+        said.append((f"{label} " if label else "") + (f"{number(value)} img/s" if value is not None
+                                                      else (r.get("error") or "no result")[:80]))
+    return "; ".join(said) or "no record"
 
 
 def _measure_variants(ctx, s, models, variants, protocols, op, precision, bs, params, flop_counts, emit, preset):

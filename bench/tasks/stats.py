@@ -25,7 +25,7 @@ def make_statistics(data_spec: str, out: str | Path, image_size: int, *, incepti
                     limit: int | None = None, strict: bool = False, batch_size: int = 64, device="cpu",
                     features: bool = False, progress: bool = False, num_workers: int | None = None) -> dict:
     """Write the statistics file `out` for the images of `data_spec`; returns the protocol written into it."""
-    from bench.metrics import InceptionMetrics
+    from bench.metrics import InceptionMetrics, few_images_warning
     from bench.statistics_file import STATS_FORMAT, write_statistics
 
     data = open_dataset(data_spec, image_size, limit=limit, strict=strict,
@@ -38,6 +38,8 @@ def make_statistics(data_spec: str, out: str | Path, image_size: int, *, incepti
     if acc.fake.n < 2:
         raise DataError(f"{data_spec}: statistics need at least 2 readable images, got {acc.fake.n} "
                         f"({skipped} unreadable)")
+    if message := few_images_warning(acc.fake.n, f"images in {out}"):
+        log.warning(message)
     mu, sigma = acc.fake_statistics()
     protocol = {"extractor": acc.info.name, "extractor_sha256": acc.info.weights_sha256,
                 "standin": acc.info.standin, "image_size": int(image_size), "preparation": data.preparation,

@@ -26,7 +26,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
 
 from titok.data.prepare import (
     AS_IS,
@@ -38,6 +37,7 @@ from titok.data.prepare import (
     to_rgb,
 )
 from titok.errors import ConfigError, DataError
+from titok.progress import Progress
 
 __all__ = ["BUILTIN_SETS", "DEFAULT_PREPARATION", "IMAGE_EXTENSIONS", "RESIZE_MODE", "DataError", "ImageFolder",
            "LoadedBatch", "TensorImages", "Unreadable", "builtin_images", "collate_images", "default_num_workers",
@@ -338,7 +338,7 @@ def iter_image_batches(source, batch_size: int = 64, progress: bool = False, des
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
     n = len(source)
-    bar = tqdm(total=n, desc=desc, disable=not progress, unit="img")
+    bar = Progress(n, desc, "img", progress)
     if isinstance(source, TensorImages):
         try:
             for start in range(0, n, batch_size):

@@ -22,12 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from titok.errors import ConfigError
 from titok.generators.config import SamplingConfig
 from titok.generators.noise import confidence_noise, seed_tensor, token_noise
 from titok.inference import options_of
+from titok.progress import track
 from titok.weights import WeightsError
 
 
@@ -117,7 +117,7 @@ def sample_tokens(
     ids = torch.full((b, n), model.mask_token_id, dtype=torch.long, device=device)
     masked_after: list[int] = []
     steps = range(sampling.num_steps)
-    for step in tqdm(steps, desc="sampling", disable=not progress, leave=False):
+    for step in track(steps, "sampling steps", progress, unit="step", leave=False):
         ratio = (step + 1) / sampling.num_steps
         temperature = sampling.randomize_temperature * (1.0 - ratio)
         is_mask = ids == model.mask_token_id
