@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "`titok-train pretokenize --help` for the token cache")
     p.add_argument("--config", help="start from this config.json (a previous run's) before the overrides")
     p.add_argument("--recipe", help="start from the release's recipe NAME (see --list-recipes) before the overrides")
-    p.add_argument("--list-recipes", action="store_true", help="list the recipes (the release's, and our tiny_cpu) and exit")
+    p.add_argument("--list-recipes", action="store_true",
+                   help="list the recipes (the release's, and our tiny_cpu) and exit")
     p.add_argument("--estimate", action="store_true", help="print FLOPs per step and GPU-hours of the config and exit")
     p.add_argument("--gpu", default="H100", help="--estimate: the GPU (H100, H100-PCIe, H200, A100)")
     p.add_argument("--utilisation", type=float, default=0.4,
