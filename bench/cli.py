@@ -267,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    # force: this process's stderr now, not a stream an earlier configuration bound (titok-train's, or a caller's)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s",
+                        force=True)
     apply_offline(args)
     try:
         status = args.func(args)
