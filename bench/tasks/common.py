@@ -92,10 +92,10 @@ def load_model(kind: str, preset: str, weights: dict, device: torch.device):
     path = weights.get(kind, {}).get(preset)
     if path == RELEASED:
         path = str(fetch_released(kind, preset))
-    if not path:
-        warn_random_weights(kind, preset)
     torch.manual_seed(0)  # random-weight runs are reproducible
     model = create(kind, preset, path or None).to(device).eval()
+    if not path:  # after create: an unknown preset is an error, not a model with random weights
+        warn_random_weights(kind, preset)
     return model, weights_tag(path)
 
 
