@@ -7,8 +7,11 @@ seconds per batch. The noise rule:
 
 * Speed (images/sec) is judged on the per-iteration times a record keeps (`spreads.sec_per_batch`, or the
   `sec_per_batch_min`/`_max` metrics of older records). It got slower only when the new run's fastest iteration
-  is slower than the base's slowest by more than the speed tolerance (10%), and faster only when the new run's
-  slowest beats the base's fastest by as much. A drift of a few percent, or a noisy run, falls inside the two
+  is slower than the base's slowest by more than the speed tolerance (15%), and faster only when the new run's
+  slowest beats the base's fastest by as much. 15%, not less: a record's iterations are seconds apart, while a
+  shared machine drifts by about 15% from minute to minute (measured: the smoke rerun's TiTok-BL-128 encode took
+  0.549-0.616 s against the base's 0.465-0.483 s, and two reruns minutes later 0.500-0.505 and 0.477-0.486 s),
+  and a real 20% slowdown with spreads of a few percent still exceeds it. A drift of a few percent, or a noisy run, falls inside the two
   records' own spreads. Where either record has fewer than two iterations ("base has no spread"), the medians
   are compared with a wider tolerance, max(speed tolerance, 25%), and the row says so.
 * A slowdown is called "machine loaded", not a regression, when the new record's machine was loaded (one-minute
@@ -35,7 +38,7 @@ from bench.metric_rules import MACHINE_METRICS, SPEED_METRICS, rule_for
 from bench.records import VOLATILE, latest_records, measurement_key, record_time
 from titok.errors import InputError
 
-SPEED_TOLERANCE = 0.10  # a real slowdown this large must show beyond both records' spreads
+SPEED_TOLERANCE = 0.15  # a real slowdown this large must show beyond both records' spreads (minute-scale drift)
 # Peak RSS on a CPU counts the whole process (interpreter, libraries, allocator caches) and moves with what ran
 # before in it: titok_l32 alone peaked 6.5% below the same measurement inside the smoke suite.
 MEMORY_TOLERANCE = 0.10
