@@ -254,7 +254,8 @@ def speed_by_options(records: list[dict]) -> Figure:
         ax.set_xlabel("images per second")
     common = [str(f(v)) for f, v, same in zip(parts[1:], next(iter(settings), (None,) * 5)[1:], shared[1:],
                                               strict=True) if same and v is not None]
-    ax.set_title("Speed per inference option" + (f" ({', '.join(common)})" if common else ""))
+    # The settings on a line of their own: beside the title they ran past the figure's edge with long device names.
+    ax.set_title("Speed per inference option" + (f"\n({', '.join(common)})" if common else ""))
     ax.grid(True, axis="x", alpha=0.3)
     if any(is_single_call(r) for r in records):
         ax.barh([0], [0], color="lightgray", hatch="////", edgecolor="white", label="hatched: single call")
