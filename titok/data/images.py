@@ -66,6 +66,17 @@ class Unreadable(NamedTuple):
     reason: str
 
 
+# What a corrupt, truncated, non-image or oversized file raises while decoding: a bad input, never a bug of ours.
+DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)
+
+
+def open_rgb(source) -> Image.Image:
+    """A file path or binary stream decoded in full and converted to RGB (raises one of `DECODE_ERRORS`)."""
+    with Image.open(source) as img:
+        img.load()
+        return to_rgb(img)
+
+
 class ImageFolder(torch.utils.data.Dataset):
     """Images under `root` (recursively, sorted) -> (uint8 (3,S,S), label).
 
@@ -106,10 +117,8 @@ class ImageFolder(torch.utils.data.Dataset):
         """
         path = self.files[i]
         try:
-            with Image.open(path) as img:
-                img.load()
-                img = to_rgb(img)
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+            img = open_rgb(path)
+        except DECODE_ERRORS as exc:
             if self.strict:
                 raise DataError(f"unreadable image {path}: {exc}") from None
             return Unreadable(str(path), str(exc))

@@ -30,10 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from titok.data.images import IMAGE_EXTENSIONS, pil_to_uint8
-from titok.data.prepare import to_rgb
+from titok.data.images import DECODE_ERRORS, IMAGE_EXTENSIONS, open_rgb, pil_to_uint8
 from titok.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -175,10 +174,8 @@ class ListedImages(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | None:
         data, name = self._bytes(i)
         try:
-            with Image.open(data) as img:
-                img.load()
-                img = to_rgb(img)
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+            img = open_rgb(data)
+        except DECODE_ERRORS as exc:
             if self.strict:
                 raise DataError(f"unreadable image {name}: {exc}") from None
             log.warning("skipping unreadable image %s: %s", name, exc)
