@@ -11,9 +11,9 @@ seconds per batch. The noise rule:
   slowest beats the base's fastest by as much. 15%, not less: a record's iterations are seconds apart, while a
   shared machine drifts by about 15% from minute to minute (measured: the smoke rerun's TiTok-BL-128 encode took
   0.549-0.616 s against the base's 0.465-0.483 s, and two reruns minutes later 0.500-0.505 and 0.477-0.486 s),
-  and a real 20% slowdown with spreads of a few percent still exceeds it. A drift of a few percent, or a noisy run, falls inside the two
-  records' own spreads. Where either record has fewer than two iterations ("base has no spread"), the medians
-  are compared with a wider tolerance, max(speed tolerance, 25%), and the row says so.
+  and a real 20% slowdown with spreads of a few percent still exceeds it. A drift of a few percent, or a noisy
+  run, falls inside the two records' own spreads. Where either record has fewer than two iterations ("base has
+  no spread"), the medians are compared with a wider tolerance, max(speed tolerance, 25%), and the row says so.
 * A slowdown is called "machine loaded", not a regression, when the new record's machine was loaded (one-minute
   load average above its cores) or its iterations spread by more than 25% of their median (what 2-4x load
   does); an apparent speed-up is called so when the base's was. Load only ever slows a run down, so a loaded
