@@ -13,7 +13,6 @@ A folder is listed by name (cheap at 50,000 files); image headers are read for a
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import zipfile
@@ -23,11 +22,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from bench.tasks.gen import MANIFEST, read_manifest
 from titok.data.images import IMAGE_EXTENSIONS
 from titok.data.prepare import ADM
 from titok.errors import DataError
 
-MANIFEST = "generation.json"  # written by `titok-bench generate` and gen runs (bench/tasks/gen.py)
 HEADER_SAMPLE = 64
 LOSSY_FORMATS = ("JPEG", "WEBP")
 INDEX_NAME = re.compile(r"^(\d+)\.png$")
@@ -102,19 +101,6 @@ def _spread(items: list, k: int) -> list:
     if len(items) <= k:
         return items
     return [items[round(i * (len(items) - 1) / (k - 1))] for i in range(k)]
-
-
-def read_manifest(folder: Path) -> dict | None:
-    path = folder / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable generation manifest ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise DataError(f"{path}: a generation manifest must be a JSON object")
-    return manifest
 
 
 def check_folder(folder: str | Path, protocol: Protocol = Protocol(), reference: str | Path | None = None,

@@ -25,7 +25,6 @@ under a temporary name beside `--out`, synced, and renamed: a failure midway lea
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -129,18 +128,15 @@ def _decode(path: Path, height: int, width: int) -> np.ndarray:
 
 def _labels(folder: Path, order: np.ndarray) -> tuple[np.ndarray | None, str]:
     """Class label of each row, from the folder's generation manifest: (labels, "") or (None, why not)."""
-    from bench.tasks.gen import MANIFEST, sample_classes
+    from bench.tasks.gen import MANIFEST, read_manifest, sample_classes
     from titok.registry import get_spec
 
-    path = folder / MANIFEST
-    if not path.is_file():
-        return None, f"no {MANIFEST} in the folder"
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        return None, f"unreadable {MANIFEST} ({exc})"
-    if not isinstance(manifest, dict):
-        return None, f"{MANIFEST} is not a JSON object"
+        manifest = read_manifest(folder)
+    except DataError as exc:
+        return None, str(exc)
+    if manifest is None:
+        return None, f"no {MANIFEST} in the folder"
     given = manifest.get("labels")
     if isinstance(given, list) and given and all(isinstance(c, int) for c in given):
         return sample_classes(order, given, 0), ""

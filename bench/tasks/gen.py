@@ -34,7 +34,7 @@ from bench.timing import PeakMemory
 from titok.contract import to_uint8
 from titok.data.files import TMP_SUFFIX, is_complete_png, tmp_name, write_png_atomic
 from titok.data.images import ImageFolder
-from titok.errors import InputError
+from titok.errors import DataError, InputError
 from titok.generators.noise import LEGACY_NOISE_SCHEME, NOISE_SCHEME
 from titok.progress import track
 from titok.weights import WeightsError
@@ -70,6 +70,21 @@ def remove_stale_tmp(out_dir: Path, owned: set[int]) -> int:
     return removed
 
 
+def read_manifest(folder: Path) -> dict | None:
+    """The settings a sample folder was made with (its generation.json), or None where it has none. The one reader
+    for generation, `export-npz` and `doctor`: unreadable, or not a JSON object, is a DataError naming the file."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable generation manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: a generation manifest must be a JSON object")
+    return manifest
+
+
 def _normalised(settings: dict) -> dict:
     return json.loads(json.dumps(settings, sort_keys=True))
 
@@ -102,12 +117,9 @@ def _check_manifest(out_dir: Path, settings: dict) -> None:
         finally:
             tmp.unlink(missing_ok=True)
     try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: unreadable generation manifest ({exc}); it was not written by this tool, or "
-                         "was damaged. Use another --out folder.") from None
-    if not isinstance(saved, dict):
-        raise InputError(f"{path}: a generation manifest must be a JSON object. Use another --out folder.")
+        saved = read_manifest(out_dir) or {}
+    except DataError as exc:
+        raise DataError(f"{exc}; it was not written by this tool, or was damaged. Use another --out folder.") from None
     saved_noise = saved.get("noise", LEGACY_NOISE_SCHEME)  # folders made before the key existed used the legacy one
     if "noise" in settings and saved_noise != settings["noise"]:
         raise InputError(f"{out_dir} holds samples drawn with the noise scheme {saved_noise!r}; this version draws "
