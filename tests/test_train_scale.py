@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from bench import cli as bench_cli
 from bench.tasks.common import paired_tokenizer
+from titok.fetch import sha256_of
 from titok.train import checkpoint as ckpt_io
 from titok.train import cli
 from titok.train.config import TrainConfig, apply_overrides
@@ -273,7 +274,7 @@ def test_stage1_to_generate_with_the_trained_pair(tmp_path, capsys):
     with safe_open(str(gen / "ema.safetensors"), "pt") as f:
         meta = f.metadata()
     assert meta[ckpt_io.TOKENIZER_META] == "titok_tiny_2stage"
-    assert meta[ckpt_io.TOKENIZER_SHA_META] == ckpt_io.sha256_file(s2 / "ema.safetensors")
+    assert meta[ckpt_io.TOKENIZER_SHA_META] == sha256_of(s2 / "ema.safetensors")
     samples = tmp_path / "samples"
     assert bench_cli.main(["generate", f"--weights={gen / 'ema.safetensors'}", "--num=2", "--labels=1,2",
                            f"--tokenizer-weights={s2 / 'ema.safetensors'}", f"--out={samples}"]) == 0

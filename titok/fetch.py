@@ -103,7 +103,9 @@ def manual_path(source: Source, filename: str | None = None) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ checking
-def sha256_of(path: Path) -> str:
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MB chunks (checkpoints are GBs). The one file hasher: downloads, the
+    Inception weights, weights tags of records, the tokenizer file a generator was trained on, perceptual nets."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(CHUNK), b""):

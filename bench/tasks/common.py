@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 
 from bench.records import append_record, make_record
 from titok.errors import InputError
+from titok.fetch import sha256_of
 from titok.progress import number, track
 from titok.registry import create, get_spec
 from titok.released import RELEASED, fetch_released
@@ -64,11 +64,7 @@ def weights_tag(path: str | None) -> str:
         from titok.weights import resolve_weights_file
 
         p = resolve_weights_file(p)
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            h.update(chunk)
-    return f"{p.name}@{h.hexdigest()[:12]}"
+    return f"{p.name}@{sha256_of(p)[:12]}"
 
 
 _warned_random: set[tuple[str, str]] = set()
@@ -126,9 +122,7 @@ def check_tokenizer_file(generator_weights: str | None, tokenizer_weights: str |
     """Warn when a trained generator is decoded by other tokenizer weights than the ones it learned the codes of."""
     want = weights_metadata(generator_weights).get(TOKENIZER_SHA_META)
     if want and tokenizer_weights and Path(tokenizer_weights).is_file():
-        from titok.train.checkpoint import sha256_file
-
-        if sha256_file(tokenizer_weights) != want:
+        if sha256_of(tokenizer_weights) != want:
             log.warning("%s was trained on the codes of a tokenizer file with sha256 %s..., not %s: its samples will "
                         "not decode as trained", generator_weights, want[:12], tokenizer_weights)
 

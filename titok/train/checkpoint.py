@@ -9,7 +9,6 @@ with `torch.load(weights_only=True)`. The trained model alone is exported beside
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from titok.errors import MissingFileError
+from titok.fetch import sha256_of
 from titok.weights import WeightsError
 
 FORMAT = "titok-train-checkpoint/1"
@@ -110,14 +110,6 @@ TOKENIZER_META = "titok_bench.tokenizer"  # a generator's tokenizer preset, in i
 TOKENIZER_SHA_META = "titok_bench.tokenizer_sha256"  # and the sha256 of the tokenizer weights file it learned from
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def trained_with(config, tokenizer) -> dict[str, str]:
     """Metadata for a generator's exported weights naming the tokenizer it was trained on (preset, file hash),
     so `titok-bench generate` pairs it with that tokenizer, not the preset's default one."""
@@ -127,7 +119,7 @@ def trained_with(config, tokenizer) -> dict[str, str]:
     if config.model.tokenizer_weights:
         path = Path(config.model.tokenizer_weights).expanduser()
         if path.is_file():
-            meta[TOKENIZER_SHA_META] = sha256_file(path)
+            meta[TOKENIZER_SHA_META] = sha256_of(path)
     return meta
 
 

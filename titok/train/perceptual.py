@@ -15,7 +15,6 @@ Weights files (nothing is downloaded; give the paths):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from titok.errors import MissingFileError
+from titok.fetch import sha256_of
 from titok.quantizer import full_precision
 from titok.weights import WeightsError, read_weights
 
@@ -50,14 +50,11 @@ def _read(path: str | Path, key: str, what: str) -> dict[str, torch.Tensor]:
 
 def _warn_unless_canonical(path: str | Path, which: str) -> None:
     """A file other than torchvision's (a stand-in, a fine-tuned net) loads, but the loss is not the release's."""
-    digest = hashlib.sha256()
-    with open(Path(path).expanduser(), "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
+    digest = sha256_of(Path(path).expanduser())
     want = CANONICAL_SHA256_PREFIX[which]
-    if not digest.hexdigest().startswith(want):
+    if not digest.startswith(want):
         log.warning("%s is not torchvision's %s weights (sha256 %s..., expected %s...): the perceptual loss will "
-                    "differ from the release's", path, which, digest.hexdigest()[:8], want)
+                    "differ from the release's", path, which, digest[:8], want)
 
 
 def _load_exact(net: nn.Module, sd: dict[str, torch.Tensor], path: str | Path, what: str) -> None:
