@@ -106,8 +106,11 @@ def reference_features(path: str | Path) -> np.ndarray | None:
     return f.astype(np.float32)
 
 
-def run_protocol(extractor_info, image_size: int) -> dict:
-    """The protocol fields of a generation run that its reference must match (samples are not prepared: they
-    are made at the tokenizer's size, so the preparation is the reference's own business)."""
-    return {"extractor": extractor_info.name, "extractor_sha256": extractor_info.weights_sha256,
-            "image_size": int(image_size)}
+def run_protocol(extractor_info, image_size: int | None) -> dict:
+    """The protocol fields of a generation run (or a folder given to `fid`) that its reference must match (samples
+    are not prepared: they are made at the tokenizer's size, so the preparation is the reference's own business).
+    An image size of None (a set of mixed sizes) leaves that field unchecked."""
+    protocol = {"extractor": extractor_info.name, "extractor_sha256": extractor_info.weights_sha256}
+    if image_size is not None:
+        protocol["image_size"] = int(image_size)
+    return protocol

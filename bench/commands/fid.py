@@ -18,7 +18,7 @@ from bench.commands.argtypes import positive_int
 from bench.commands.offline import INCEPTION_HELP, add_offline_flag, apply_offline
 from bench.inception import inspect_weights, resolve_inception_weights
 from bench.metrics import compute_image_metrics, load_reference_stats
-from bench.statistics_file import check_protocol, read_protocol
+from bench.statistics_file import check_protocol, read_protocol, run_protocol
 from titok.data.images import ImageFolder
 from titok.errors import DataError, InputError
 
@@ -56,14 +56,11 @@ def _check_reference(folder: ImageFolder, stats: str, args) -> None:
     if not reference:
         return
     info = inspect_weights(resolve_inception_weights(args.inception_weights))
-    run = {"extractor": info.name, "extractor_sha256": info.weights_sha256}
     size = args.image_size
     if size is None and folder.files:
         with Image.open(folder.files[0]) as img:  # the header only
             size = img.width if img.width == img.height else None  # a non-square set has no one size to check
-    if size is not None:
-        run["image_size"] = int(size)
-    check_protocol(stats, reference, run)
+    check_protocol(stats, reference, run_protocol(info, size))
 
 
 def run(args: argparse.Namespace) -> int:
