@@ -12,11 +12,13 @@ from titok.weights import WeightsSource
 
 
 def load_tokenizer(preset: str | None, weights: WeightsSource = None, **overrides: Any):
-    return create("tokenizer", preset, weights, family="baselines", **overrides)
+    """A baseline tokenizer preset, in eval mode (as titok.load_tokenizer)."""
+    return create("tokenizer", preset, weights, family="baselines", **overrides).eval()
 
 
 def load_generator(preset: str | None, weights: WeightsSource = None, **overrides: Any):
-    return create("generator", preset, weights, family="baselines", **overrides)
+    """A baseline generator preset, in eval mode (as titok.load_generator)."""
+    return create("generator", preset, weights, family="baselines", **overrides).eval()
 
 
 # Registration happens on import; keep these last.

@@ -21,14 +21,17 @@ def load_tokenizer(preset: str | None, weights: WeightsSource = None, **override
 
     Any registered preset: TiTok's own and those other packages register (the baselines, e.g.
     `maskgit_vqgan_f16_1024`), since there is one registry and one factory for all of them.
+
+    Returned in eval mode: a loaded model is for inference, and in train mode dropout would make a sample depend
+    on what else is in its batch. Training builds its models through `titok.registry.create` and calls `.train()`.
     """
-    return create("tokenizer", preset, weights, **overrides)
+    return create("tokenizer", preset, weights, **overrides).eval()
 
 
 def load_generator(preset: str | None, weights: WeightsSource = None, **overrides: Any):
     """A generator preset (any registered one), with weights (None: random init; path, directory or state dict;
-    "released": the published checkpoint, fetched into the cache on first use)."""
-    return create("generator", preset, weights, **overrides)
+    "released": the published checkpoint, fetched into the cache on first use). In eval mode, as load_tokenizer."""
+    return create("generator", preset, weights, **overrides).eval()
 
 
 # Registration happens on import; keep these last (they import the modules above).
