@@ -117,6 +117,7 @@ def test_python_example_needing_files_compiles_and_imports(page, block):
 
 
 @pytest.mark.metrics
+@pytest.mark.slow  # writes a 96 MB stand-in Inception and runs it: over a minute on 2 busy cores
 @pytest.mark.parametrize(("page", "block"), [(p, b) for p, b in NEEDING if "metrics stack" in b.splitlines()[0]])
 def test_python_example_of_the_metrics_stack_runs(page, block, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
