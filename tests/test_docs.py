@@ -205,3 +205,14 @@ def test_readme_result_table_matches_the_committed_records():
         assert float(ips) == pytest.approx(table.loc[row.Index, "img/s"], rel=5e-3), preset
         assert float(memory) == pytest.approx(table.loc[row.Index, "peak memory (MB)"], abs=1), preset
         assert float(params) == pytest.approx(table.loc[row.Index, "params (M)"], abs=1), preset
+
+
+def test_documented_test_commands_name_existing_files_and_environments():
+    """The 'run one test file' lines: the environment folder tox builds and a test file that exists."""
+    lines = [line for _, block in _blocks("text") for line in block.splitlines() if line.startswith(".tox/")]
+    assert lines
+    for line in lines:
+        env = line.split("/")[1]
+        assert env in ("py", "metrics"), line  # the folders tox.ini's environments build (metrics: env_dir)
+        for path in re.findall(r"tests/\w+\.py", line):
+            assert (ROOT / path).is_file(), line
