@@ -67,7 +67,7 @@ def _report_skipped(what: str, count: int, total: int, kept_in: str = "counted i
 def cmd_run(args) -> int:
     from bench.env import environment
     from bench.records import git_commit, new_run_id
-    from bench.suite import check_paths, load_suite
+    from bench.suite import check_paths, load_suite, select_models
     from bench.tables import write_tables
     from bench.tasks.common import RunContext
     from bench.tasks.gen import run_gen
@@ -76,6 +76,8 @@ def cmd_run(args) -> int:
     from bench.tasks.stats import run_stats
 
     suite = load_suite(args.suite, args.set or [], builtin_vars={"OUT_DIR": str(Path(args.out).expanduser())})
+    if args.model:
+        suite = select_models(suite, args.model)
     for r in suite.runs:
         if args.inception_weights:
             r.settings["inception_weights"] = args.inception_weights
@@ -204,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: results.jsonl, tables/, resolved suite")
     p.add_argument("--device", default="cpu")
     p.add_argument("--limit", type=positive_int, default=None, help="cap images/samples per run (quick looks)")
+    p.add_argument("--model", action="append", metavar="PRESET",
+                   help="run only this model's runs of the suite (repeatable), e.g. --model titok_l32")
     p.add_argument("--inception-weights", default=None, help=INCEPTION_HELP + " (for every metric of the suite)")
     add_offline_flag(p)
     p.add_argument("--strict", action="store_true", help="an unreadable image is an error instead of skipped")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -279,6 +279,25 @@ def check_paths(suite: Suite) -> None:
         raise MissingArtifactError(
             f"suite {suite.name} needs files that are not on this machine (only 'released' entries are fetched):\n"
             + "\n".join(missing)
-            + "\nSee README 'External files' for where to get each and where to put it; set paths in the environment"
-              " or with --set vars.NAME=PATH."
+            + "\nSee 'External files' in docs/reproduce-paper.md (linked from the README) for where to get each and"
+              " where to put it; set paths in the environment or with --set vars.NAME=PATH."
         )
+
+
+def select_models(suite: Suite, names: list[str]) -> Suite:
+    """The suite cut to the runs of `names` (`run --model titok_l32`: one model of the paper suite alone).
+
+    A run keeps only the named models and is dropped when none is left; `stats` runs (they measure images, not a
+    model, and write the reference a later `gen` run reads) stay. A name no run of the suite measures is an error
+    listing the ones it does, so a typo never runs an empty suite.
+    """
+    known = sorted({m for r in suite.runs for m in r.models})
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SuiteError(f"suite {suite.name} measures no model {', '.join(map(repr, unknown))}; "
+                         f"its models: {', '.join(known)}")
+    runs = [RunSpec(r.task, [m for m in r.models if m in names], r.settings) for r in suite.runs
+            if r.task == "stats" or set(r.models) & set(names)]
+    resolved = {**suite.resolved, "models": list(names),
+                "run": [{"task": r.task, "models": r.models, **r.settings} for r in runs]}
+    return replace(suite, runs=runs, resolved=resolved)

@@ -84,6 +84,8 @@ MEANINGS: dict[str, str] = {
     "source": "where the numbers are quoted from (below)",
     "op": "`encode` image to tokens, `decode` tokens to image, `sample` class label to tokens, `generate` "
           "sample + decode",
+    "steps": "sampling steps of a `sample` or `generate` row (generator forward passes per image; the rate falls "
+             "in proportion)",
     "batch": "images per call (after halving on out-of-memory)",
     "precision": "fp32, or bf16/fp16 autocast",
     "options": "inference options: `reference` computes as the original release (softmax written out, no fused "
@@ -275,9 +277,9 @@ def published_table(records: list[dict]) -> pd.DataFrame:
     return _drop_empty(pd.DataFrame(rows, columns=PUBLISHED_COLUMNS), keep=("model", "source"))
 
 
-SPEED_COLUMNS = ["preset", "op", "resolution", "batch", "precision", "options", "img/s", "timing", "x reference",
-                 "seconds per batch", "GFLOP/img", "TFLOP/s", "% of peak", "peak memory (MB)", "params (M)", "device",
-                 "weights", "error"]
+SPEED_COLUMNS = ["preset", "op", "steps", "resolution", "batch", "precision", "options", "img/s", "timing",
+                 "x reference", "seconds per batch", "GFLOP/img", "TFLOP/s", "% of peak", "peak memory (MB)",
+                 "params (M)", "device", "weights", "error"]
 
 
 def _setting(r: dict) -> tuple:
@@ -285,6 +287,14 @@ def _setting(r: dict) -> tuple:
     p = r["protocol"]
     return (r.get("run_id"), r["model"], r["weights_tag"], p.get("op"), p.get("resolution"),
             p.get("batch_size_used", p.get("batch_size")), p.get("precision"), r["env"].get("device_name"))
+
+
+def sampling_steps(record: dict) -> int | None:
+    """A sample/generate row's sampler steps: generator passes per image, the first thing its rate depends on
+    (TiTok-S-128 samples in 64 steps, B-64 in 8, so S-128 generates ~14x slower at about the same size)."""
+    if record["protocol"].get("op") not in ("sample", "generate"):
+        return None
+    return (record["protocol"].get("sampling") or {}).get("num_steps")
 
 
 def speed_table(records: list[dict]) -> pd.DataFrame:
@@ -295,7 +305,8 @@ def speed_table(records: list[dict]) -> pd.DataFrame:
     for r in speed:
         p, m = r["protocol"], r["metrics"]
         ref, ips = reference.get(_setting(r)), m.get("images_per_sec")
-        rows.append({"preset": r["model"], "op": p.get("op"), "resolution": p.get("resolution"),
+        rows.append({"preset": r["model"], "op": p.get("op"), "steps": sampling_steps(r),
+                     "resolution": p.get("resolution"),
                      "batch": p.get("batch_size_used", p.get("batch_size")), "precision": p.get("precision"),
                      "options": options_label(p), "img/s": ips, "timing": timing_label(r) if ips else "",
                      "x reference": ips / ref if ref and ips else None, "seconds per batch": m.get("sec_per_batch"),

@@ -21,8 +21,10 @@ import hashlib
 import http.client
 import logging
 import os
+import socket
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,8 @@ CACHE_ENV = "TITOK_CACHE"
 OFFLINE_ENV = "HF_HUB_OFFLINE"  # the ecosystem's switch (huggingface_hub, transformers, timm); --offline sets it
 _TRUE = ("1", "true", "yes", "on")
 CHUNK = 1 << 20
+HUB_ENDPOINT = "https://huggingface.co"  # huggingface_hub's default when HF_ENDPOINT is unset
+_reachable_hosts: dict[tuple[str, int], bool] = {}  # asked once per process: (host, port) -> a connection opened
 
 
 class DownloadError(InputError, OSError):
@@ -100,6 +104,29 @@ def manual_path(source: Source, filename: str | None = None) -> Path:
     if isinstance(source, UrlFile):
         return cache_dir() / source.name
     return cache_dir() / "hub" / source.repo_id / (filename or source.filenames[0])
+
+
+def reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether one TCP connection to `url`'s host (or to the proxy that would carry it) opens; asked once per host.
+
+    Why: huggingface_hub meets an unreachable hub with five retries and back-off, about 25 s of warnings (each
+    printed twice, by its retry loop and by its logger) before the clear message. A machine without network
+    answers this one connection at once (no DNS, no route, refused) or within `timeout`, and the answer holds for
+    the rest of the process, so a suite with twelve released files waits once, not twelve times.
+    """
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and parts.hostname and not urllib.request.proxy_bypass(parts.hostname):
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    key = (parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+    if key not in _reachable_hosts:
+        try:
+            socket.create_connection(key, timeout=timeout).close()
+            _reachable_hosts[key] = True
+        except OSError as exc:
+            _reachable_hosts[key] = False
+            log.warning("no connection to %s:%d (%s): released files are read from the caches only", *key, exc)
+    return _reachable_hosts[key]
 
 
 # ------------------------------------------------------------------------------------------------ checking
@@ -199,15 +226,19 @@ def _fetch_hub(source: HubFile, offline: bool) -> Path:
         raise MissingDependencyError("fetching hub files needs huggingface_hub: pip install huggingface_hub") from exc
     endpoint = os.environ.get("HF_ENDPOINT") or None  # read now: huggingface_hub reads it once, at its import
     unreachable = None
+    if not offline and not reachable(endpoint or HUB_ENDPOINT):  # fail fast: no retries against a dead network
+        unreachable = f"no connection to {urllib.parse.urlsplit(endpoint or HUB_ENDPOINT).netloc}"
+    local_only = offline or unreachable is not None
     for name in source.filenames:
         try:
             path = hf_hub_download(source.repo_id, name, revision=source.revision, cache_dir=hf_cache_dir(),
-                                   endpoint=endpoint, local_files_only=offline)
+                                   endpoint=endpoint, local_files_only=local_only)
             return _check_cached(Path(path), source)
         except LocalEntryNotFoundError as exc:  # offline, or the hub unreachable, and not in the cache
-            unreachable = exc
-            if not offline:  # huggingface_hub already retried with back-off; the other names would wait as long
-                break
+            if local_only:  # the next name may be in the cache
+                continue
+            unreachable = exc  # reachable a moment ago, then not: huggingface_hub already retried
+            break
         except EntryNotFoundError:  # the repository does not hold this name: try the next one
             continue
         except HfHubHTTPError as exc:

@@ -13,7 +13,7 @@ import os
 from titok.fetch import OFFLINE_ENV
 
 WEIGHTS_HELP = ("a weights file or model directory, or 'released' to fetch the published checkpoint into the cache "
-                "on first use (README 'Weights: fetched on first use'); default: random weights")
+                "on first use (docs/reproduce-paper.md 'Weights: fetched on first use'); default: random weights")
 INCEPTION_HELP = ("torch-fidelity Inception weights (.pth), or 'released' to fetch torch-fidelity's file into the "
                   "cache (hash-checked); default: $TITOK_BENCH_INCEPTION_WEIGHTS or the cache")
 
