@@ -20,8 +20,8 @@ HYPER = ("weight_decay", "lr", "betas", "eps")
 
 def _groups(opt: torch.optim.Optimizer, names: dict[int, str]) -> list[dict]:
     # "lr" as the optimizer was made: the scheduler has already scaled the live value (by 0 at step 0)
-    return [{"names": [names[id(p)] for p in g["params"]], **{k: g[k] for k in HYPER}, "lr": g.get("initial_lr", g["lr"])}
-            for g in opt.param_groups]
+    return [{"names": [names[id(p)] for p in g["params"]], **{k: g[k] for k in HYPER},
+             "lr": g.get("initial_lr", g["lr"])} for g in opt.param_groups]
 
 
 def _compare(what: str, ours: list[dict], release: list[dict], not_release: set[str]) -> list[Result]:

@@ -56,7 +56,8 @@ def _schedule(key: str, rec: dict) -> list[Result]:
             lrs.append(opt.param_groups[0]["lr"])
     want = rec["model_lr_after_0_1_2_3_scheduler_steps"]
     ok = all(close(a, b, REL, 1e-18)[0] for a, b in zip(lrs, want, strict=True))
-    out.append(Result(FILE, f"{key} model lr after 0..{len(want) - 1} scheduler steps", ok, f"ours {lrs}, release {want}"))
+    out.append(Result(FILE, f"{key} model lr after 0..{len(want) - 1} scheduler steps", ok,
+                      f"ours {lrs}, release {want}"))
     d = rec.get("discriminator")
     if d:
         got = (lc.disc_start, sc.steps - lc.disc_start, oc.disc_lr)
