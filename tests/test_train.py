@@ -71,7 +71,8 @@ def test_cli_bad_input_is_exit_2(tmp_path, capsys):
 
 
 def test_schedule_and_order():
-    assert lr_factor(0, 100, 10, 1e-3, 1e-5) == pytest.approx(0.1)
+    assert lr_factor(0, 100, 10, 1e-3, 1e-5) == 0.0  # the release's warm-up: step / W, first update at lr 0
+    assert lr_factor(1, 100, 10, 1e-3, 1e-5) == pytest.approx(0.1)
     assert lr_factor(10, 100, 10, 1e-3, 1e-5) == pytest.approx(1.0)
     assert lr_factor(100, 100, 10, 1e-3, 1e-5) == pytest.approx(0.01)
     # Two ranks' shares of a global micro-batch are the single process's batch, with the same per-sample seeds.

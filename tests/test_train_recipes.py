@@ -176,8 +176,8 @@ def test_estimate_counts_what_a_real_step_computes(overrides, monkeypatch):
     # matmuls) counts the same work on both devices, so compare through it.
     written_out = titok.blocks.multi_head_attention
 
-    def math_attention(qkv, heads, impl="sdpa"):
-        return written_out(qkv, heads, "math")
+    def math_attention(qkv, heads, impl="sdpa", dropout_p=0.0):
+        return written_out(qkv, heads, "math", dropout_p)
 
     for module in (titok.blocks, titok.generators.bert):
         monkeypatch.setattr(module, "multi_head_attention", math_attention)
