@@ -122,6 +122,11 @@ def test_mask_rule_and_counts_by_hand():
         order = sorted(range(16), key=lambda i: float(rand[b, i]))  # argsort
         want = [order[i] < int(mask_counts(times[b:b + 1], 16)) for i in range(16)]
         assert masks[b].tolist() == want
+    # Exact float32 ties: draws whose L * arccos(t) / (pi / 2) is x.5 round to the EVEN neighbour, as torch.round.
+    for t, length, tie, even in ((0.5555702447891235, 4, 2.5, 2), (0.3826834261417389, 6, 4.5, 4)):
+        tt = torch.tensor([t], dtype=torch.float32)
+        assert (length * (torch.acos(tt) / (math.pi * 0.5))).item() == tie  # the draw is a tie in float32
+        assert mask_counts(tt, length).item() == even
     assert mask_counts(torch.tensor([1.0]), 16).item() == 1  # ratio clamped to 1e-6: still one masked token
     assert mask_counts(torch.tensor([0.0]), 16).item() == 16
 
