@@ -20,8 +20,8 @@ import titok
 from tests.parity_paths import require_parity_dir
 from titok.train import loop
 from titok.train.config import TrainConfig, apply_overrides
-from titok.train.losses import mask_counts, masked_token_accuracy, masked_token_loss, masks_from_draws
 from titok.train.loop import lr_factor, train
+from titok.train.losses import mask_counts, masked_token_accuracy, masked_token_loss, masks_from_draws
 from titok.train.release_vectors import all_checks, index_entries
 
 MY_FILES = ("mlm_loss.npz", "optimizer_param_groups.json", "lr_schedules.json", "init_stats.json",

@@ -99,7 +99,9 @@ def model_optimizer(task: Task, config: TrainConfig):
 def disc_optimizer(disc: nn.Module, config: TrainConfig):
     """(AdamW over the discriminator's weight-decay groups, its LambdaLR), as the release makes them: the same
     warm-up, horizon steps - disc_start, the MODEL's lr as the multiplier's base (lr_schedules.json); stepped only
-    on steps where the discriminator trains, so its scheduler step k is global step disc_start + k."""
+    on steps where the discriminator trains, so its scheduler step k is global step disc_start + k. (Under N-GPU
+    accelerate the release's per-iteration horizon becomes steps - disc_start / N, because it scales warm-up and
+    steps by N but not disc_start; we keep the one-process schedule, which lr_schedules.json pins, at any scale.)"""
     oc, sc, lc = config.optim, config.schedule, config.loss
     opt = torch.optim.AdamW(weight_decay_groups(disc.named_parameters(), oc.weight_decay), lr=oc.disc_lr,
                             betas=oc.betas)
