@@ -7,7 +7,7 @@
   single_stage      VQ or VAE tokenizers that decode pixels: reconstruction + perceptual + adversarial
                     + VQ loss (straight-through) or KL of the diagonal Gaussian posterior
   generator         MaskGIT objective on a tokenizer's codes: arccos masking schedule, class dropout to the
-                    null class, cross-entropy on masked positions
+                    null class, label-smoothed cross-entropy (masked tokens weigh 1, unmasked 0.1)
 
 A task is an nn.Module holding the model it trains (`.model`, what gets exported and EMA'd) and whatever it
 needs frozen (teacher, perceptual network); `forward(batch, disc)` returns the loss and its parts. The loop
