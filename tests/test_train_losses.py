@@ -105,11 +105,12 @@ def test_generator_token_loss_by_hand():
     got = masked_token_loss(logits, targets, masks, label_smoothing=eps, unmasked_weight=0.1)
     assert got.item() == pytest.approx(want, rel=1e-6)
     assert masked_token_loss(logits, targets, masks).item() == pytest.approx(ce0)  # plain masked CE
-    # Per sample, then over the batch: a second image with 2 masked tokens does not outweigh the first.
-    two = masked_token_loss(torch.cat([logits, logits]), torch.cat([targets, targets]),
-                            torch.tensor([[True, False], [True, True]]))
+    # The release normalises over the whole batch: a second image with 2 masked tokens weighs twice the first;
+    # norm="sample" (our option) averages per image first.
+    pair = torch.cat([logits, logits]), torch.cat([targets, targets]), torch.tensor([[True, False], [True, True]])
     nll1 = math.log(4 / 3)
-    assert two.item() == pytest.approx((ce0 + (ce0 + nll1) / 2) / 2)
+    assert masked_token_loss(*pair).item() == pytest.approx((ce0 + ce0 + nll1) / 3)
+    assert masked_token_loss(*pair, norm="sample").item() == pytest.approx((ce0 + (ce0 + nll1) / 2) / 2)
 
 
 # ------------------------------------------------------------------------------------------- weight decay groups

@@ -176,8 +176,8 @@ def test_estimate_counts_what_a_real_step_computes(overrides, monkeypatch):
     # matmuls) counts the same work on both devices, so compare through it.
     written_out = titok.blocks.multi_head_attention
 
-    def math_attention(qkv, heads, impl="sdpa"):
-        return written_out(qkv, heads, "math")
+    def math_attention(qkv, heads, impl="sdpa", dropout_p=0.0):
+        return written_out(qkv, heads, "math", dropout_p)
 
     for module in (titok.blocks, titok.generators.bert):
         monkeypatch.setattr(module, "multi_head_attention", math_attention)
@@ -242,8 +242,12 @@ def test_two_processes_equal_one_with_the_discriminator_and_lecam(tmp_path):
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=5e-5, msg=k)
     a, b = (ckpt_io.load(tmp_path / d / "checkpoint.pt") for d in ("one", "two"))
+    # With the release's init the tiny tokenizer's first reconstructions are near-constant, so D cannot tell real
+    # from fake yet and some of its gradients cancel to ~AdamW's eps (to_logits.0.bias): there AdamW's normalised
+    # step turns float-order noise into a visible part of one update (1.5e-4 of lr 1e-3 measured). Everything else
+    # agrees to ~1e-7; a wrong average or LeCam on local means moves whole tensors by O(lr).
     for k in a["disc"]:
-        torch.testing.assert_close(b["disc"][k], a["disc"][k], rtol=1e-4, atol=5e-5, msg=k)
+        torch.testing.assert_close(b["disc"][k], a["disc"][k], rtol=1e-4, atol=3e-4, msg=k)
     for k in ("ema_real", "ema_fake"):
         assert a["lecam"][k].item() != 0.0
         torch.testing.assert_close(b["lecam"][k], a["lecam"][k], rtol=1e-4, atol=1e-7, msg=k)

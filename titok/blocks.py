@@ -19,17 +19,18 @@ from torch import nn
 from titok.inference import options_of
 
 
-def multi_head_attention(qkv: torch.Tensor, heads: int, impl: str = "sdpa") -> torch.Tensor:
+def multi_head_attention(qkv: torch.Tensor, heads: int, impl: str = "sdpa", dropout_p: float = 0.0) -> torch.Tensor:
     """qkv (B, L, 3*D) packed as [q | k | v] -> attention output (B, L, D).
 
     `impl` "sdpa" uses the fused kernels; "math" writes softmax(QK^T / sqrt(d)) V out (the reference path).
+    `dropout_p`: dropout on the attention probabilities (training only; the caller passes 0 in eval).
     """
     q, k, v = rearrange(qkv, "b l (three h d) -> three b h l d", three=3, h=heads)
     if impl == "sdpa":
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, L, D/H)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)  # (B, H, L, D/H)
     else:
         weights = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1)  # (B, H, L, L)
-        out = weights @ v
+        out = F.dropout(weights, dropout_p) @ v if dropout_p else weights @ v
     return rearrange(out, "b h l d -> b l (h d)")
 
 

@@ -33,6 +33,8 @@ class TiTokTokenizer(Tokenizer):
         proxy = c.pixel_decoder.codebook_size if c.pixel_decoder else 1024
         self.decoder = TiTokDecoder(c.decoder, c.image_size, c.patch_size, c.num_tokens, c.token_size,
                                     c.legacy_layout, proxy)
+        self.encoder.apply(release_init)
+        self.decoder.apply(release_init)
         self.quantize = None if vae else VectorQuantizer(c.codebook_size, c.token_size, c.use_l2_norm)
         if c.pixel_decoder is not None:
             self.pixel_quantize = VectorQuantizer(c.pixel_decoder.codebook_size, c.pixel_decoder.z_channels)
@@ -87,3 +89,20 @@ class TiTokTokenizer(Tokenizer):
         if self.config.pixel_decoder is None:
             raise TypeError(f"{self.preset} decodes pixels directly; it has no proxy codes")
         return self.decoder(self.tokens_to_latents(codes))
+
+
+def release_init(m: nn.Module) -> None:
+    """The release's init pass over TiTok's encoder and decoder (modeling/titok.py TiTok._init_weights), pinned by
+    init_stats.json: Linear/Conv weights trunc_normal(std 0.02) (cut at +-2 absolute, so a plain normal in effect),
+    biases 0, LayerNorm 1/0. Untouched, as there: the packed attention in_proj (xavier-uniform), the explicit
+    embeddings, latent and mask tokens (std width^-0.5), and the codebooks (uniform +-1/codebook_size, built after
+    the pass; the pixel decoder and its codebook are loaded from the MaskGIT-VQGAN)."""
+    if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+        nn.init.trunc_normal_(m.weight, mean=0.0, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.Embedding):
+        nn.init.trunc_normal_(m.weight, mean=0.0, std=0.02)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)

@@ -32,18 +32,21 @@ class BertEmbeddings(nn.Module):
 
 
 class BertSelfAttention(nn.Module):
-    def __init__(self, width: int):
+    def __init__(self, width: int, attn_dropout: float):
         super().__init__()
         self.query = nn.Linear(width, width)
         self.key = nn.Linear(width, width)
         self.value = nn.Linear(width, width)
+        # HF BertSelfAttention's dropout on the attention probabilities (attention_probs_dropout_prob 0.1 in the
+        # release's generator): one of its 73 dropout sites, applied inside the attention kernel when training.
+        self.dropout = nn.Dropout(attn_dropout)
 
 
 class BertAttention(nn.Module):
-    def __init__(self, width: int, heads: int, dropout: float):
+    def __init__(self, width: int, heads: int, dropout: float, attn_dropout: float = 0.0):
         super().__init__()
         self.heads = heads
-        self.self = BertSelfAttention(width)
+        self.self = BertSelfAttention(width, attn_dropout)
         self.output = nn.Module()
         self.output.dense = nn.Linear(width, width)
         self.output.LayerNorm = nn.LayerNorm(width, eps=LN_EPS)
@@ -52,14 +55,15 @@ class BertAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D), post-LN
         s = self.self
         qkv = torch.cat([s.query(x), s.key(x), s.value(x)], dim=-1)
-        h = self.dropout(self.output.dense(multi_head_attention(qkv, self.heads, options_of(self).attention)))
+        p = s.dropout.p if self.training else 0.0
+        h = self.dropout(self.output.dense(multi_head_attention(qkv, self.heads, options_of(self).attention, p)))
         return self.output.LayerNorm(x + h)
 
 
 class BertLayer(nn.Module):
-    def __init__(self, width: int, heads: int, intermediate: int, dropout: float):
+    def __init__(self, width: int, heads: int, intermediate: int, dropout: float, attn_dropout: float = 0.0):
         super().__init__()
-        self.attention = BertAttention(width, heads, dropout)
+        self.attention = BertAttention(width, heads, dropout, attn_dropout)
         self.intermediate = nn.Module()
         self.intermediate.dense = nn.Linear(width, intermediate)
         self.output = nn.Module()
@@ -80,7 +84,8 @@ class _BertModel(nn.Module):
         self.embeddings = BertEmbeddings(c.vocab_size, c.hidden_size, c.num_tokens + 1, c.dropout)
         self.encoder = nn.Module()
         self.encoder.layer = nn.ModuleList(
-            BertLayer(c.hidden_size, c.num_heads, c.intermediate_size, c.dropout) for _ in range(c.num_layers)
+            BertLayer(c.hidden_size, c.num_heads, c.intermediate_size, c.dropout, c.attn_dropout)
+            for _ in range(c.num_layers)
         )
         self.lm_head = nn.Linear(c.hidden_size, c.codebook_size)
 

@@ -65,7 +65,11 @@ class GeneratorConfig(ConfigMixin):
     num_tokens: int = 32
     codebook_size: int = 4096
     num_classes: int = 1000
-    dropout: float = 0.1  # training only
+    # Training only. BERT: hidden dropout and attention-probability dropout, 0.1 each as the release's
+    # BertConfig (configs/training/generator/maskgit.yaml dropout / attn_drop). U-ViT: no dropout at all, as the
+    # release's UViTBert effectively trains (it never passes the config's rates on: all its p are 0).
+    dropout: float = 0.1
+    attn_dropout: float = 0.1
     sampling: SamplingConfig = SamplingConfig()
 
     def __post_init__(self) -> None:

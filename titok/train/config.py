@@ -92,6 +92,9 @@ class LossSection(ConfigMixin):
     label_dropout: float = 0.1  # generator: rows trained with the null class (classifier-free guidance)
     label_smoothing: float = 0.1  # generator: cross-entropy label smoothing
     unmasked_weight: float = 0.1  # generator: loss weight of the unmasked tokens (masked ones weigh 1)
+    # generator: "batch" = the release (weighted sum over the per-process batch / sum of weights); "sample" = ours,
+    # per image then averaged (every image weighs the same; independent of how the batch is split)
+    token_loss_norm: str = "batch"
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class RunSection(ConfigMixin):
     image_every: int = 500  # reconstruction / sample grids as PNG; 0 = off
     stop_at: int = 0  # stop (with a checkpoint) after this step although schedule.steps is larger; 0 = off
     threads: int = 0  # torch CPU threads; 0 = leave as is
+    tf32: bool = True  # TF32 matmuls and cuDNN convolutions on CUDA, as the release trains (no effect on CPU)
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,8 @@ class TrainConfig(ConfigMixin):
         checks = [
             (self.model.task in TASKS, f"model.task must be one of {', '.join(TASKS)}, got {self.model.task!r}"),
             (self.loss.recon in ("l1", "l2"), f"loss.recon must be 'l1' or 'l2', got {self.loss.recon!r}"),
+            (self.loss.token_loss_norm in ("batch", "sample"),
+             f"loss.token_loss_norm must be 'batch' or 'sample', got {self.loss.token_loss_norm!r}"),
             (self.run.precision in PRECISIONS,
              f"run.precision must be one of {', '.join(PRECISIONS)}, got {self.run.precision!r}"),
             (self.run.device in ("auto", "cpu", "cuda"),

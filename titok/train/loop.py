@@ -69,12 +69,44 @@ class TrainResult:
 
 
 def lr_factor(step: int, total: int, warmup: int, base_lr: float, end_lr: float) -> float:
-    """Linear warm-up to 1, then cosine decay to end_lr / base_lr (a multiplier of optim.lr)."""
+    """The release's cosine schedule with linear warm-up, a multiplier of the optimizer's lr at scheduler step `step`.
+
+    utils/lr_schedulers.py get_cosine_schedule_with_warmup, the same arithmetic (pinned by lr_schedules.json):
+    step / W during warm-up, so step 0 gives 0 and, as the scheduler is stepped after each optimizer step, the FIRST
+    update uses lr 0 and full lr is reached at step W; then (end_lr + (base_lr - end_lr) * ratio) / base_lr with
+    ratio = max(0, (1 + cos(pi * progress)) / 2). Past the horizon progress exceeds 1 and is NOT clamped (the lr
+    rises again, very slightly at first), as in the release.
+    """
     if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    end = end_lr / base_lr if base_lr else 0.0
-    return end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return float(step) / float(max(1, warmup))
+    if not base_lr:
+        return 0.0
+    progress = float(step - warmup) / float(max(1, total - warmup))
+    ratio = max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return (end_lr + (base_lr - end_lr) * ratio) / base_lr
+
+
+def model_optimizer(task: Task, config: TrainConfig):
+    """(AdamW over the task's weight-decay groups, its LambdaLR), as utils/train_utils.py create_optimizer and
+    create_lr_scheduler make them (eps is AdamW's default 1e-8: the release never reads its config's epsilon).
+    The scheduler is stepped after each optimizer step, so update k uses lr_factor(k)."""
+    oc, sc = config.optim, config.schedule
+    opt = torch.optim.AdamW(task.param_groups(oc.weight_decay), lr=oc.lr, betas=oc.betas)
+    return opt, torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, sc.steps, sc.warmup_steps, oc.lr, sc.end_lr))
+
+
+def disc_optimizer(disc: nn.Module, config: TrainConfig):
+    """(AdamW over the discriminator's weight-decay groups, its LambdaLR), as the release makes them: the same
+    warm-up, horizon steps - disc_start, the MODEL's lr as the multiplier's base (lr_schedules.json); stepped only
+    on steps where the discriminator trains, so its scheduler step k is global step disc_start + k. (Under N-GPU
+    accelerate the release's per-iteration horizon becomes steps - disc_start / N, because it scales warm-up and
+    steps by N but not disc_start; we keep the one-process schedule, which lr_schedules.json pins, at any scale.)"""
+    oc, sc, lc = config.optim, config.schedule, config.loss
+    opt = torch.optim.AdamW(weight_decay_groups(disc.named_parameters(), oc.weight_decay), lr=oc.disc_lr,
+                            betas=oc.betas)
+    return opt, torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, sc.steps - lc.disc_start, sc.warmup_steps, oc.lr, sc.end_lr))
 
 
 def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -88,7 +120,7 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 def _check_resume(config: TrainConfig, saved: dict) -> None:
     now, saved = json.loads(json.dumps(config.to_dict())), json.loads(json.dumps(saved))  # tuples -> lists
     defaults = json.loads(json.dumps(TrainConfig().to_dict()))  # a section older runs lack counts as its defaults
-    saved = {s: saved.get(s, defaults[s]) for s in now}
+    saved = {s: {**defaults[s], **saved.get(s, {})} for s in now}  # so does a key they lack
     diffs = [f"{s}.{k}: {saved[s].get(k)!r} -> {v!r}" for s, section in now.items() for k, v in section.items()
              if (s, k) not in RESUME_IGNORES and saved[s].get(k) != v]
     if diffs:
@@ -174,12 +206,17 @@ def train(config: TrainConfig, resume: bool = False, on_gradients=None) -> Train
     config = resolve(config)
     ctx = dist_utils.setup(config.run.device)
     threads = torch.get_num_threads()
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
+        # As every release training script (scripts/train_*.py lines 47-48, enable_tf32 in every config): TF32
+        # matmuls and convolutions on Ampere+ GPUs; no effect on CPU. run.tf32=false trains in full fp32 matmuls.
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = config.run.tf32
         return _train(config, ctx, resume, on_gradients)
     finally:
         torch.set_num_threads(threads)  # a caller's setting survives an in-process run
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
         dist_utils.teardown(ctx)
 
 
@@ -205,17 +242,11 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool, on_gr
     lecam = LeCamEMA(lc.lecam_decay).to(device) if disc is not None and lc.lecam_weight > 0 else None
 
     params = task.trainable_parameters()
-    opt = torch.optim.AdamW(task.param_groups(oc.weight_decay), lr=oc.lr, betas=oc.betas)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, sc.steps, sc.warmup_steps, oc.lr, sc.end_lr))
+    opt, sched = model_optimizer(task, config)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     d_opt = d_scaler = d_sched = None
     if disc is not None:
-        d_opt = torch.optim.AdamW(weight_decay_groups(disc.named_parameters(), oc.weight_decay), lr=oc.disc_lr,
-                                  betas=oc.betas)
-        # As the release: warm-up and cosine decay of their own, counted in discriminator steps from disc_start.
-        d_sched = torch.optim.lr_scheduler.LambdaLR(
-            d_opt, lambda s: lr_factor(s, sc.steps - lc.disc_start, sc.warmup_steps, oc.lr, sc.end_lr))
+        d_opt, d_sched = disc_optimizer(disc, config)
         d_scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     ema = None
     if oc.ema_decay > 0:

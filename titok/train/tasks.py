@@ -3,11 +3,11 @@
   proxy_codes       two-stage stage 1: the decoder predicts a frozen MaskGIT-VQGAN's codes of the image
                     (cross-entropy on the (B, K, G, G) proxy logits) + the VQ commitment/codebook loss
   decoder_finetune  two-stage stage 2: encoder and quantizer frozen; decoder + MaskGIT-VQGAN pixel decoder
-                    trained on pixels (reconstruction, perceptual, adversarial)
+                    (and its codebook) trained on pixels (reconstruction, perceptual, adversarial)
   single_stage      VQ or VAE tokenizers that decode pixels: reconstruction + perceptual + adversarial
                     + VQ loss (straight-through) or KL of the diagonal Gaussian posterior
   generator         MaskGIT objective on a tokenizer's codes: arccos masking schedule, class dropout to the
-                    null class, cross-entropy on masked positions
+                    null class, label-smoothed cross-entropy (masked tokens weigh 1, unmasked 0.1)
 
 A task is an nn.Module holding the model it trains (`.model`, what gets exported and EMA'd) and whatever it
 needs frozen (teacher, perceptual network); `forward(batch, disc)` returns the loss and its parts. The loop
@@ -27,7 +27,14 @@ from titok.quantizer import DiagonalGaussian
 from titok.registry import create, get_spec, list_presets
 from titok.train.config import ConfigError, TrainConfig
 from titok.train.discriminator import hinge_g_loss
-from titok.train.losses import arccos_masks, masked_token_loss, per_sample_normal, reconstruction_loss
+from titok.train.losses import (
+    arccos_masks,
+    mask_tokens,
+    masked_token_accuracy,
+    masked_token_loss,
+    per_sample_normal,
+    reconstruction_loss,
+)
 from titok.train.param_groups import weight_decay_groups
 from titok.train.perceptual import LPIPS, ConvNeXtSmall, PerceptualLoss
 
@@ -174,7 +181,10 @@ class DecoderFinetuneTask(PixelTask):
     def __init__(self, config: TrainConfig, model: nn.Module, architecture_only: bool = False):
         super().__init__(config, model, architecture_only)
         m = model
-        self.freeze(m.encoder, m.quantize, m.latent_tokens, getattr(m, "pixel_quantize", None))
+        # As the release (modeling/titok.py, finetune_decoder): latent tokens, encoder and quantizer frozen; the
+        # TiTok decoder, the MaskGIT-VQGAN decoder AND its codebook (pixel_quantize, mixed by the proxy-code
+        # softmax) train (training_mode.json, optimizer_param_groups.json).
+        self.freeze(m.encoder, m.quantize, m.latent_tokens)
 
     def forward(self, batch, disc=None) -> TaskOutput:
         x, m = batch["images"], self.model
@@ -228,14 +238,14 @@ class GeneratorTask(Task):
                 tokens = self.tokenizer.encode(batch["images"])  # (B, N) codes, on the fly
         masks, drop = arccos_masks(batch["seeds"], g.num_tokens, self.config.loss.label_dropout)
         masks, drop = masks.to(tokens.device), drop.to(tokens.device)
-        ids = torch.where(masks, torch.full_like(tokens, g.mask_token_id), tokens)
+        ids = mask_tokens(tokens, masks, g.mask_token_id)
         logits = g.logits(ids, batch["labels"], unconditional=drop)  # (B, N, K)
         lc = self.config.loss
-        loss = masked_token_loss(logits, tokens, masks, lc.label_smoothing, lc.unmasked_weight)
-        with torch.no_grad():
-            masked_ce = masked_token_loss(logits, tokens, masks)  # plain CE on masked positions, for the log
-        acc = ((logits.argmax(-1) == tokens) & masks).sum() / masks.sum()
-        return TaskOutput(loss, {"masked_ce": masked_ce, "masked_acc": acc.detach()})
+        loss = masked_token_loss(logits, tokens, masks, lc.label_smoothing, lc.unmasked_weight, lc.token_loss_norm)
+        with torch.no_grad():  # for the log: plain CE on masked positions; accuracy as the release logs it
+            masked_ce = masked_token_loss(logits, tokens, masks, norm=lc.token_loss_norm)
+            acc = masked_token_accuracy(logits, tokens, masks)
+        return TaskOutput(loss, {"masked_ce": masked_ce, "masked_acc": acc})
 
     @torch.no_grad()
     def preview(self, model, batch):
