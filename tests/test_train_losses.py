@@ -52,11 +52,16 @@ def test_lecam_by_hand_and_its_ema():
 # ------------------------------------------------------------------------------------------- discriminator
 def test_discriminator_is_the_releases():
     disc = NLayerDiscriminator()
-    # The release's NLayerDiscriminator(hidden_channels=128, num_stages=3): 5x5 stem 3->128, three 3x3 convs to
-    # 256, 512, 1024 with GroupNorm, then 1x1 1024->1024 and 5x5 1024->1, counted by hand.
-    by_hand = (3 * 128 * 25 + 128) + (128 * 256 * 9 + 256 + 512) + (256 * 512 * 9 + 512 + 1024) + (
-        512 * 1024 * 9 + 1024 + 2048) + (1024 * 1024 + 1024) + (1024 * 25 + 1)
-    assert sum(p.numel() for p in disc.parameters()) == by_hand == 7_283_457
+    # The release's NLayerDiscriminator(hidden_channels=128, num_stages=3), in_channel_mult (1, 1, 2, 4): 5x5 stem
+    # 3->128, 3x3 convs 128->128, 128->256, 256->512 each with GroupNorm (weight + bias), then 1x1 512->512 and
+    # 5x5 512->1; counted by hand, = the release's count in vectors-train/manifest_discriminator.json.
+    by_hand = (3 * 128 * 25 + 128) + (128 * 128 * 9 + 128 + 256) + (128 * 256 * 9 + 256 + 512) + (
+        256 * 512 * 9 + 512 + 1024) + (512 * 512 + 512) + (512 * 25 + 1)
+    assert sum(p.numel() for p in disc.parameters()) == by_hand == 1_909_889
+    shapes = {k: tuple(v.shape) for k, v in disc.state_dict().items()}
+    assert (shapes["blocks.0.0.weight"], shapes["blocks.1.0.weight"], shapes["blocks.2.0.weight"]) == (
+        (128, 128, 3, 3), (256, 128, 3, 3), (512, 256, 3, 3))
+    assert shapes["to_logits.0.weight"] == (512, 512, 1, 1) and shapes["to_logits.2.weight"] == (1, 512, 5, 5)
     assert {"block_in.0.weight", "blocks.2.0.weight", "blocks.2.2.weight", "to_logits.2.weight"} <= set(
         disc.state_dict())
     small = NLayerDiscriminator(channels=32, stages=2)
