@@ -11,6 +11,7 @@ import torch
 
 import titok
 from titok.errors import MissingFileError
+from titok.train.config import TrainConfig
 from titok.train.discriminator import (
     BlurDownsample,
     LeCamEMA,
@@ -19,7 +20,6 @@ from titok.train.discriminator import (
     hinge_g_loss,
     lecam_loss,
 )
-from titok.train.config import TrainConfig
 from titok.train.losses import masked_token_loss, reconstruction_loss
 from titok.train.param_groups import decays, weight_decay_groups
 from titok.train.perceptual import LPIPS, LPIPS_CHANNELS, ConvNeXtSmall, PerceptualLoss, VGG16Features

@@ -227,7 +227,7 @@ class DecoderFinetuneTask(PixelTask):
 
 class SingleStageTask(PixelTask):
     def forward(self, batch, disc=None) -> TaskOutput:
-        x, m, lc = batch["images"], self.model, self.config.loss
+        x, m = batch["images"], self.model
         feats = m.encode_features(x)  # (B, N, C) or VAE moments (B, N, 2C)
         q = kl = None
         if m.quantize is not None:

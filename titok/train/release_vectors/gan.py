@@ -71,9 +71,10 @@ def check_discriminator(folder: Path, entry: dict) -> list[Result]:
     with torch.device("meta"):
         shapes = [(n, tuple(p.shape)) for n, p in NLayerDiscriminator(channels, stages).named_parameters()]
     man = manifest_of(folder, entry["manifest"])
+    ours_only, theirs_only = [s for s in shapes if s not in man][:3], [s for s in man if s not in shapes][:3]
     out.append(Result(file, "parameter names and shapes", shapes == man,
                       f"{len(shapes)} tensors equal the release's" if shapes == man else
-                      f"ours {[s for s in shapes if s not in man][:3]} vs release {[s for s in man if s not in shapes][:3]}"))
+                      f"ours {ours_only} vs release {theirs_only}"))
     count = sum(torch.Size(s).numel() for _, s in shapes)
     out.append(Result(file, "parameter count", count == entry.get("num_parameters", count),
                       f"{count:,} (release {entry.get('num_parameters', '?'):,})"))
