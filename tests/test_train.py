@@ -97,13 +97,13 @@ def tiny_vq_run(tmp_path_factory):
 
 def test_tokenizer_reconstruction_loss_falls(tiny_vq_run):
     h = tiny_vq_run.history
-    first, last = window_mean(h, "recon", first=True), window_mean(h, "recon", first=False)
+    first, last = window_mean(h, "reconstruction_loss", first=True), window_mean(h, "reconstruction_loss", first=False)
     print(f"titok_tiny_vq recon (MSE): first 30 steps {first:.4f} -> last 30 steps {last:.4f}")
     assert last < 0.5 * first
     out = tiny_vq_run.out
     assert (out / "images" / "step_0000300.png").is_file()
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {"step", "loss", "lr", "images_per_sec", "recon", "vq"} <= records[-1].keys()
+    assert {"step", "loss", "lr", "images_per_sec", "reconstruction_loss", "quantizer_loss"} <= records[-1].keys()
 
 
 def test_generator_masked_ce_falls(tiny_vq_run, tmp_path):
@@ -203,7 +203,7 @@ def test_checkpoint_describes_itself(tmp_path):
 def test_two_stage_recipe(tmp_path):
     stage1 = train(make_config(tmp_path / "s1", "model.task=proxy_codes", "model.preset=titok_tiny_2stage",
                                "schedule.steps=3", "run.image_every=3"))
-    assert "proxy_ce" in stage1.history[-1] and (tmp_path / "s1" / "images" / "step_0000003.png").is_file()
+    assert "reconstruction_loss" in stage1.history[-1] and (tmp_path / "s1" / "images" / "step_0000003.png").is_file()
     s1 = load_file(str(tmp_path / "s1" / "model.safetensors"))
     stage2 = train(make_config(tmp_path / "s2", "model.task=decoder_finetune", "model.preset=titok_tiny_2stage",
                                f"model.init_weights={tmp_path / 's1' / 'model.safetensors'}", "schedule.steps=3",
@@ -215,7 +215,7 @@ def test_two_stage_recipe(tmp_path):
     assert any(not torch.equal(s1[k], s2[k]) for k in trained)
     # The release trains the pixel codebook in stage 2 too (softmax-weighted code mixing reaches it).
     assert not torch.equal(s1["pixel_quantize.embedding.weight"], s2["pixel_quantize.embedding.weight"])
-    assert {"recon", "adv_g", "disc"} <= stage2.history[-1].keys()
+    assert {"reconstruction_loss", "weighted_gan_loss", "discriminator_loss"} <= stage2.history[-1].keys()
 
 
 @pytest.mark.slow
@@ -228,6 +228,6 @@ def test_vae_learns_content_beyond_the_mean_image(tmp_path):
     result = train(make_config(tmp_path, "model.preset=titok_tiny_vae", "data.limit=64", "optim.lr=2e-3",
                                "schedule.steps=2000", "schedule.warmup_steps=20", "run.log_every=50",
                                "run.ckpt_every=10000"))
-    last = window_mean(result.history, "recon", first=False)
+    last = window_mean(result.history, "reconstruction_loss", first=False)
     print(f"titok_tiny_vae recon after 2000 steps {last:.4f}; mean-image MSE {mean_image_mse:.4f}")
     assert last < 0.8 * mean_image_mse

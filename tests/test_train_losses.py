@@ -11,6 +11,7 @@ import torch
 
 import titok
 from titok.errors import MissingFileError
+from titok.train.config import TrainConfig
 from titok.train.discriminator import (
     BlurDownsample,
     LeCamEMA,
@@ -52,11 +53,16 @@ def test_lecam_by_hand_and_its_ema():
 # ------------------------------------------------------------------------------------------- discriminator
 def test_discriminator_is_the_releases():
     disc = NLayerDiscriminator()
-    # The release's NLayerDiscriminator(hidden_channels=128, num_stages=3): 5x5 stem 3->128, three 3x3 convs to
-    # 256, 512, 1024 with GroupNorm, then 1x1 1024->1024 and 5x5 1024->1, counted by hand.
-    by_hand = (3 * 128 * 25 + 128) + (128 * 256 * 9 + 256 + 512) + (256 * 512 * 9 + 512 + 1024) + (
-        512 * 1024 * 9 + 1024 + 2048) + (1024 * 1024 + 1024) + (1024 * 25 + 1)
-    assert sum(p.numel() for p in disc.parameters()) == by_hand == 7_283_457
+    # The release's NLayerDiscriminator(hidden_channels=128, num_stages=3), in_channel_mult (1, 1, 2, 4): 5x5 stem
+    # 3->128, 3x3 convs 128->128, 128->256, 256->512 each with GroupNorm (weight + bias), then 1x1 512->512 and
+    # 5x5 512->1; counted by hand, = the release's count in vectors-train/manifest_discriminator.json.
+    by_hand = (3 * 128 * 25 + 128) + (128 * 128 * 9 + 128 + 256) + (128 * 256 * 9 + 256 + 512) + (
+        256 * 512 * 9 + 512 + 1024) + (512 * 512 + 512) + (512 * 25 + 1)
+    assert sum(p.numel() for p in disc.parameters()) == by_hand == 1_909_889
+    shapes = {k: tuple(v.shape) for k, v in disc.state_dict().items()}
+    assert (shapes["blocks.0.0.weight"], shapes["blocks.1.0.weight"], shapes["blocks.2.0.weight"]) == (
+        (128, 128, 3, 3), (256, 128, 3, 3), (512, 256, 3, 3))
+    assert shapes["to_logits.0.weight"] == (512, 512, 1, 1) and shapes["to_logits.2.weight"] == (1, 512, 5, 5)
     assert {"block_in.0.weight", "blocks.2.0.weight", "blocks.2.2.weight", "to_logits.2.weight"} <= set(
         disc.state_dict())
     small = NLayerDiscriminator(channels=32, stages=2)
@@ -222,3 +228,237 @@ def test_convnext_loads_from_a_torchvision_style_file(tmp_path):
     torch.save({k: v for k, v in net.state_dict().items() if not k.startswith("classifier")}, tmp_path / "cut.pth")
     with pytest.raises(WeightsError, match="cut.pth.*classifier"):
         ConvNeXtSmall.from_file(tmp_path / "cut.pth")
+
+
+# ------------------------------------------------------------------------------------------- formula, sign, separation
+# Issue 20 part 5: each term's value on hand-made inputs against a formula written here, its sign by the direction
+# one SGD step moves what it acts on, and gradients kept apart between the tokenizer and the discriminator through
+# the loop itself. Stand-ins: a 1x1-conv "discriminator" whose logits are easy to place.
+def _conv_disc(weight: float, trainable: bool = True) -> torch.nn.Conv2d:
+    d = torch.nn.Conv2d(3, 1, 1)
+    with torch.no_grad():
+        d.weight.fill_(weight / 3), d.bias.zero_()  # D(x) = weight * channel mean of x
+    return d.requires_grad_(trainable)
+
+
+class _Logits(torch.nn.Module):
+    """Returns fixed logits: `fake` for one image batch, cat(real, fake) for the discriminator's joint pass."""
+
+    def __init__(self, fake, real=None):
+        super().__init__()
+        self.fake, self.real = fake, real
+
+    def forward(self, x):
+        return self.fake if self.real is None else torch.cat([self.real, self.fake])
+
+
+def _loss_section(**kw):
+    from titok.train.config import LossSection
+    return LossSection(**kw)
+
+
+def test_pixel_loss_composition_by_hand():
+    from titok.quantizer import QuantizerOutput
+    from titok.train.tasks import pixel_loss_terms
+
+    lc = _loss_section(recon_weight=2.0, perceptual_weight=0.3, adversarial_weight=0.05, quantizer_weight=0.7,
+                       kl_weight=1e-2)
+    real, recon = torch.zeros(2, 3, 2, 2), torch.zeros(2, 3, 2, 2)
+    recon[0, 0, 0, 0] = 1.2  # MSE = 1.44 / 24
+    q = QuantizerOutput(torch.empty(0), torch.empty(0), torch.tensor(0.5), torch.tensor(0.1), torch.tensor(0.4))
+    fake_logits = torch.tensor([[-0.5, 1.5], [2.0, 0.0]])  # mean 0.75
+    perceptual = lambda a, b: torch.tensor(0.25)  # noqa: E731
+    loss, logs = pixel_loss_terms(lc, real, recon, perceptual, _Logits(fake_logits), vq=q)
+    mse = 1.44 / 24
+    want = 2.0 * mse + 0.3 * 0.25 + 0.7 * 0.5 + 0.05 * -0.75
+    assert loss.item() == pytest.approx(want, rel=1e-6)
+    assert logs["reconstruction_loss"].item() == pytest.approx(2.0 * mse, rel=1e-6)  # logged weighted, as the release
+    assert logs["weighted_gan_loss"].item() == pytest.approx(-0.0375) and logs["gan_loss"].item() == -0.75
+    assert logs["quantizer_loss"].item() == pytest.approx(0.35) and logs["commitment_loss"].item() == pytest.approx(0.1)
+    assert (logs["discriminator_factor"].item(), logs["d_weight"].item()) == (1.0, pytest.approx(0.05))
+    before, logs0 = pixel_loss_terms(lc, real, recon, perceptual, None, vq=q)  # before disc_start: no GAN term
+    assert before.item() == pytest.approx(want + 0.05 * 0.75, rel=1e-6) and logs0["discriminator_factor"] == 0
+    kl = torch.tensor([3.0, 5.0])  # per sample; the batch mean is weighted (the release: sum / B)
+    with_kl, logs_kl = pixel_loss_terms(lc, real, recon, perceptual, None, kl=kl)
+    assert with_kl.item() == pytest.approx(2.0 * mse + 0.3 * 0.25 + 1e-2 * 4.0, rel=1e-6)
+    assert logs_kl["kl_loss"].item() == pytest.approx(0.04)
+
+
+def test_proxy_code_loss_by_hand():
+    from titok.quantizer import QuantizerOutput
+    from titok.train.tasks import proxy_code_terms
+
+    logits = torch.zeros(2, 3, 1, 2)  # (B, K, G, G'): 3 codes, uniform except one position
+    logits[1, 2, 0, 1] = math.log(4.0)  # p = (1/6, 1/6, 4/6) there
+    target = torch.tensor([[[0, 1]], [[2, 0]]])
+    q = QuantizerOutput(torch.empty(0), torch.empty(0), torch.tensor(0.3), torch.tensor(0.06), torch.tensor(0.24))
+    loss, logs = proxy_code_terms(_loss_section(quantizer_weight=0.5), logits, target, q)
+    ce = (3 * math.log(3.0) + math.log(6.0)) / 4  # target 0 there: -log(1/6); the mean over all B * G * G' positions
+    assert logs["reconstruction_loss"].item() == pytest.approx(ce, rel=1e-6)
+    assert loss.item() == pytest.approx(ce + 0.5 * 0.3, rel=1e-6)
+    assert logs["quantizer_loss"].item() == pytest.approx(0.15)
+
+
+def test_vq_losses_by_hand_and_their_directions():
+    from titok.quantizer import VectorQuantizer
+
+    vq = VectorQuantizer(2, 2, use_l2_norm=False, commitment_cost=0.25)
+    with torch.no_grad():
+        vq.embedding.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
+    z = torch.tensor([[0.2, 0.1], [0.9, 0.6]], requires_grad=True)
+    q = vq(z)
+    sq = (0.04 + 0.01 + 0.01 + 0.16) / 4  # mean squared distance to the nearest codes (0 and 1)
+    assert q.codes.tolist() == [0, 1]
+    assert (q.commitment.item(), q.codebook.item(), q.loss.item()) == (
+        pytest.approx(0.25 * sq), pytest.approx(sq), pytest.approx(1.25 * sq))
+    q.loss.backward()
+    assert z.grad is not None and vq.embedding.weight.grad is not None
+    with torch.no_grad():  # one SGD step: the tokens move toward their codes and the codes toward their tokens
+        z_new, codes_new = z - 1.0 * z.grad, vq.embedding.weight - 1.0 * vq.embedding.weight.grad
+        codes_old = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    assert ((z_new - codes_old).norm(dim=1) < (z.detach() - codes_old).norm(dim=1)).all()
+    assert ((codes_new - z.detach()).norm(dim=1) < (codes_old - z.detach()).norm(dim=1)).all()
+    assert torch.equal(q.quantized, codes_old.index_select(0, q.codes) + (z - z.detach()))  # straight-through
+
+
+def test_kl_by_hand_and_its_direction():
+    from titok.quantizer import DiagonalGaussian
+
+    moments = torch.tensor([[[0.5, -1.0, 0.2, 0.4]]], requires_grad=True)  # (B=1, N=1, 2C): means, log-variances
+    post = DiagonalGaussian.from_moments(moments)
+    m, lv = [0.5, -1.0], [0.2, 0.4]
+    want = 0.5 * sum(mi**2 + math.exp(li) - 1 - li for mi, li in zip(m, lv, strict=True))
+    assert post.kl().item() == pytest.approx(want, rel=1e-6)
+    post.kl().sum().backward()
+    after = moments.detach() - 0.1 * moments.grad  # one SGD step pulls the posterior toward N(0, 1)
+    assert (after[0, 0, :2].abs() < torch.tensor([0.5, 1.0])).all() and (after[0, 0, 2:] < torch.tensor(lv)).all()
+
+
+def test_discriminator_loss_by_hand():
+    from titok.train.discriminator import discriminator_loss
+
+    real, fake = torch.tensor([0.5, 2.0]), torch.tensor([-2.0, 0.5])  # hinge 0.5 (test_hinge_terms_by_hand)
+    ema = LeCamEMA(decay=0.9)
+    ema.ema_real.fill_(0.1), ema.ema_fake.fill_(0.3)
+    loss, logs, means = discriminator_loss(_Logits(fake, real), torch.zeros(2), torch.zeros(2), ema, 0.5)
+    lecam = max(1.25 - 0.3, 0) ** 2 + max(0.1 - (-0.75), 0) ** 2  # against the EMAs from BEFORE the step
+    assert loss.item() == pytest.approx(0.5 + 0.5 * lecam) and logs["lecam_loss"].item() == pytest.approx(0.5 * lecam)
+    assert means.tolist() == [1.25, -0.75] and ema.ema_real.item() == pytest.approx(0.1)  # not updated here
+
+
+def test_generator_adversarial_term_raises_the_fake_logits():
+    """One SGD step on the generator's loss (only its adversarial term on) must make D rate the fakes as more real."""
+    from titok.train.tasks import pixel_loss_terms
+
+    disc = _conv_disc(1.0, trainable=False)
+    recon = torch.full((2, 3, 4, 4), 0.3, requires_grad=True)
+    loss, _ = pixel_loss_terms(_loss_section(recon_weight=0.0, adversarial_weight=1.0), torch.zeros_like(recon),
+                               recon, None, disc)
+    loss.backward()
+    with torch.no_grad():
+        before, after = disc(recon).mean().item(), disc(recon - 10.0 * recon.grad).mean().item()
+    assert after > before + 0.05
+
+
+def test_hinge_raises_real_and_lowers_fake_logits():
+    """One SGD step of the discriminator on its loss (no LeCam): real logits up, fake logits down."""
+    from titok.train.discriminator import discriminator_loss
+
+    disc = _conv_disc(0.5)
+    real, fake = torch.full((2, 3, 4, 4), 0.4), torch.full((2, 3, 4, 4), -0.2)  # logits 0.2, -0.1: inside the margins
+    loss, _, _ = discriminator_loss(disc, real, fake, None, 0.0)
+    loss.backward()
+    with torch.no_grad():
+        r0, f0 = disc(real).mean().item(), disc(fake).mean().item()
+        for p in disc.parameters():
+            p -= 1.0 * p.grad
+        r1, f1 = disc(real).mean().item(), disc(fake).mean().item()
+    assert r1 > r0 + 0.05 and f1 < f0 - 0.05
+
+
+def test_lecam_pulls_the_logits_toward_the_other_sides_ema():
+    """Hinge saturated (zero gradient), EMAs at 0: one SGD step on LeCam alone lowers the real logits and raises the
+    fake ones (relu(real - ema_fake)^2 + relu(ema_real - fake)^2 shrinks)."""
+    from titok.train.discriminator import discriminator_loss
+
+    disc = _conv_disc(2.0)
+    real, fake = torch.ones(2, 3, 4, 4), -torch.ones(2, 3, 4, 4)  # logits 2 and -2: beyond the hinge margins
+    loss, logs, _ = discriminator_loss(disc, real, fake, LeCamEMA(0.9), 1.0)
+    assert logs["lecam_loss"].item() == pytest.approx(8.0) and loss.item() == pytest.approx(8.0)
+    loss.backward()
+    with torch.no_grad():
+        for p in disc.parameters():
+            p -= 0.01 * p.grad
+        r1, f1 = disc(real).mean().item(), disc(fake).mean().item()
+    assert r1 < 2.0 - 0.05 and f1 > -2.0 + 0.05
+
+
+# ------------------------------------------------------------------------------------------- through the loop
+def _gan_run(tmp_path, name, *overrides, steps=1):
+    from titok.train.config import apply_overrides
+    from titok.train.loop import train
+
+    grads = {}
+    config = apply_overrides(TrainConfig(), [
+        f"run.out={tmp_path / name}", "run.image_every=0", "run.log_every=1", "run.threads=1", "data.limit=4",
+        "optim.batch_size=2", f"schedule.steps={steps}", "optim.lr=1e-3", "loss.disc_start=0",
+        "loss.disc_channels=32", "loss.disc_layers=1", "data.source=builtin:procedural", *overrides])
+    result = train(config, on_gradients=lambda step, g: grads.setdefault(step, g))
+    return result, grads
+
+
+def _split(grads):
+    model = {k: v for k, v in grads.items() if not k.startswith("disc/")}
+    return model, {k: v for k, v in grads.items() if k.startswith("disc/")}
+
+
+def test_gradients_stay_apart_in_the_loop(tmp_path):
+    """The discriminator's loss moves no tokenizer weight, the tokenizer's loss no discriminator weight: runs that
+    differ only in the LeCam weight (the discriminator's loss) give the tokenizer the same gradients, runs that
+    differ only in the adversarial weight (the tokenizer's loss) give the discriminator the same gradients."""
+    base, g0 = _gan_run(tmp_path, "base", "loss.lecam_weight=0.001", "loss.adversarial_weight=0.1")
+    _, g_lecam = _gan_run(tmp_path, "lecam", "loss.lecam_weight=1.0", "loss.adversarial_weight=0.1")
+    _, g_adv = _gan_run(tmp_path, "adv", "loss.lecam_weight=0.001", "loss.adversarial_weight=0.5")
+    (m0, d0), (m1, d1), (m2, d2) = _split(g0[0]), _split(g_lecam[0]), _split(g_adv[0])
+    assert d0 and m0.keys() == m1.keys() == m2.keys()
+    assert all(torch.equal(m0[k], m1[k]) for k in m0)  # the discriminator's loss changed; the tokenizer's grads not
+    assert any(not torch.equal(d0[k], d1[k]) for k in d0)  # (it did change)
+    assert all(torch.equal(d0[k], d2[k]) for k in d0)  # the tokenizer's loss changed; the discriminator's grads not
+    assert any(not torch.equal(m0[k], m2[k]) for k in m0)  # (it did change)
+
+
+def test_lecam_penalty_uses_the_emas_from_before_each_step(tmp_path):
+    """In the loop, step n's LeCam compares against the EMAs after step n - 1 and the EMAs then fold in step n's
+    mean logits: recomputed here from the logged means, with decay 0.5 so an update before the penalty shows."""
+    from titok.train import checkpoint as ckpt_io
+
+    w, decay = 0.7, 0.5
+    result, _ = _gan_run(tmp_path, "lecam", f"loss.lecam_weight={w}", f"loss.lecam_decay={decay}", steps=2)
+    ema_r = ema_f = 0.0
+    for record in result.history:
+        mr, mf = record["logits_real"], record["logits_fake"]
+        want = w * (max(mr - ema_f, 0.0) ** 2 + max(ema_r - mf, 0.0) ** 2)
+        assert record["lecam_loss"] == pytest.approx(want, rel=1e-5, abs=1e-9), record["step"]
+        ema_r, ema_f = decay * ema_r + (1 - decay) * mr, decay * ema_f + (1 - decay) * mf
+    assert min(r["lecam_loss"] for r in result.history) > 1e-6  # not a vacuous comparison
+    saved = ckpt_io.load(tmp_path / "lecam" / "checkpoint.pt")["lecam"]
+    assert (saved["ema_real"].item(), saved["ema_fake"].item()) == (pytest.approx(ema_r, rel=1e-5),
+                                                                    pytest.approx(ema_f, rel=1e-5))
+
+
+def test_stage1_teacher_codes_are_float32_under_autocast():
+    """The release calls the stage-1 teacher outside accelerate's autocast: its proxy codes must not depend on
+    run.precision. Our task under bf16 autocast gives the codes of the teacher in float32."""
+    from titok.train.config import apply_overrides
+    from titok.train.tasks import build_task
+
+    torch.manual_seed(0)
+    task = build_task(apply_overrides(TrainConfig(), ["model.task=proxy_codes", "model.preset=titok_tiny_2stage"]))
+    tok, teacher = task.model, task.teacher
+    seen = []
+    original = teacher.encode
+    teacher.encode = lambda x: (seen.append((x.dtype, torch.is_autocast_enabled("cpu"))), original(x))[1]
+    x = torch.rand(2, 3, tok.image_size, tok.image_size, generator=torch.Generator().manual_seed(1))
+    with BF16:
+        task({"images": x})
+    assert seen == [(torch.float32, False)]

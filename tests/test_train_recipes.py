@@ -143,10 +143,12 @@ def test_discriminator_lecam_and_their_schedule_in_the_loop(tmp_path):
         "optim.disc_lr=5e-4", f"loss.disc_start={start}", "loss.disc_channels=32", "loss.disc_layers=2",
         "loss.perceptual_weight=0.1", "loss.perceptual_mix=[1.0, 0.0]", *_lpips_files(tmp_path)])
     result = train(config)
-    assert "adv_g" not in result.history[0] and "lecam" not in result.history[0]  # before disc_start
+    first = result.history[0]  # before disc_start: no adversarial term, no discriminator step
+    assert first["weighted_gan_loss"] == first["discriminator_factor"] == 0 and "lecam_loss" not in first
     last = result.history[-1]
-    assert {"recon", "perceptual", "adv_g", "disc", "lecam", "logits_real", "logits_fake"} <= last.keys()
-    assert last["perceptual"] > 0
+    assert {"reconstruction_loss", "perceptual_loss", "weighted_gan_loss", "discriminator_loss", "lecam_loss",
+            "logits_real", "logits_fake"} <= last.keys()
+    assert last["perceptual_loss"] > 0 and last["discriminator_factor"] == 1
     ckpt = ckpt_io.load(tmp_path / "run" / "checkpoint.pt")
     # The discriminator's own schedule: warm-up and cosine counted from disc_start, as the release's.
     d_steps = steps - start

@@ -23,6 +23,8 @@ class QuantizerOutput:
     quantized: torch.Tensor  # (..., D), straight-through gradient to the input
     codes: torch.Tensor  # (...,) long
     loss: torch.Tensor  # commitment + codebook loss (scalar)
+    commitment: torch.Tensor | None = None  # its parts, as the release logs them: commitment_cost * MSE(z, sg(zq))
+    codebook: torch.Tensor | None = None  # MSE(zq, sg(z))
 
 
 def full_precision(t: torch.Tensor) -> AbstractContextManager:
@@ -78,9 +80,10 @@ class VectorQuantizer(nn.Module):
         with full_precision(z):
             zq = self.lookup(codes).float()
             zf = F.normalize(z.float(), dim=-1) if self.use_l2_norm else z.float()
-            loss = self.commitment_cost * F.mse_loss(zf, zq.detach()) + F.mse_loss(zq, zf.detach())
+            commitment = self.commitment_cost * F.mse_loss(zf, zq.detach())
+            codebook = F.mse_loss(zq, zf.detach())
             quantized = zf + (zq - zf).detach()
-        return QuantizerOutput(quantized.to(z.dtype), codes, loss)
+        return QuantizerOutput(quantized.to(z.dtype), codes, commitment + codebook, commitment, codebook)
 
 
 @dataclass

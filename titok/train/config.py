@@ -84,7 +84,7 @@ class LossSection(ConfigMixin):
     adversarial_weight: float = 0.1  # hinge GAN generator term (stage 2: 0.01)
     disc_start: int = 20000  # the discriminator and the adversarial term join at this step; -1 = never
     disc_layers: int = 3  # discriminator stages (discriminator.py, the release's NLayerDiscriminator)
-    disc_channels: int = 128  # its first width, a multiple of 32
+    disc_channels: int = 128  # its widths c, c, 2c, 4c, ... (the release's), c a multiple of 32
     lecam_weight: float = 0.001  # LeCam regularisation of the discriminator; 0 = off
     lecam_decay: float = 0.999  # EMA decay of the mean logits LeCam compares against
     quantizer_weight: float = 1.0  # VQ commitment + codebook loss

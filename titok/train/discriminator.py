@@ -2,14 +2,21 @@
 
 TiTok's stage 2 and single-stage tokenizers (arXiv 2406.07550; bytedance/1d-tokenizer
 modeling/modules/discriminator.py, modeling/modules/losses.py) use a fully convolutional discriminator:
-a 5x5 stem, `stages` blocks of (3x3 conv, blur-pool down by 2, GroupNorm(32), LeakyReLU(0.1)) doubling the width
-from `channels` (128), an adaptive max-pool to 16x16 and two convs to a (B, 1, 16, 16) logit map. It sees images in
-[0, 1] as they are and always runs in float32 (the release's loss module disables autocast around it).
+a 5x5 stem, `stages` blocks of (3x3 conv, blur-pool down by 2, GroupNorm(32), LeakyReLU(0.1)), an adaptive max-pool
+to 16x16 and two convs to a (B, 1, 16, 16) logit map. Block i maps channels * m[i] -> channels * m[i + 1] with
+m = (1, 1, 2, 4, ...) (the release's `in_channel_mult`): 128 -> 128 -> 256 -> 512 by default, 1,909,889 parameters
+under the release's key names (pinned by ../shared/parity/vectors-train/discriminator_seed1.npz). It sees images in
+[0, 1] as they are, reconstructions unclamped, and always runs in float32 (the release's loss module disables
+autocast around it).
 
 LeCam regularisation (Tseng et al., CVPR 2021) keeps the discriminator's mean logits near an EMA of the other
 side's: relu(mean_real - ema_fake)^2 + relu(ema_real - mean_fake)^2, weighted 0.001 in the release, with EMAs of
-decay 0.999 starting from 0. The release takes the means over each GPU's batch; the loop takes them over the global
-micro-batch (all processes), so a run means the same at any process count, and every rank holds the same EMAs.
+decay 0.999 starting from 0. The penalty of a step compares against the EMAs from BEFORE the step; the EMAs are then
+moved toward the step's mean logits. Unlike the hinge term it is not gated by the release's discriminator_factor (the
+loop trains the discriminator only from `loss.disc_start` on, as the release's loop does). The release takes the means
+over each GPU's batch and updates the EMAs once per loss call (per micro-batch); the loop takes them over the global
+micro-batch (all processes) and updates once per optimizer step with the mean over its micro-batches, so a run means
+the same at any process count and accumulation (identical to the release at 1 process, no accumulation).
 """
 
 from __future__ import annotations
@@ -57,7 +64,7 @@ class NLayerDiscriminator(nn.Module):
             raise ValueError(f"discriminator channels must be a multiple of 32 (GroupNorm(32)), got {channels}")
         act = lambda: nn.LeakyReLU(0.1)  # noqa: E731
         self.block_in = nn.Sequential(_same_conv(3, channels, 5), act())
-        widths = [channels * 2**i for i in range(stages + 1)]
+        widths = [channels] + [channels * 2**i for i in range(stages)]  # the release's in_channel_mult (1, 1, 2, 4)
         self.blocks = nn.ModuleList(
             nn.Sequential(_same_conv(cin, cout, 3), BlurDownsample(blur_taps), nn.GroupNorm(32, cout), act())
             for cin, cout in zip(widths[:-1], widths[1:], strict=True))
@@ -106,3 +113,33 @@ class LeCamEMA(nn.Module):
         """Move the EMAs toward this step's mean logits (over all processes and micro-batches)."""
         self.ema_real.mul_(self.decay).add_(real_mean.float() * (1 - self.decay))
         self.ema_fake.mul_(self.decay).add_(fake_mean.float() * (1 - self.decay))
+
+
+def adversarial_active(step: int, disc_start: int) -> bool:
+    """Whether the step (0 = the first optimizer step) trains with the discriminator: from `disc_start` on, inclusive
+    (the release's should_discriminator_be_trained: global_step >= discriminator_start); -1 = never."""
+    return 0 <= disc_start <= step
+
+
+def discriminator_loss(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor, lecam: LeCamEMA | None,
+                       lecam_weight: float, reduce=None) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """The discriminator's loss on one micro-batch, as the release's discriminator mode computes it.
+
+    hinge(D(real), D(fake)) + lecam_weight * LeCam(mean logits vs the EMAs before this step); `fake` is detached
+    here, so this loss moves no tokenizer weight. Real and fake go through in one pass (GroupNorm is per sample, so
+    this equals two). `reduce` maps the (2,) local means to the global ones (DDP). The EMAs are NOT updated here:
+    the caller folds in the step's means after the step (LeCamEMA.update). -> (loss, logs with the release's names
+    and meanings: discriminator_loss = the total, lecam_loss = the weighted penalty; means (2,) real, fake).
+    """
+    real_logits, fake_logits = disc(torch.cat([real, fake.detach()])).chunk(2)
+    loss = hinge_d_loss(real_logits, fake_logits)
+    means = torch.stack([real_logits.float().mean(), fake_logits.float().mean()])
+    logs = {}
+    if lecam is not None:
+        if reduce is not None:
+            means = reduce(means)
+        reg = lecam_weight * lecam.loss(means[0], means[1])
+        loss = loss + reg
+        logs["lecam_loss"] = reg.detach()
+    logs["discriminator_loss"] = loss.detach()
+    return loss, logs, means

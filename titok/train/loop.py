@@ -42,7 +42,7 @@ from titok.train.data import (
     open_source,
     split_holdout,
 )
-from titok.train.discriminator import LeCamEMA, NLayerDiscriminator, hinge_d_loss
+from titok.train.discriminator import LeCamEMA, NLayerDiscriminator, adversarial_active, discriminator_loss
 from titok.train.evaluation import TokenRows, evaluate_generator, evaluate_tokenizer, load_image_metric
 from titok.train.grids import save_grid
 from titok.train.param_groups import weight_decay_groups
@@ -202,7 +202,8 @@ def train(config: TrainConfig, resume: bool = False, on_gradients=None) -> Train
     """Run (or, with `resume`, continue) the training `config` describes; under torchrun, on every rank.
 
     `on_gradients(step, named_gradients)`, if given, sees the averaged, unscaled gradients of every step before
-    clipping (for tests that compare runs on the gradient itself, which clipping and AdamW would hide)."""
+    clipping (for tests that compare runs on the gradient itself, which clipping and AdamW would hide): the trained
+    model's by parameter name and, on steps that train the discriminator, the discriminator's as "disc/NAME"."""
     config = resolve(config)
     ctx = dist_utils.setup(config.run.device)
     threads = torch.get_num_threads()
@@ -334,11 +335,12 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool, on_gr
     sums: dict[str, float] = {}
     n_logged, t_last = 0, time.perf_counter()
     stop = min(sc.steps, rc.stop_at) if rc.stop_at else sc.steps
+    global_mean = (lambda t: dist_nn.all_reduce(t) / ctx.world_size) if ctx.distributed else None
     batches = iter(micro_batch_loader(data, order, step * oc.grad_accum, stop * oc.grad_accum, config.data.workers,
                                       pin=device.type == "cuda"))
     task.train()
     while step < stop:
-        adversarial = disc is not None and step >= lc.disc_start
+        adversarial = disc is not None and adversarial_active(step, lc.disc_start)
         parts: dict[str, float] = {}
         logit_means = torch.zeros(2, device=device)  # mean real, fake discriminator logits over this step
         for micro in range(oc.grad_accum):
@@ -357,22 +359,23 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool, on_gr
                 disc.requires_grad_(True)
                 d_sync = contextlib.nullcontext() if (last or not ctx.distributed) else d_model.no_sync()
                 with d_sync:
-                    # real and fake in one pass; the discriminator computes in float32 whatever the autocast
-                    real_logits, fake_logits = d_model(torch.cat([result.real, result.fake.detach()])).chunk(2)
-                    d_loss = hinge_d_loss(real_logits, fake_logits)
-                    means = torch.stack([real_logits.float().mean(), fake_logits.float().mean()])
-                    if lecam is not None:
-                        if ctx.distributed:  # the global micro-batch's means: N processes compute what one does
-                            means = dist_nn.all_reduce(means) / ctx.world_size
-                        reg = lecam.loss(means[0], means[1])
-                        d_loss = d_loss + lc.lecam_weight * reg
-                        parts["lecam"] = parts.get("lecam", 0.0) + reg.detach() / oc.grad_accum
+                    # the discriminator computes in float32 whatever the autocast; LeCam on the global micro-batch's
+                    # means (N processes compute what one does), against the EMAs before this step
+                    d_loss, d_logs, means = discriminator_loss(d_model, result.real, result.fake, lecam,
+                                                               lc.lecam_weight, global_mean)
                     d_scaler.scale(d_loss / oc.grad_accum).backward()
-                parts["disc"] = parts.get("disc", 0.0) + d_loss.detach() / oc.grad_accum
+                for k, v in d_logs.items():
+                    parts[k] = parts.get(k, 0.0) + v / oc.grad_accum
                 logit_means += means.detach() / oc.grad_accum
         scaler.unscale_(opt)
-        if on_gradients is not None:
-            on_gradients(step, {n: p.grad.detach().clone() for n, p in task.named_parameters() if p.grad is not None})
+        if adversarial:
+            d_scaler.unscale_(d_opt)
+        if on_gradients is not None:  # the discriminator's under "disc/": its averages are checked as the model's
+            grads = {n: p.grad.detach().clone() for n, p in task.named_parameters() if p.grad is not None}
+            if adversarial:
+                grads.update({f"disc/{n}": p.grad.detach().clone() for n, p in disc.named_parameters()
+                              if p.grad is not None})
+            on_gradients(step, grads)
         norm = torch.nn.utils.clip_grad_norm_(params, oc.grad_clip if oc.grad_clip > 0 else float("inf"))
         parts["grad_norm"] = norm.detach()
         parts["lr"] = opt.param_groups[0]["lr"]
@@ -381,7 +384,6 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool, on_gr
         opt.zero_grad(set_to_none=True)
         sched.step()
         if adversarial:
-            d_scaler.unscale_(d_opt)
             if oc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(disc.parameters(), oc.grad_clip)
             d_scaler.step(d_opt)

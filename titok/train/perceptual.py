@@ -10,7 +10,8 @@ Weights files (nothing is downloaded; give the paths):
                classifier.*), sha256 0c510722adfd92966a2bd72b92f785ca05966bbac03cafe2f7a90b1f54bfab9a.
   LPIPS        two files: the VGG16 backbone, torchvision's vgg16-397923af.pth (keys features.*), and the linear
                heads, the `lpips` package's lpips/weights/v0.1/vgg.pth (keys lin0..lin4.model.1.weight; the
-               release's vgg_lpips.pth from taming-transformers holds the same keys).
+               release's vgg_lpips.pth from taming-transformers holds the same keys). A state dict of the release's
+               LPIPS module (`net.sliceK.N.*`, `linI.model.1.weight`) serves as both files.
 """
 
 from __future__ import annotations
@@ -159,6 +160,18 @@ class VGG16Features(nn.Module):
         return out
 
 
+def _torchvision_vgg_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The VGG16 layers of `sd` under torchvision's `features.N.*` names. Also reads the release's LPIPS module
+    (modeling/modules/lpips.py, e.g. a state dict saved from its loss module): its `net.sliceK.N.*` are torchvision's
+    vgg16().features[N] put into five slices by index, so N is torchvision's index as it is."""
+    out = {k: v for k, v in sd.items() if k.startswith("features.")}
+    for k, v in sd.items():
+        parts = k.split(".")
+        if len(parts) == 4 and parts[0] == "net" and parts[1].startswith("slice"):
+            out[f"features.{parts[2]}.{parts[3]}"] = v
+    return out
+
+
 class LPIPS(nn.Module):
     """Learned perceptual distance (Zhang et al. 2018), VGG16 variant: images (B, 3, H, W) in [0, 1] -> (B,)."""
 
@@ -174,8 +187,7 @@ class LPIPS(nn.Module):
     def from_files(cls, vgg_path: str | Path, heads_path: str | Path) -> LPIPS:
         net = cls()
         vgg = _read(vgg_path, "loss.lpips_vgg_weights", "VGG16 weights (torchvision vgg16-397923af.pth)")
-        _load_exact(net.vgg, {k: v for k, v in vgg.items() if k.startswith("features.")}, vgg_path,
-                    "a torchvision VGG16 state dict")
+        _load_exact(net.vgg, _torchvision_vgg_keys(vgg), vgg_path, "a torchvision VGG16 state dict")
         _warn_unless_canonical(vgg_path, "vgg16")
         heads = _read(heads_path, "loss.lpips_heads_weights", "LPIPS linear heads (the lpips package's vgg.pth)")
         # Accept both layouts of the heads: with the dropout at index 0 (model.1) or without it (model.0).

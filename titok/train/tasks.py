@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from titok.quantizer import DiagonalGaussian
+from titok.quantizer import DiagonalGaussian, QuantizerOutput, full_precision
 from titok.registry import create, get_spec, list_presets
-from titok.train.config import ConfigError, TrainConfig
+from titok.train.config import ConfigError, LossSection, TrainConfig
 from titok.train.discriminator import hinge_g_loss
 from titok.train.losses import (
     arccos_masks,
@@ -108,18 +108,58 @@ class PixelTask(Task):
         self.perceptual = build_perceptual(config, architecture_only)
         self.freeze(self.perceptual)
 
-    def pixel_terms(self, real: torch.Tensor, recon: torch.Tensor, disc: nn.Module | None):
-        """Reconstruction + perceptual + adversarial, the last two in float32 with autocast off (as the release)."""
-        lc = self.config.loss
-        rec = reconstruction_loss(recon, real, lc.recon)
-        loss, logs = lc.recon_weight * rec, {"recon": rec.detach()}
-        if self.perceptual is not None:
-            p = self.perceptual(recon, real)
-            loss, logs["perceptual"] = loss + lc.perceptual_weight * p, p.detach()
-        if disc is not None:
-            g = hinge_g_loss(disc(recon.float()))  # the discriminator computes in float32 itself
-            loss, logs["adv_g"] = loss + lc.adversarial_weight * g, g.detach()
-        return loss, logs
+    def pixel_terms(self, real: torch.Tensor, recon: torch.Tensor, disc: nn.Module | None,
+                    vq: QuantizerOutput | None = None, kl: torch.Tensor | None = None):
+        return pixel_loss_terms(self.config.loss, real, recon, self.perceptual, disc, vq, kl)
+
+
+def pixel_loss_terms(lc: LossSection, real: torch.Tensor, recon: torch.Tensor, perceptual: nn.Module | None,
+                     disc: nn.Module | None, vq: QuantizerOutput | None = None,
+                     kl: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The generator-side loss of the pixel tasks, as the release's ReconstructionLoss_Stage2 / _Single_Stage compute
+    it (modeling/modules/losses.py, generator mode; pinned by vectors-train/{gan_losses,stage2_loss,single_stage_loss}):
+
+      recon_weight * MSE (or L1) + perceptual_weight * perceptual + quantizer_weight * VQ loss (or kl_weight * KL)
+      + adversarial_weight * (-mean D(recon))
+
+    `disc` is None before the discriminator starts (the loop gates it with adversarial_active): the release's
+    discriminator_factor 0. There is no adaptive (gradient-norm) GAN weight: the release's d_weight is its constant
+    discriminator_weight (x discriminator_factor 1.0 = our adversarial_weight). Images (B, 3, H, W) in [0, 1]; the
+    reconstructions go to the discriminator unclamped. `kl`: the posterior's KL per sample (B,), averaged over the
+    batch (the release: sum / B). The release divides the VAE's pixel term by exp(logvar) with logvar a frozen 0,
+    which changes nothing and is left out. Logs carry the release's names and meanings (terms already weighted).
+    """
+    rec = lc.recon_weight * reconstruction_loss(recon, real, lc.recon)
+    p = perceptual(recon, real) if perceptual is not None else rec.new_zeros(())  # float32, autocast off
+    loss = rec + lc.perceptual_weight * p
+    logs = {"reconstruction_loss": rec.detach(), "perceptual_loss": (lc.perceptual_weight * p).detach()}
+    if vq is not None:
+        loss = loss + lc.quantizer_weight * vq.loss
+        logs.update(quantizer_loss=(lc.quantizer_weight * vq.loss).detach(), commitment_loss=vq.commitment.detach(),
+                    codebook_loss=vq.codebook.detach())
+    if kl is not None:
+        kl_term = lc.kl_weight * kl.float().mean()
+        loss, logs["kl_loss"] = loss + kl_term, kl_term.detach()
+    g = hinge_g_loss(disc(recon.float())) if disc is not None else rec.new_zeros(())  # D computes in float32
+    factor = 1.0 if disc is not None else 0.0
+    loss = loss + lc.adversarial_weight * factor * g
+    logs.update(weighted_gan_loss=(lc.adversarial_weight * factor * g).detach(), gan_loss=g.detach(),
+                discriminator_factor=rec.new_tensor(factor), d_weight=rec.new_tensor(lc.adversarial_weight))
+    return loss, logs
+
+
+def proxy_code_terms(lc: LossSection, logits: torch.Tensor, target: torch.Tensor,
+                     vq: QuantizerOutput) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Stage 1's loss, as the release's ReconstructionLoss_Stage1 (pinned by vectors-train/stage1_loss.npz):
+    cross-entropy of the proxy logits (B, K, G, G) against the teacher's codes (B, G, G), averaged over all B*G*G
+    positions, in float32, + quantizer_weight * (commitment + codebook). The release hard-codes K = 1024 (the
+    MaskGIT-VQGAN's codebook) in a view; we take K from the logits, the same for that teacher and right for others.
+    Logs carry the release's names (reconstruction_loss = the cross-entropy), plus the proxy accuracy."""
+    ce = F.cross_entropy(logits.float(), target)
+    loss = ce + lc.quantizer_weight * vq.loss
+    acc = (logits.detach().argmax(1) == target).float().mean()
+    return loss, {"reconstruction_loss": ce.detach(), "quantizer_loss": (lc.quantizer_weight * vq.loss).detach(),
+                  "commitment_loss": vq.commitment.detach(), "codebook_loss": vq.codebook.detach(), "proxy_acc": acc}
 
 
 def build_perceptual(config: TrainConfig, architecture_only: bool = False) -> PerceptualLoss | None:
@@ -162,14 +202,14 @@ class ProxyCodesTask(Task):
     def forward(self, batch, disc=None) -> TaskOutput:
         x, m = batch["images"], self.model
         g = m.config.grid_size
-        with torch.no_grad():
-            target = self.teacher.encode(x).view(-1, g, g)  # (B, G, G) MaskGIT-VQGAN codes
+        # The teacher runs in float32 with autocast off: the release calls it outside accelerate's autocast (it is
+        # not prepared), so its codes are the float32 ones whatever run.precision says.
+        with torch.no_grad(), full_precision(x):
+            target = self.teacher.encode(x.float()).view(-1, g, g)  # (B, G, G) MaskGIT-VQGAN codes
         q = m.quantize(m.encode_features(x))  # straight-through quantized tokens (B, N, C)
         logits = m.decoder(q.quantized)  # (B, K, G, G) proxy-code logits
-        ce = F.cross_entropy(logits.float(), target)
-        loss = ce + self.config.loss.quantizer_weight * q.loss
-        acc = (logits.argmax(1) == target).float().mean()
-        return TaskOutput(loss, {"proxy_ce": ce.detach(), "vq": q.loss.detach(), "proxy_acc": acc})
+        loss, logs = proxy_code_terms(self.config.loss, logits, target, q)
+        return TaskOutput(loss, logs)
 
     @torch.no_grad()
     def preview(self, model, batch):
@@ -197,22 +237,20 @@ class DecoderFinetuneTask(PixelTask):
 
 class SingleStageTask(PixelTask):
     def forward(self, batch, disc=None) -> TaskOutput:
-        x, m, lc = batch["images"], self.model, self.config.loss
+        x, m = batch["images"], self.model
         feats = m.encode_features(x)  # (B, N, C) or VAE moments (B, N, 2C)
+        q = kl = None
         if m.quantize is not None:
             q = m.quantize(feats)
-            z, extra, name = q.quantized, lc.quantizer_weight * q.loss, "vq"
-            part = q.loss
+            z = q.quantized
         else:
             post = DiagonalGaussian.from_moments(feats)
             noise = per_sample_normal(batch["seeds"], tuple(post.mean.shape[1:])).to(post.mean.device)
             z = post.mean + torch.exp(0.5 * post.logvar) * noise  # reparameterised sample (B, N, C)
-            part = post.kl().mean()
-            extra, name = lc.kl_weight * part, "kl"
+            kl = post.kl()  # (B,)
         recon = m.decode_latents(z.to(feats.dtype))
-        loss, logs = self.pixel_terms(x, recon, disc)
-        logs[name] = part.detach()
-        return TaskOutput(loss + extra, logs, fake=recon, real=x)
+        loss, logs = self.pixel_terms(x, recon, disc, vq=q, kl=kl)
+        return TaskOutput(loss, logs, fake=recon, real=x)
 
 
 # ------------------------------------------------------------------------------------------- generator task
