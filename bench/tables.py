@@ -50,6 +50,8 @@ FORMATS: dict[str, Callable[[float], str]] = {
     "generate (img/s)": significant, "decode (img/s)": significant, "img/s": significant,
     "seconds per batch": significant, "GFLOP/img": significant, "TFLOP/s": significant,
     "x reference": _fixed(2), "% of peak": _fixed(1), "peak memory (MB)": _fixed(0), "params (M)": _fixed(1),
+    "sFID": _fixed(2), "stand-in sFD (gen)": _fixed(2), "precision (k=3)": _fixed(3), "recall (k=3)": _fixed(3),
+    "KID": _fixed(4),
 }
 
 # What each column means, written once; a table's legend lists the columns it shows.
