@@ -4,8 +4,8 @@ Staged like torch-fidelity: images -> Inception features -> statistics -> number
 torch-fidelity's Inception (its port of the TF graph FID was defined with). FID, IS and KID are torch-fidelity's own
 metric functions (IS streamed, bench.streaming), so our values are torch-fidelity's on the same inputs; precision/
 recall and sFID are ours, written to the conventions below and checked against torch-fidelity and against
-computations written in the tests (tests/test_metric_references.py). Conventions, also written into every
-result's protocol (`conventions`):
+computations written in the tests (tests/test_metric_references.py). Conventions, also written into the protocol
+(`conventions`) of every result that has sFID, IS, KID or precision/recall:
 - precision/recall: improved precision and recall (Kynkaanniemi et al. 2019) with k = 3 on Inception pool3
   features (2048-d), as ADM's evaluator (guided-diffusion evaluations/evaluator.py) and torch-fidelity's `prc`
   compute them: a point's ball has the radius of its 3rd nearest neighbour in its own set; precision is the share
@@ -77,7 +77,6 @@ CONVENTIONS = {
             "features": "inception pool3 2048", "subsets": KID_SUBSETS, "seed": KID_SEED},
     "isc": {"method": "torch-fidelity isc: exp(E KL(p(y|x) || p(y))) per split, mean and std over splits",
             "features": "inception logits_unbiased 1008", "splits": 10, "seed": 2020},
-    "fid": {"features": "inception pool3 2048"},
     "sfid": {"method": "ADM evaluator sFID: Frechet distance of spatial features",
              "features": f"inception {SPATIAL_TF_TENSOR}[..., :7] (torch-fidelity {SPATIAL_LAYER}), 17x17x7 "
                          f"flattened NHWC", "dims": SPATIAL_DIM},
@@ -337,8 +336,11 @@ class InceptionMetrics:
             raise MetricError("no images to compute features from")
         protocol = {"extractor": self.info.as_protocol(), "resize": self.preparation or RESIZE_MODE,
                     "num_fake": self.fake.n, "batch_size": self.batch_size, "metrics": sorted(self.metrics),
-                    "streaming": True,
-                    "conventions": {m: CONVENTIONS[m] for m in self.metrics}}
+                    "streaming": True}
+        # FID's convention is the extractor's (pool3, 2048-d), already recorded; the others' are written out. A run
+        # of FID alone keeps the protocol it had, so its records still match older ones (bench.records).
+        if conventions := {m: CONVENTIONS[m] for m in self.metrics if m in CONVENTIONS}:
+            protocol["conventions"] = conventions
         if self.real.n:
             protocol["num_real"] = self.real.n
         if "fid" in self.metrics:

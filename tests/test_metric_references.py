@@ -130,8 +130,11 @@ def test_precision_recall_kid_and_is_equal_torch_fidelity(case, informative_ince
     write_pngs(tmp_path / "real", _mixed_images(real_kinds, real_size, seed=2))
     fake, real = ImageFolder(tmp_path / "fake"), ImageFolder(tmp_path / "real")
     subset = min(len(fake), len(real))
-    ours = compute_image_metrics(fake, real, inception_weights=informative_inception, metrics=("isc", "kid", "prc"),
-                                 kid_subset_size=subset, batch_size=7).values
+    result = compute_image_metrics(fake, real, inception_weights=informative_inception,
+                                   metrics=("isc", "kid", "prc"), kid_subset_size=subset, batch_size=7)
+    ours, conventions = result.values, result.protocol["conventions"]
+    assert conventions["prc"]["k"] == 3 and conventions["prc"]["features"] == "inception pool3 2048"
+    assert conventions["kid"]["subset_size"] == subset and conventions["isc"]["splits"] == 10
     ref = torch_fidelity.calculate_metrics(
         input1=str(tmp_path / "fake"), input2=str(tmp_path / "real"), isc=True, kid=True, prc=True, cuda=False,
         verbose=False, cache=False, feature_extractor="inception-v3-compat", feature_layer_prc="2048",
@@ -148,7 +151,6 @@ def test_precision_recall_kid_and_is_equal_torch_fidelity(case, informative_ince
     # Far from the trivial values, so the equalities above are informative.
     # KID's std is the spread of the 100 subsets' estimates, not the uncertainty of their mean (about a tenth of it):
     # a mean above twice that spread is far from 0.
-    print(case, {k: round(v, 4) for k, v in ours.items()})
     assert ours["standin_kid_mean"] > 0.005 and ours["standin_kid_mean"] > 2 * ours["standin_kid_std"]
     assert ours["standin_isc_mean"] > 1.2
     assert abs(ours["standin_precision"] - ours["standin_recall"]) > apart  # a swap would show
@@ -216,5 +218,6 @@ def test_sfid_is_adm_mixed_6_conv_and_a_frechet_distance(standin_inception, tmp_
     assert via_file.values["standin_sfid"] == pytest.approx(want, rel=1e-4)
     write_statistics(tmp_path / "old.npz", pool_b.mean(0), np.cov(pool_b, rowvar=False), {})
     old = compute_image_metrics(a[:2], str(tmp_path / "old.npz"), inception_weights=standin_inception,
-                                metrics=("sfid",))
+                                metrics=("fid", "sfid"))
     assert "standin_sfid" not in old.values and "no mu_s" in old.protocol["sfid_skipped"]
+    assert "standin_fid" in old.values and set(old.protocol["conventions"]) == {"sfid"}
