@@ -36,6 +36,27 @@ STANDIN_SUFFIX = ".standin.json"
 FID_EXTRACTOR = "inception-v3-compat"  # torch-fidelity's port of the TF FID Inception graph, as it names it
 FEATURES = ("2048", "logits_unbiased")  # pool features (FID, KID, PRC) and logits (IS)
 
+# sFID's features, as ADM's evaluator reads them (openai/guided-diffusion evaluations/evaluator.py):
+# FID_SPATIAL_NAME = "mixed_6/conv:0", then `spatial[..., :7]` and a reshape of the NHWC tensor to (N, -1).
+# Which layer of torch-fidelity's port that tensor is, decided from the TF graph (inception-2015-12-05,
+# classify_image_graph_def.pb), not from other ports (they disagree):
+# - The graph's inception blocks are named in order mixed, mixed_1, ..., mixed_10. mixed..mixed_2 work at 35x35
+#   (torchvision-style Mixed_5b, 5c, 5d); mixed_3 is the reduction to 17x17 (Mixed_6a: its `conv` is a 3x3
+#   stride-2 conv, beside a 3-conv tower and a pool); mixed_4, 5, 6, 7 are the four 17x17 blocks with 1x7/7x1 towers
+#   (Mixed_6b, 6c, 6d, 6e: the third of them is mixed_6); mixed_8 reduces to 8x8 (Mixed_7a); mixed_9 and
+#   mixed_10 are Mixed_7b and 7c. So the block named mixed_6 is Mixed_6d, not Mixed_6e.
+# - Inside a block, `conv` is the 1x1 branch (the towers are `tower`, `tower_1`, `tower_2`): in the graph its
+#   ops are mixed_6/conv/Conv2D, mixed_6/conv/batchnorm and the op named by the scope itself, mixed_6/conv, its
+#   ReLU output. That is BasicConv2d's output (conv, batch norm, ReLU) of Mixed_6d.branch1x1, whose weights
+#   torch-fidelity's converter takes from mixed_6/conv/conv2d_params and mixed_6/conv/batchnorm.
+# - Shape check: an InceptionC 1x1 branch gives 192 channels on the 17x17 grid of a 299x299 input, so
+#   mixed_6/conv:0 is (N, 17, 17, 192) in TF's NHWC; its first 7 channels are 17*17*7 = 2023 numbers per image,
+#   flattened with the channel fastest (NHWC order), which is the order of ADM's stored mu_s/sigma_s.
+SPATIAL_LAYER = "Mixed_6d.branch1x1"
+SPATIAL_TF_TENSOR = "mixed_6/conv:0"
+SPATIAL_CHANNELS, SPATIAL_GRID = 7, 17
+SPATIAL_DIM = SPATIAL_CHANNELS * SPATIAL_GRID * SPATIAL_GRID  # 2023
+
 
 class MissingArtifactError(MissingFileError):
     """An external file the run needs is not on this machine; the message says where to get and put it."""
@@ -100,8 +121,12 @@ def _inception_skeleton(fe) -> nn.Module:
     return m
 
 
-def make_standin_inception_weights(path: str | Path, seed: int = 0) -> Path:
-    """Write seeded random Inception weights (torch-fidelity's keys and shapes) and mark them as a stand-in."""
+def make_standin_inception_weights(path: str | Path, seed: int = 0, logit_scale: float = 8.0) -> Path:
+    """Write seeded random Inception weights (torch-fidelity's keys and shapes) and mark them as a stand-in.
+
+    `logit_scale` sets the spread of the 1008 logits (the fc weights' std times sqrt(2048)); the tests that pin
+    the Inception Score to torch-fidelity's raise it so that the score is far from its trivial value 1.
+    """
     fe = require_torch_fidelity()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,12 +140,34 @@ def make_standin_inception_weights(path: str | Path, seed: int = 0) -> Path:
         elif t.ndim == 1:  # batch-norm scales
             sd[name] = torch.ones_like(t)
         elif name == "fc.weight":  # logits spread enough that the Inception Score is not trivially 1
-            sd[name] = torch.randn(t.shape, generator=g) * 8.0 * t.shape[1] ** -0.5
+            sd[name] = torch.randn(t.shape, generator=g) * logit_scale * t.shape[1] ** -0.5
         else:  # He-scaled normal keeps the variance through ~40 conv+ReLU layers, so features stay informative
             sd[name] = torch.randn(t.shape, generator=g) * (2.0 / math.prod(t.shape[1:])) ** 0.5
     torch.save(sd, path)
-    Path(str(path) + STANDIN_SUFFIX).write_text(json.dumps({"standin": True, "seed": seed, "sha256": sha256_of(path)}))
+    Path(str(path) + STANDIN_SUFFIX).write_text(json.dumps({"standin": True, "seed": seed, "logit_scale": logit_scale,
+                                                           "sha256": sha256_of(path)}))
     return path
+
+
+class SpatialTap:
+    """sFID's features of each batch, taken by a forward hook on `SPATIAL_LAYER` during the same forward pass
+    that gives the pool features and logits: (B, 7, 17, 17) -> NHWC -> (B, 2023). `take()` hands the last
+    batch's features over once (None when the layer did not run)."""
+
+    def __init__(self, extractor: nn.Module):
+        self._value = None
+        self._handle = extractor.get_submodule(SPATIAL_LAYER).register_forward_hook(self._hook)
+
+    def _hook(self, module, inputs, output) -> None:
+        first = output[:, :SPATIAL_CHANNELS]
+        self._value = first.permute(0, 2, 3, 1).reshape(first.shape[0], -1).detach().clone()
+
+    def take(self) -> torch.Tensor | None:
+        value, self._value = self._value, None
+        return value
+
+    def remove(self) -> None:
+        self._handle.remove()
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ RULES: dict[str, MetricRule] = {
     "fid": MetricRule(LOWER, "fid"),
     "rfid": MetricRule(LOWER, "fid"),
     "gfid": MetricRule(LOWER, "fid"),
+    "sfid": MetricRule(LOWER, "sfid"),
     "isc_mean": MetricRule(HIGHER, "inception score"),
     "isc_std": MetricRule(INFO, "inception score", "spread over the 10 splits, not an uncertainty of the mean"),
     "kid_mean": MetricRule(LOWER, "kid"),

@@ -1,9 +1,22 @@
-"""Image-set metrics for reconstruction (rFID, PSNR, SSIM) and generation (gFID, IS, KID, precision/recall).
+"""Image-set metrics for reconstruction (rFID, PSNR, SSIM) and generation (gFID, sFID, IS, KID, precision/recall).
 
 Staged like torch-fidelity: images -> Inception features -> statistics -> number. Features come from
-torch-fidelity's Inception, and every number from torch-fidelity's own metric functions, so our values are
-torch-fidelity's on the same inputs (tests check it, and clean-fid's Frechet distance agrees). Result keys are
-constant; a number computed with a stand-in Inception carries the prefix `standin_` and is never called FID.
+torch-fidelity's Inception (its port of the TF graph FID was defined with). FID, IS and KID are torch-fidelity's own
+metric functions (IS streamed, bench.streaming), so our values are torch-fidelity's on the same inputs; precision/
+recall and sFID are ours, written to the conventions below and checked against torch-fidelity and against
+computations written in the tests (tests/test_metric_references.py). Conventions, also written into the protocol
+(`conventions`) of every result that has sFID, IS, KID or precision/recall:
+- precision/recall: improved precision and recall (Kynkaanniemi et al. 2019) with k = 3 on Inception pool3
+  features (2048-d), as ADM's evaluator (guided-diffusion evaluations/evaluator.py) and torch-fidelity's `prc`
+  compute them: a point's ball has the radius of its 3rd nearest neighbour in its own set; precision is the share
+  of generated points inside some real point's ball, recall the share of real points inside some generated
+  point's ball.
+- sFID: ADM's: the Frechet distance of the first 7 channels of the 17x17 map of the TF graph's `mixed_6/conv`
+  (torch-fidelity's Mixed_6d.branch1x1; bench.inception says why), 2023-d, taken in the same pass as FID.
+- KID: torch-fidelity's: unbiased MMD^2 with the cubic polynomial kernel (gamma 1/2048, coef0 1) on pool3
+  features, 100 subsets of min(1000, N) images, seed 2020. IS: torch-fidelity's: 1008 logits, 10 splits.
+Result keys are constant; a number computed with a stand-in Inception carries the prefix `standin_` and is never
+called FID.
 """
 
 from __future__ import annotations
@@ -18,7 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.inception import load_inception, require_torch_fidelity, sha256_of
+from bench.inception import (
+    SPATIAL_DIM,
+    SPATIAL_LAYER,
+    SPATIAL_TF_TENSOR,
+    SpatialTap,
+    load_inception,
+    require_torch_fidelity,
+    sha256_of,
+)
 from bench.streaming import BootstrapGaussians, FeatureStore, RunningGaussian, RunningInceptionScore
 from titok.data.images import RESIZE_MODE, TensorImages, iter_image_batches
 from titok.errors import InputError
@@ -43,7 +64,23 @@ def few_images_warning(n: int, what: str) -> str | None:
             f"{FEATURE_DIM}x{FEATURE_DIM} covariance is singular (rank <= {max(n - 1, 0)}) and the number mostly "
             f"reflects the image count. Compare such numbers only at the same count, never with the paper's, which "
             f"use {PAPER_NUM_IMAGES:,} images.")
-METRICS = ("fid", "isc", "kid", "prc")
+METRICS = ("fid", "sfid", "isc", "kid", "prc")
+PRC_NEIGHBORHOOD = 3  # k of improved precision/recall: ADM's evaluator (nhood_sizes=(3,)) and torch-fidelity's default
+PRC_BLOCK_BYTES = 256 * 2**20  # distances held at once by precision/recall: one block of rows against a whole set
+KID_SUBSETS, KID_SEED = 100, 2020
+CONVENTIONS = {
+    "prc": {"method": "improved precision/recall (Kynkaanniemi et al. 2019)", "features": "inception pool3 2048",
+            "k": PRC_NEIGHBORHOOD, "distance": "euclidean (torch.cdist), float32 features",
+            "precision": "share of generated inside some real k-NN ball",
+            "recall": "share of real inside some generated k-NN ball"},
+    "kid": {"method": "torch-fidelity kid: unbiased MMD^2, polynomial kernel degree 3, gamma 1/d, coef0 1",
+            "features": "inception pool3 2048", "subsets": KID_SUBSETS, "seed": KID_SEED},
+    "isc": {"method": "torch-fidelity isc: exp(E KL(p(y|x) || p(y))) per split, mean and std over splits",
+            "features": "inception logits_unbiased 1008", "splits": 10, "seed": 2020},
+    "sfid": {"method": "ADM evaluator sFID: Frechet distance of spatial features",
+             "features": f"inception {SPATIAL_TF_TENSOR}[..., :7] (torch-fidelity {SPATIAL_LAYER}), 17x17x7 "
+                         f"flattened NHWC", "dims": SPATIAL_DIM},
+}
 
 
 class MetricError(InputError, ValueError):
@@ -71,18 +108,40 @@ def inception_features(extractor, images: torch.Tensor, device="cpu") -> tuple[n
     return pool.numpy(), logits
 
 
-def extract_features(images, extractor, batch_size: int = 64, device="cpu", progress: bool = False
-                     ) -> dict[str, np.ndarray]:
+def spatial_features(tap: SpatialTap) -> np.ndarray:
+    """The batch's sFID features (B, 2023) float64 from the tap that saw its forward pass; non-finite is an error."""
+    spatial = tap.take()
+    if spatial is None:
+        raise MetricError(f"the Inception pass did not reach {SPATIAL_LAYER}, where sFID's features are taken")
+    spatial = spatial.double().cpu()
+    if not torch.isfinite(spatial).all():
+        raise MetricError(f"non-finite Inception spatial features ({int((~torch.isfinite(spatial)).sum())} values)")
+    return spatial.numpy()
+
+
+def extract_features(images, extractor, batch_size: int = 64, device="cpu", progress: bool = False,
+                     spatial: bool = False) -> dict[str, np.ndarray]:
     """uint8 images (tensor or Dataset) -> all features at once: {"pool": (N,2048), "logits_unbiased": (N,1008)},
-    float64. Holds the whole set: for cross-checks against the reference libraries, not for evaluation runs."""
-    pools, logits = [], []
-    for batch, _ in iter_image_batches(images, batch_size, progress, desc="inception"):
-        pool, logit = inception_features(extractor, batch, device)
-        pools.append(pool)
-        logits.append(logit.numpy())
+    and with `spatial` sFID's "spatial": (N, 2023), float64. Holds the whole set: for cross-checks against the
+    reference libraries, not for evaluation runs."""
+    pools, logits, spatials = [], [], []
+    tap = SpatialTap(extractor) if spatial else None
+    try:
+        for batch, _ in iter_image_batches(images, batch_size, progress, desc="inception"):
+            pool, logit = inception_features(extractor, batch, device)
+            pools.append(pool)
+            logits.append(logit.numpy())
+            if tap is not None:
+                spatials.append(spatial_features(tap))
+    finally:
+        if tap is not None:
+            tap.remove()
     if not pools:
         raise MetricError("no images to compute features from")
-    return {"pool": np.concatenate(pools), "logits_unbiased": np.concatenate(logits)}
+    out = {"pool": np.concatenate(pools), "logits_unbiased": np.concatenate(logits)}
+    if spatials:
+        out["spatial"] = np.concatenate(spatials)
+    return out
 
 
 def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -102,6 +161,63 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
     return float(fid_statistics_to_metric({"mu": mu1, "sigma": sigma1}, {"mu": mu2, "sigma": sigma2},
                                           verbose=False)[KEY_METRIC_FID])
+
+
+def _row_blocks(rows: int, cols: int, block_bytes: int, itemsize: int = 4):
+    """(start, stop) of row blocks whose (block, cols) distance matrix fits in `block_bytes`."""
+    step = max(1, block_bytes // max(1, cols * itemsize))
+    for start in range(0, rows, step):
+        yield start, min(start + step, rows)
+
+
+def knn_radii(features: torch.Tensor, k: int = PRC_NEIGHBORHOOD, block_bytes: int = PRC_BLOCK_BYTES
+              ) -> torch.Tensor:
+    """(N,) distance from each row of `features` to its k-th nearest neighbour in the same set.
+
+    The row's distance to itself (0) is among each row's distances, so the k-th neighbour is the (k+1)-th
+    smallest, as in ADM's evaluator (the partition's index k over a row that holds the point itself) and
+    torch-fidelity (`kthvalue(k + 1)`). Duplicated points count as neighbours, as there.
+    """
+    n = features.shape[0]
+    if n <= k:
+        raise MetricError(f"precision/recall with k={k} needs more than {k} images per set, got {n}")
+    radii = torch.empty(n, dtype=features.dtype)
+    for start, stop in _row_blocks(n, n, block_bytes, features.element_size()):
+        radii[start:stop] = torch.cdist(features[start:stop], features).kthvalue(k + 1, dim=1).values
+    return radii
+
+
+def inside_any_ball(points: torch.Tensor, centers: torch.Tensor, radii: torch.Tensor,
+                    block_bytes: int = PRC_BLOCK_BYTES) -> torch.Tensor:
+    """(P,) bool: whether each of `points` lies within distance radii[j] of some centers[j] (boundary included)."""
+    inside = torch.empty(points.shape[0], dtype=torch.bool)
+    for start, stop in _row_blocks(points.shape[0], centers.shape[0], block_bytes, points.element_size()):
+        inside[start:stop] = (torch.cdist(points[start:stop], centers) <= radii).any(dim=1)
+    return inside
+
+
+def precision_recall(fake, real, k: int = PRC_NEIGHBORHOOD, block_bytes: int = PRC_BLOCK_BYTES
+                     ) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019) of generated `fake` against `real` features.
+
+    Convention (ADM's evaluator and torch-fidelity's `prc`, with k = 3 there and here): each point of a set gets a
+    ball whose radius is the distance to its k-th nearest neighbour in its own set (`knn_radii`). Precision is
+    the share of FAKE points inside at least one REAL ball (how much of what is generated looks real); recall
+    is the share of REAL points inside at least one FAKE ball (how much of the real variety is covered).
+    We report it on Inception pool3 features (2048-d). Distances are Euclidean, computed with torch.cdist in the
+    features' dtype (float32, as both references), one block of rows at a time: memory is bounded by
+    `block_bytes` per block plus the features (and torch.cdist's padded copy of the other set per call), never a
+    full N x N matrix. At 50,000 x 50,000 that is 4 x 50,000^2 x 2048 multiply-adds, on the CPU.
+    """
+    fake, real = torch.as_tensor(fake), torch.as_tensor(real)
+    if fake.ndim != 2 or real.ndim != 2 or fake.shape[1] != real.shape[1]:
+        raise MetricError(f"precision/recall needs (N, D) feature sets of one D, got {tuple(fake.shape)} and "
+                          f"{tuple(real.shape)}")
+    if real.dtype != fake.dtype:
+        real = real.to(fake.dtype)
+    precision = inside_any_ball(fake, real, knn_radii(real, k, block_bytes), block_bytes)
+    recall = inside_any_ball(real, fake, knn_radii(fake, k, block_bytes), block_bytes)
+    return float(precision.double().mean()), float(recall.double().mean())
 
 
 def load_reference_stats(path) -> tuple[np.ndarray, np.ndarray]:
@@ -142,13 +258,17 @@ def _prefixed(values: dict[str, float], standin: bool) -> dict[str, float]:
 
 
 class InceptionMetrics:
-    """Inception-based metrics fed one batch at a time: FID, IS, KID, precision/recall.
+    """Inception-based metrics fed one batch at a time: FID, sFID, IS, KID, precision/recall.
 
-    Memory does not grow with the number of images for FID and IS (running statistics, see bench.streaming);
-    KID and precision/recall keep float32 pool features, since they compare all pairs. `num_fake` announces the
+    Memory does not grow with the number of images for FID, sFID and IS (running statistics, see
+    bench.streaming; sFID's 2023-d features are hooked from the same forward pass as FID's pool features);
+    KID and precision/recall keep float32 pool features, since they compare all pairs (the distances themselves
+    are computed in bounded blocks of rows). `num_fake` announces the
     size of the fake set, which the Inception Score's seeded split assignment needs (torch-fidelity's).
     `reference`: a statistics file (FID against it; KID and precision/recall too where it holds the features),
-    or None when real images are added with `add_real`. `keep_fake_features` keeps the fake set's pool features
+    or None when real images are added with `add_real`; sFID against a file needs its `mu_s`/`sigma_s` (ADM's
+    reference batches and `titok-bench stats` files hold them; without them sFID is left out, and the protocol
+    says why). `keep_fake_features` keeps the fake set's pool features
     (`titok-bench stats --features`). `bootstrap` R >= 2 adds FID's sampling uncertainty (the std of R Poisson-
     bootstrap replicates over images, bench.streaming.BootstrapGaussians) to the result's `spreads`, which
     `titok-bench compare` judges FID changes against; 0 (the default) skips the R-fold covariance work.
@@ -174,15 +294,24 @@ class InceptionMetrics:
                                   f"features (`titok-bench stats --features`); {self.reference} has none")
         if "isc" in metrics and num_fake is None:
             raise ValueError("the Inception Score needs num_fake (the size of the set) up front")
+        self.reference_spatial = None
+        if self.reference is not None and "sfid" in metrics:
+            from bench.statistics_file import reference_spatial_stats
+
+            self.reference_spatial = reference_spatial_stats(self.reference)
+            if self.reference_spatial is None:
+                log.warning("%s holds no sFID statistics (mu_s, sigma_s): sFID is left out; remake the file with "
+                            "`titok-bench stats` to get them", self.reference)
         self.extractor, self.info = load_inception(inception_weights, device)
+        self.tap = SpatialTap(self.extractor) if "sfid" in metrics else None
         keep = bool({"kid", "prc"} & set(metrics))
         if bootstrap and (bootstrap < 2 or "fid" not in metrics):
             raise MetricError(f"an FID bootstrap needs FID among the metrics and at least 2 replicates, got "
                               f"{bootstrap} replicates for {sorted(metrics)}")
         self.bootstrap = bootstrap if "fid" in metrics else 0
-        self.fake = _FeatureSums("fid" in metrics, keep or keep_fake_features, self.bootstrap)
+        self.fake = _FeatureSums("fid" in metrics, keep or keep_fake_features, self.bootstrap, "sfid" in metrics)
         self.real = _FeatureSums("fid" in metrics and self.reference is None, keep and self.reference is None,
-                                 self.bootstrap)
+                                 self.bootstrap, "sfid" in metrics and self.reference is None)
         self.preparation = preparation
         self.isc = RunningInceptionScore(num_fake, LOGITS_DIM) if "isc" in metrics and num_fake else None
         self.num_fake_announced = num_fake
@@ -191,13 +320,14 @@ class InceptionMetrics:
     def add_fake(self, images: torch.Tensor) -> None:
         """uint8 (B, 3, H, W) generated or reconstructed images."""
         pool, logits = inception_features(self.extractor, images, self.device)
-        self.fake.update(pool)
+        self.fake.update(pool, spatial_features(self.tap) if self.tap is not None else None)
         if self.isc is not None:
             self.isc.update(logits)  # refuses more images than were announced
 
     def add_real(self, images: torch.Tensor) -> None:
         """uint8 (B, 3, H, W) real images (when FID is against images rather than a statistics file)."""
-        self.real.update(inception_features(self.extractor, images, self.device)[0])
+        pool = inception_features(self.extractor, images, self.device)[0]
+        self.real.update(pool, spatial_features(self.tap) if self.tap is not None else None)
 
     def result(self) -> MetricsResult:
         values: dict[str, float] = {}
@@ -207,6 +337,10 @@ class InceptionMetrics:
         protocol = {"extractor": self.info.as_protocol(), "resize": self.preparation or RESIZE_MODE,
                     "num_fake": self.fake.n, "batch_size": self.batch_size, "metrics": sorted(self.metrics),
                     "streaming": True}
+        # FID's convention is the extractor's (pool3, 2048-d), already recorded; the others' are written out. A run
+        # of FID alone keeps the protocol it had, so its records still match older ones (bench.records).
+        if conventions := {m: CONVENTIONS[m] for m in self.metrics if m in CONVENTIONS}:
+            protocol["conventions"] = conventions
         if self.real.n:
             protocol["num_real"] = self.real.n
         if "fid" in self.metrics:
@@ -225,6 +359,8 @@ class InceptionMetrics:
                 if n and (message := few_images_warning(n, what)) and message not in _said:
                     _said.add(message)  # once per process and count: a suite scores many models on one set
                     log.warning(message)
+        if "sfid" in self.metrics:
+            self._sfid(values, protocol)
         if "isc" in self.metrics:
             if self.fake.n < 10:
                 raise MetricError(f"the Inception Score uses 10 splits and needs at least 10 images, got {self.fake.n}")
@@ -244,6 +380,19 @@ class InceptionMetrics:
             raise MetricError(f"metric values are not finite: {bad}")
         return MetricsResult(_prefixed(values, self.info.standin), protocol, _prefixed(spreads, self.info.standin))
 
+    def _sfid(self, values: dict, protocol: dict) -> None:
+        """sFID against the real images' spatial statistics or the reference file's mu_s/sigma_s (when it has them)."""
+        if self.reference is not None:
+            if self.reference_spatial is None:
+                protocol["sfid_skipped"] = f"{self.reference} holds no mu_s/sigma_s"
+                return
+            mu2, sigma2 = self.reference_spatial
+        elif self.real.n:
+            mu2, sigma2 = self.real.spatial_statistics()
+        else:
+            raise MetricError("sFID needs real images or reference statistics")
+        values["sfid"] = frechet_distance(*self.fake.spatial_statistics(), mu2, sigma2)
+
     def _bootstrap_fid(self, mu2: np.ndarray, sigma2: np.ndarray) -> dict:
         """FID of each bootstrap replicate (the real set's replicate of the same images when FID is against
         images, the fixed statistics otherwise): their std is the FID's sampling uncertainty at this N."""
@@ -262,39 +411,45 @@ class InceptionMetrics:
         """(mu, sigma) of the fake set's pool features so far (what `titok-bench stats` writes)."""
         return self.fake.statistics()
 
+    def fake_spatial_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mu_s, sigma_s) of the fake set's sFID features (what `titok-bench stats` writes beside mu, sigma)."""
+        return self.fake.spatial_statistics()
+
     def _pairwise(self, f_fake: np.ndarray, f_real: np.ndarray, protocol: dict) -> dict[str, float]:
         from torch_fidelity.metric_kid import kid_features_to_metric
-        from torch_fidelity.metric_prc import prc_features_to_metric
 
         values = {}
         if "kid" in self.metrics:
             n = min(self.kid_subset_size, len(f_fake), len(f_real))
             r = kid_features_to_metric(torch.from_numpy(f_fake).double(), torch.from_numpy(f_real).double(),
-                                       kid_subset_size=n, kid_subsets=100, verbose=False, rng_seed=2020,
+                                       kid_subset_size=n, kid_subsets=KID_SUBSETS, verbose=False, rng_seed=KID_SEED,
                                        kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None,
                                        kid_kernel_poly_coef0=1)
             values["kid_mean"], values["kid_std"] = (r["kernel_inception_distance_mean"],
                                                      r["kernel_inception_distance_std"])
             protocol["kid_subset_size"] = n
+            protocol["conventions"]["kid"] = {**CONVENTIONS["kid"], "subset_size": n}
         if "prc" in self.metrics:
-            r = prc_features_to_metric(torch.from_numpy(f_fake), torch.from_numpy(f_real), prc_neighborhood=3,
-                                       prc_batch_size=10000, save_cpu_ram=False, verbose=False)
-            values["precision"], values["recall"] = r["precision"], r["recall"]
+            values["precision"], values["recall"] = precision_recall(torch.from_numpy(f_fake),
+                                                                     torch.from_numpy(f_real))
         return values
 
 
 class _FeatureSums:
     """One image set's pool features: running mean/covariance, a digest, and the features where pairs need them."""
 
-    def __init__(self, gaussian: bool, keep: bool, bootstrap: int = 0):
+    def __init__(self, gaussian: bool, keep: bool, bootstrap: int = 0, spatial: bool = False):
         self.gaussian = RunningGaussian(FEATURE_DIM) if gaussian else None
+        self.spatial = RunningGaussian(SPATIAL_DIM) if spatial else None
         self.bootstrap = BootstrapGaussians(FEATURE_DIM, bootstrap) if gaussian and bootstrap else None
         self.store = FeatureStore() if keep else None
         self.hash = hashlib.sha256()
         self.n = 0
 
-    def update(self, pool: np.ndarray) -> None:
+    def update(self, pool: np.ndarray, spatial: np.ndarray | None = None) -> None:
         self.n += pool.shape[0]
+        if self.spatial is not None:
+            self.spatial.update(spatial)
         self.hash.update(np.ascontiguousarray(pool, dtype=np.float32).tobytes())
         if self.gaussian is not None:
             self.gaussian.update(pool)
@@ -308,6 +463,11 @@ class _FeatureSums:
             raise MetricError(f"FID statistics need at least 2 samples, got {self.n}")
         return self.gaussian.statistics()
 
+    def spatial_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.n < 2:
+            raise MetricError(f"sFID statistics need at least 2 samples, got {self.n}")
+        return self.spatial.statistics()
+
     def digest(self) -> str:
         return self.hash.hexdigest()[:16]
 
@@ -317,10 +477,11 @@ def compute_image_metrics(fake, real=None, *, inception_weights=None, metrics=("
                           num_workers: int | None = None, bootstrap: int = 0) -> MetricsResult:
     """Metrics of `fake` images (uint8 tensor or Dataset) against `real` (images, or a statistics .npz).
 
-    Keys: fid, isc_mean, isc_std, kid_mean, kid_std, precision, recall (each `standin_`-prefixed with a stand-in
-    Inception). The protocol records the extractor and its weights hash, the resize mode, the reference and the
-    sample counts, so two numbers are only compared when they were measured the same way. Streams: images pass
-    through in batches (decoded in DataLoader workers) and only running statistics stay.
+    Keys: fid, sfid, isc_mean, isc_std, kid_mean, kid_std, precision, recall (each `standin_`-prefixed with a
+    stand-in Inception; conventions in the module docstring and the protocol's `conventions`). The protocol
+    records the extractor and its weights hash, the resize mode, the reference and the sample counts, so two
+    numbers are only compared when they were measured the same way. Streams: images pass through in batches
+    (decoded in DataLoader workers) and only running statistics stay.
     """
     if isinstance(fake, torch.Tensor):
         fake = TensorImages(fake)

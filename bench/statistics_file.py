@@ -3,8 +3,10 @@
 FID against a statistics file is only meaningful when the file was made the way the run measures: the same
 feature extractor (weights hash), the same image size, the same preparation of the real images (resize and
 crop: see titok/data/prepare.py). `titok-bench stats` writes that protocol into the file (an `info` JSON
-string beside `mu` and `sigma`, and optionally the pool `features` that precision/recall and KID need); a run
-checks it before any image is generated, and a field that differs is an error naming it.
+string beside `mu` and `sigma`, sFID's `mu_s` and `sigma_s` (2023-d, the names and layout of ADM's reference
+batches), and optionally the pool `features` that precision/recall and KID need); a run checks it before any
+image is generated, and a field that differs is an error naming it. Files without `mu_s`/`sigma_s` (written
+before sFID, or by other tools) still load: runs against them leave sFID out.
 
 Files made elsewhere carry no such record: OpenAI's ADM reference batches (`VIRTUAL_imagenet256_labeled.npz`:
 `arr_0` images, `mu`, `sigma`) are known by their layout, made with guided-diffusion's `center_crop_arr` and
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.inception import FID_EXTRACTOR
+from bench.inception import FID_EXTRACTOR, SPATIAL_DIM
 from bench.metrics import FEATURE_DIM, MetricError, load_reference_stats
 from bench.reference import IMAGES_KEY, npy_header
 from titok.data.files import tmp_name
@@ -35,8 +37,10 @@ CHECKED_FIELDS = ("extractor", "extractor_sha256", "image_size", "preparation")
 
 
 def write_statistics(path: str | Path, mu: np.ndarray, sigma: np.ndarray, protocol: dict,
-                     features: np.ndarray | None = None) -> Path:
-    """mu, sigma (and optionally (N, 2048) float32 pool features) + the protocol -> an .npz, atomically."""
+                     features: np.ndarray | None = None,
+                     spatial: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+    """mu, sigma (optionally (N, 2048) float32 pool features, and sFID's (mu_s, sigma_s)) + the protocol -> an
+    .npz, atomically."""
     path = Path(path)
     if path.suffix != ".npz":
         raise MetricError(f"{path}: a statistics file is an .npz archive; name it *.npz")
@@ -45,6 +49,8 @@ def write_statistics(path: str | Path, mu: np.ndarray, sigma: np.ndarray, protoc
     arrays = {"mu": mu, "sigma": sigma, "info": np.array(json.dumps({"format": STATS_FORMAT, **protocol}))}
     if features is not None:
         arrays["features"] = np.asarray(features, np.float32)
+    if spatial is not None:
+        arrays["mu_s"], arrays["sigma_s"] = spatial
     try:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a temporary name
             np.savez(f, **arrays)
@@ -104,6 +110,22 @@ def reference_features(path: str | Path) -> np.ndarray | None:
     if f.ndim != 2 or f.shape[1] != FEATURE_DIM or not np.isfinite(f).all():
         raise MetricError(f"{path}: 'features' must be finite (N, {FEATURE_DIM}), got {f.shape}")
     return f.astype(np.float32)
+
+
+def reference_spatial_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """sFID's (mu_s (2023,), sigma_s (2023, 2023)) float64 from a statistics file, or None when it has none."""
+    with np.load(path, allow_pickle=False) as z:
+        if "mu_s" not in z.files and "sigma_s" not in z.files:
+            return None
+        if "mu_s" not in z.files or "sigma_s" not in z.files:
+            raise MetricError(f"{path}: sFID statistics need both 'mu_s' and 'sigma_s', found {z.files}")
+        mu, sigma = z["mu_s"].astype(np.float64), z["sigma_s"].astype(np.float64)
+    if mu.shape != (SPATIAL_DIM,) or sigma.shape != (SPATIAL_DIM, SPATIAL_DIM):
+        raise MetricError(f"{path}: expected mu_s ({SPATIAL_DIM},) and sigma_s ({SPATIAL_DIM}, {SPATIAL_DIM}) for "
+                          f"sFID's spatial features, got {mu.shape} and {sigma.shape}")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise MetricError(f"{path}: sFID statistics hold non-finite values (NaN/inf)")
+    return mu, sigma
 
 
 def run_protocol(extractor_info, image_size: int | None) -> dict:

@@ -50,6 +50,8 @@ FORMATS: dict[str, Callable[[float], str]] = {
     "generate (img/s)": significant, "decode (img/s)": significant, "img/s": significant,
     "seconds per batch": significant, "GFLOP/img": significant, "TFLOP/s": significant,
     "x reference": _fixed(2), "% of peak": _fixed(1), "peak memory (MB)": _fixed(0), "params (M)": _fixed(1),
+    "sFID": _fixed(2), "stand-in sFD (gen)": _fixed(2), "precision (k=3)": _fixed(3), "recall (k=3)": _fixed(3),
+    "KID": _fixed(4),
 }
 
 # What each column means, written once; a table's legend lists the columns it shows.
@@ -70,8 +72,15 @@ MEANINGS: dict[str, str] = {
     "codebook usage (%)": "distinct codes used over the evaluated images, as a share of the codebook",
     "images": "images the reconstruction metrics were computed over (the paper's protocol: 50,000)",
     "gFID": "generation FID of class-conditional samples against the reference statistics",
-    "IS": "Inception Score of the samples",
+    "IS": "Inception Score of the samples (torch-fidelity's: 1008 logits, 10 splits)",
+    "sFID": "ADM's spatial FID: Frechet distance of the first 7 channels of Inception's 17x17 `mixed_6/conv` map "
+            "(2023-d), samples against the reference's mu_s/sigma_s",
+    "precision (k=3)": "improved precision (Kynkaanniemi et al. 2019, k=3, Inception pool3 2048-d): share of samples "
+                 "inside the real images' 3-NN balls",
+    "recall (k=3)": "improved recall (k=3, pool3 2048-d): share of real images inside the samples' 3-NN balls",
+    "KID": "kernel inception distance (torch-fidelity's: cubic polynomial kernel, 100 subsets), pool3 features",
     "stand-in FD (gen)": "as stand-in FD (recon), for generated samples: NOT FID",
+    "stand-in sFD (gen)": "sFID's distance in the stand-in Inception's features: NOT sFID",
     "samples": "samples the generation metrics were computed over (the paper's protocol: 50,000, 50 per class)",
     "generate (img/s)": "images per second end to end (class labels to pixels: sampling, then decoding), "
                         "default inference options",
@@ -218,8 +227,9 @@ def default_speed(records: list[dict], op: str) -> dict[tuple[str, str], dict]:
 
 # ------------------------------------------------------------------------------------------- tables
 QUALITY_COLUMNS = ["model", "weights", "resolution", "tokens", "codebook", "rFID", "stand-in FD (recon)",
-                   "PSNR (dB)", "SSIM", "codebook usage (%)", "images", "gFID", "IS", "stand-in FD (gen)",
-                   "samples", "generate (img/s)", "generate timing", "decode (img/s)", "peak memory (MB)", "device"]
+                   "PSNR (dB)", "SSIM", "codebook usage (%)", "images", "gFID", "sFID", "IS", "precision (k=3)",
+                   "recall (k=3)", "KID", "stand-in FD (gen)", "stand-in sFD (gen)", "samples", "generate (img/s)",
+                   "generate timing", "decode (img/s)", "peak memory (MB)", "device"]
 
 
 def quality_table(records: list[dict]) -> pd.DataFrame:
@@ -245,7 +255,10 @@ def quality_table(records: list[dict]) -> pd.DataFrame:
                            "codebook usage (%)": 100 * usage if usage is not None else None,
                            "images": p.get("num_images")})
         elif r["task"] == "gen":
-            row(r).update({"gFID": m.get("gfid"), "IS": m.get("isc_mean"), "stand-in FD (gen)": m.get("standin_gfid"),
+            row(r).update({"gFID": m.get("gfid"), "sFID": m.get("sfid"), "IS": m.get("isc_mean"),
+                           "precision (k=3)": m.get("precision"), "recall (k=3)": m.get("recall"),
+                           "KID": m.get("kid_mean"),
+                           "stand-in FD (gen)": m.get("standin_gfid"), "stand-in sFD (gen)": m.get("standin_sfid"),
                            "samples": p.get("num_samples")})
     decoding, generation = default_speed(records, "decode"), default_speed(records, "generate")
     for r in decoding.values():

@@ -91,7 +91,7 @@ metrics = ["kid", "prc"]
 """)
     assert {r["task"] for r in records} == {"stats", "recon", "gen"}
     names = {n for r in records for n in r["metrics"]}
-    assert {"standin_gfid", "standin_isc_mean", "standin_rfid", "standin_precision"} <= names
+    assert {"standin_gfid", "standin_sfid", "standin_isc_mean", "standin_rfid", "standin_precision"} <= names
     assert not _unruled(records), "metrics without a direction in bench/metric_rules.py"
     recon = next(r for r in records if r["task"] == "recon")
     spread = recon["spreads"]["standin_rfid"]  # the uncertainty compare judges rFID changes against

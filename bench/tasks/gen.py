@@ -181,6 +181,11 @@ def missing_samples(out_dir: Path, num_samples: int) -> list[int]:
     return [i for i in range(num_samples) if not is_complete_png(sample_path(out_dir, i))]
 
 
+def _gfid(key: str) -> str:
+    """Generation FID is gFID: fid -> gfid, standin_fid -> standin_gfid; sFID keeps its name (as ADM's)."""
+    return key[: -len("fid")] + "gfid" if key in ("fid", "standin_fid") else key
+
+
 def run_gen(spec: RunSpec, ctx: RunContext) -> None:
     """Class-balanced samples, then gFID/IS (and precision/recall, KID where asked) streamed over them.
 
@@ -193,7 +198,7 @@ def run_gen(spec: RunSpec, ctx: RunContext) -> None:
 
     s = spec.settings
     n = min(s["num_samples"], ctx.limit) if ctx.limit else s["num_samples"]
-    metrics = ("fid", "isc", *[m for m in s["metrics"] if m in ("kid", "prc")])
+    metrics = ("fid", "sfid", "isc", *[m for m in s["metrics"] if m in ("kid", "prc")])
     reference_protocol = {}
     if s["reference"]:
         reference_protocol = read_protocol(s["reference"])  # reads and checks the file itself first
@@ -222,8 +227,8 @@ def run_gen(spec: RunSpec, ctx: RunContext) -> None:
         r = compute_image_metrics(samples, s["reference"] or None, inception_weights=inception_weights,
                                   metrics=metrics, batch_size=s["eval_batch_size"], device=ctx.device,
                                   progress=ctx.progress, bootstrap=s["fid_bootstrap"])
-        values = {k.replace("fid", "gfid"): v for k, v in r.values.items()}
-        spreads = {k.replace("fid", "gfid"): v for k, v in r.spreads.items()} or None
+        values = {_gfid(k): v for k, v in r.values.items()}
+        spreads = {_gfid(k): v for k, v in r.spreads.items()} or None
         values.update({"sampling_wall_s": sampled - start, "eval_wall_s": time.perf_counter() - sampled,
                        **memory.read()})
         protocol = {**r.protocol, "num_samples": n, "seed": s["seed"], "resolution": tok.image_size,

@@ -30,7 +30,7 @@ def make_statistics(data_spec: str, out: str | Path, image_size: int, *, incepti
 
     data = open_dataset(data_spec, image_size, limit=limit, strict=strict,
                         preparation=preparation or DEFAULT_PREPARATION)
-    acc = InceptionMetrics(("fid",), inception_weights=inception_weights, device=device, batch_size=batch_size,
+    acc = InceptionMetrics(("fid", "sfid"), inception_weights=inception_weights, device=device, batch_size=batch_size,
                            keep_fake_features=features)
     for batch, _ in iter_image_batches(data, batch_size, progress, "stats", num_workers):
         acc.add_fake(batch)
@@ -44,7 +44,8 @@ def make_statistics(data_spec: str, out: str | Path, image_size: int, *, incepti
     protocol = {"extractor": acc.info.name, "extractor_sha256": acc.info.weights_sha256,
                 "standin": acc.info.standin, "image_size": int(image_size), "preparation": data.preparation,
                 "num_images": acc.fake.n, "skipped": skipped, "source": str(data_spec), "features": features}
-    write_statistics(out, mu, sigma, protocol, acc.fake.store.array() if features else None)
+    write_statistics(out, mu, sigma, protocol, acc.fake.store.array() if features else None,
+                     spatial=acc.fake_spatial_statistics())
     log.info("wrote %s (%d images, %s)", out, acc.fake.n, STATS_FORMAT)
     return protocol
 
