@@ -123,7 +123,7 @@ def _inverse_cdf_pick(logits: torch.Tensor, seeds: torch.Tensor, step: int, scal
     from ONE counter uniform u per (seed, step, position) (`token_uniforms`). Also returns each position's log
     normaliser logsumexp(logits / scale) (B, N), which the log-prob confidence reads at scale 1.
 
-    How: w = exp((logits - max) / scale) (the max entry is 1, so the total is >= 1 and nothing overflows); the
+    How: w = exp((logits - max) / scale) (the max entry is ~1, so the total is >= ~1 and nothing overflows); the
     float32 running sum c over K, in place in `scratch`; t = u * c[K-1]; the code is the number of entries of c
     that are <= t (`searchsorted(..., right=True)`), i.e. the first c[j] > t. Code j is drawn when t lies in
     [c[j-1], c[j]), an interval of length w[j]: a draw from softmax(logits / scale).
@@ -146,12 +146,13 @@ def _inverse_cdf_pick(logits: torch.Tensor, seeds: torch.Tensor, step: int, scal
     b, n, k = logits.shape
     top = logits.amax(dim=-1, keepdim=True)  # (B, N, 1)
     cdf = scratch.like(logits)  # (B, N, K), reused across steps
-    torch.sub(logits, top, out=cdf)
-    if scale != 1:
-        cdf.div_(scale)
+    if scale == 1:
+        torch.sub(logits, top, out=cdf)
+    else:  # logits / scale - max / scale in one pass over (B, N, K)
+        torch.add(top.div(-scale), logits, alpha=1 / scale, out=cdf)
     cdf.exp_()
     torch.cumsum(cdf, dim=-1, out=cdf)  # in place: no (B, N, K) temporary
-    total = cdf[..., -1:]  # (B, N, 1), >= 1
+    total = cdf[..., -1:]  # (B, N, 1), >= 1 (within rounding)
     target = token_uniforms(seeds, step, n)[..., None].mul_(total)  # (B, N, 1)
     target = torch.minimum(target, torch.nextafter(total, torch.zeros_like(total)))  # t < total
     codes = torch.searchsorted(cdf, target, right=True)[..., 0].clamp_(max=k - 1)  # (B, N)
