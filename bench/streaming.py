@@ -56,7 +56,7 @@ class RunningGaussian:
         return self.mean.copy(), self.m2 / (self.n - 1)
 
 
-BOOTSTRAP_STREAM = 2  # counter-hash stream of the bootstrap weights (sampling noise uses streams 0 and 1)
+BOOTSTRAP_STREAM = 2  # counter-hash stream of the bootstrap weights (sampling noise uses streams 0, 1 and 3)
 # P(K <= k) for K ~ Poisson(1), k = 0..11; a uniform above the last entry (p < 2e-9) counts as 12.
 _POISSON1_CDF = np.cumsum([math.exp(-1) / math.factorial(k) for k in range(12)])
 

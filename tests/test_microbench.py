@@ -109,10 +109,11 @@ class ConstantLogits(nn.Module):
 
 
 @pytest.mark.benchmark(group="sample_tokens step B256 N32 K4096, constant logits")
-@pytest.mark.parametrize("scheme", ["legacy", "counter"], ids=["legacy-cpu-generators", "counter-hash"])
+@pytest.mark.parametrize("scheme", ["legacy", "counter-hash-v1", "counter-icdf-v1"],
+                         ids=["legacy-cpu-generators", "counter-hash", "counter-icdf"])
 def test_sampling_step(benchmark, monkeypatch, scheme):
     """`sample_tokens` with 2 steps and no guidance: the first step draws noise, the last (temperature 0) none.
-    The legacy variant swaps the previous scheme's draws into the same loop."""
+    The legacy variant swaps the previous scheme's draws into counter-hash-v1's loop (a uniform per code)."""
     if scheme == "legacy":
         state = {}
 
@@ -125,7 +126,8 @@ def test_sampling_step(benchmark, monkeypatch, scheme):
         monkeypatch.setattr(sampler, "token_noise", legacy_token_noise)
         monkeypatch.setattr(sampler, "confidence_noise", lambda seeds, step, n: state["conf"])
     model = ConstantLogits()
-    s = SamplingConfig(num_steps=2, randomize_temperature=9.5, guidance_scale=0.0)
+    s = SamplingConfig(num_steps=2, randomize_temperature=9.5, guidance_scale=0.0,
+                       noise_scheme="counter-hash-v1" if scheme == "legacy" else scheme)
     labels = torch.zeros(NOISE_B, dtype=torch.long)
     res = benchmark(sampler.sample_tokens, model, labels, s, seeds=list(range(NOISE_B)))
     assert res.tokens.shape == (NOISE_B, NOISE_N) and int(res.tokens.max()) < NOISE_K

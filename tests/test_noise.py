@@ -12,6 +12,7 @@ from bench.tasks.common import load_model, paired_tokenizer
 from bench.tasks.gen import MANIFEST, generate_samples
 from titok.errors import InputError
 from titok.generators.noise import (
+    HASH_NOISE_SCHEME,
     LEGACY_NOISE_SCHEME,
     NOISE_SCHEME,
     confidence_noise,
@@ -20,6 +21,7 @@ from titok.generators.noise import (
     legacy_noise,
     seed_tensor,
     token_noise,
+    token_uniforms,
 )
 
 M32 = 2**32 - 1
@@ -64,8 +66,9 @@ def test_matches_a_plain_integer_reference():
 
 
 def test_scheme_is_pinned():
-    """These numbers are what `NOISE_SCHEME` names: a change to them needs a new scheme name (and new folders)."""
-    assert NOISE_SCHEME == "counter-hash-v1" and LEGACY_NOISE_SCHEME == "torch-generator-per-sample-v0"
+    """These numbers are what the schemes name: a change to them needs a new scheme name (and new folders)."""
+    assert (NOISE_SCHEME, HASH_NOISE_SCHEME) == ("counter-icdf-v1", "counter-hash-v1")
+    assert LEGACY_NOISE_SCHEME == "torch-generator-per-sample-v0"
     seeds = seed_tensor([0, 12345, 2**63 - 1], "cpu")
     assert (counter_uniforms(seeds, 0, 3, 2, 3) * 2**24).long().tolist() == [
         [[6451734, 14667783, 11843175], [6376255, 11920655, 16383355]],
@@ -74,6 +77,12 @@ def test_scheme_is_pinned():
     ]
     assert (confidence_noise(seeds, 0, 2) * 2**24).long().tolist() == [
         [12638568, 7332242], [4118155, 8893092], [432089, 15384465]]
+    # counter-icdf-v1's one uniform per token: code 0 of stream 3.
+    assert (token_uniforms(seeds, 3, 4) * 2**24).long().tolist() == [
+        [9614775, 7098017, 12467609, 1748070], [15014228, 11335023, 4292690, 4091422],
+        [13342361, 4553963, 4519982, 9846639]]
+    want = [[_reference_uniform(x, 3, 5, p, 0) for p in range(3)] for x in EDGE_SEEDS]
+    assert token_uniforms(seed_tensor(EDGE_SEEDS, "cpu"), 5, 3).tolist() == want
 
 
 def test_seeds_out_of_range_are_refused():
@@ -191,7 +200,7 @@ def test_shards_write_the_same_samples_as_one_process(tmp_path, tiny_pair):
     assert json.loads((whole / MANIFEST).read_text())["noise"] == NOISE_SCHEME
 
 
-@pytest.mark.parametrize("saved", [None, LEGACY_NOISE_SCHEME, "some-other-scheme"])
+@pytest.mark.parametrize("saved", [None, LEGACY_NOISE_SCHEME, HASH_NOISE_SCHEME, "some-other-scheme"])
 def test_folder_of_another_noise_scheme_is_refused(tmp_path, tiny_pair, saved):
     gen, tok = tiny_pair
     assert generate_samples(gen, tok, tmp_path, 0, run_seed=1, batch_size=2) == 0  # claims the folder only
@@ -207,6 +216,10 @@ def test_folder_of_another_noise_scheme_is_refused(tmp_path, tiny_pair, saved):
     assert repr(saved or LEGACY_NOISE_SCHEME) in message and repr(NOISE_SCHEME) in message
     assert "another --out folder" in message
     assert not list(tmp_path.glob("*.png"))  # nothing was mixed in
+    if saved == HASH_NOISE_SCHEME:  # a selectable scheme: the message says how to resume, and that works
+        assert f"noise_scheme = {saved!r}" in message
+        assert generate_samples(gen, tok, tmp_path, 2, run_seed=1, batch_size=2,
+                                sampling={"noise_scheme": saved}) == 2
 
 
 def test_token_noise_in_row_blocks_draws_what_one_block_does(monkeypatch):

@@ -11,7 +11,15 @@ import torch
 import titok
 from titok.generators import sampler
 from titok.generators.config import SamplingConfig
-from titok.generators.noise import confidence_noise, seed_tensor, token_noise
+from titok.generators.noise import (
+    HASH_NOISE_SCHEME,
+    NOISE_SCHEME,
+    confidence_noise,
+    counter_uniforms,
+    seed_tensor,
+    token_noise,
+    token_uniforms,
+)
 from titok.generators.sampler import guidance_scale_at, masked_count, sample_tokens
 
 
@@ -66,7 +74,8 @@ def test_a_sample_is_the_same_alone_and_at_any_row_of_any_batch(gen):
                 assert torch.equal(tokens[row], alone[seed]), (batch, row)
 
 
-def test_noise_is_made_on_the_model_device_and_only_where_it_counts(gen, monkeypatch):
+@pytest.mark.parametrize("scheme,token_draw", [(NOISE_SCHEME, "token_uniforms"), (HASH_NOISE_SCHEME, "token_noise")])
+def test_noise_is_made_on_the_model_device_and_only_where_it_counts(gen, monkeypatch, scheme, token_draw):
     """Every draw gets the seeds as a tensor on the model's device; none where the temperature is 0."""
     calls = []
 
@@ -78,15 +87,16 @@ def test_noise_is_made_on_the_model_device_and_only_where_it_counts(gen, monkeyp
             return out
         return wrapped
 
-    monkeypatch.setattr(sampler, "token_noise", spy(token_noise))
-    monkeypatch.setattr(sampler, "confidence_noise", spy(confidence_noise))
+    for draw in (token_noise, token_uniforms, confidence_noise):
+        monkeypatch.setattr(sampler, draw.__name__, spy(draw))
     device = next(gen.parameters()).device
-    s = SamplingConfig(num_steps=4, randomize_temperature=2.0)
+    s = SamplingConfig(num_steps=4, randomize_temperature=2.0, noise_scheme=scheme)
     sample_tokens(gen, torch.tensor([1, 2]), s, seeds=[0, 1])
     # The last step's temperature is 0: its noise would be multiplied by 0, so none is made.
-    assert calls == [(name, step, device) for step in range(3) for name in ("token_noise", "confidence_noise")]
+    assert calls == [(name, step, device) for step in range(3) for name in (token_draw, "confidence_noise")]
     calls.clear()
-    sample_tokens(gen, torch.tensor([1, 2]), SamplingConfig(num_steps=4, randomize_temperature=0.0), seeds=[0, 1])
+    sample_tokens(gen, torch.tensor([1, 2]), SamplingConfig(num_steps=4, randomize_temperature=0.0,
+                                                            noise_scheme=scheme), seeds=[0, 1])
     assert calls == []
 
 
@@ -127,11 +137,22 @@ def _reference_sample(gen, labels, s: SamplingConfig, seeds):
             logits = cond
         if s.softmax_temperature_annealing:
             logits = logits / (0.5 + 0.8 * (1 - ratio))
-        u1 = torch.cat([token_noise(x, step, n, k) for x in one])  # (B, N, K)
         u2 = torch.cat([confidence_noise(x, step, n) for x in one])  # (B, N)
         gumbel = lambda u: -torch.log((-torch.log(u.clamp(min=1e-20))).clamp(min=1e-20))  # noqa: E731
-        sampled = (logits + temp * gumbel(u1)).argmax(-1)
+        if s.noise_scheme == HASH_NOISE_SCHEME:
+            u1 = torch.cat([token_noise(x, step, n, k) for x in one])  # (B, N, K)
+            sampled = (logits + temp * gumbel(u1)).argmax(-1)
+        elif temp == 0:
+            sampled = logits.argmax(-1)
+        else:  # inverse CDF of softmax(logits / temp) at the one uniform of stream 3, row by row, in float32
+            u = torch.cat([counter_uniforms(x, 3, step, n, 1)[..., 0] for x in one])  # (B, N)
+            w = ((logits - logits.max(-1, keepdim=True).values) / temp).exp()
+            cdf = torch.stack([torch.stack([w[i, p].cumsum(0) for p in range(n)]) for i in range(b)])
+            t = torch.minimum(u * cdf[..., -1], torch.nextafter(cdf[..., -1], torch.tensor(0.0)))
+            sampled = (cdf <= t[..., None]).sum(-1)  # the first code whose running sum passes t
         sl = torch.gather(logits, -1, sampled[..., None])[..., 0]
+        if s.confidence == "log-prob":  # log softmax of the (annealed) logits at the sampled code
+            sl = sl - torch.log(torch.exp(logits.double()).sum(-1)).float()
         sampled = torch.where(is_mask, sampled, ids)
         sl = torch.where(is_mask, sl, torch.tensor(float("inf")))
         mask_len = math.floor(n * math.acos(ratio) / (math.pi / 2))
@@ -142,9 +163,12 @@ def _reference_sample(gen, labels, s: SamplingConfig, seeds):
     return ids
 
 
-@pytest.mark.parametrize("decay", ["constant", "linear", "power-cosine"])
-def test_batched_guidance_equals_two_pass_reference(gen, decay):
-    s = SamplingConfig(num_steps=6, randomize_temperature=2.0, guidance_scale=3.0, guidance_decay=decay)
+@pytest.mark.parametrize("scheme", [NOISE_SCHEME, HASH_NOISE_SCHEME])
+@pytest.mark.parametrize("decay,confidence", [("constant", "logit"), ("linear", "logit"), ("power-cosine", "logit"),
+                                              ("linear", "log-prob")])
+def test_batched_guidance_equals_two_pass_reference(gen, decay, confidence, scheme):
+    s = SamplingConfig(num_steps=6, randomize_temperature=2.0, guidance_scale=3.0, guidance_decay=decay,
+                       confidence=confidence, noise_scheme=scheme)
     labels, seeds = torch.tensor([10, 20, 30]), [5, 6, 7]
     with torch.no_grad():
         ref = _reference_sample(gen, labels, s, seeds)

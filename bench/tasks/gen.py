@@ -35,7 +35,7 @@ from titok.contract import to_uint8
 from titok.data.files import TMP_SUFFIX, is_complete_png, tmp_name, write_png_atomic
 from titok.data.images import ImageFolder
 from titok.errors import DataError, InputError
-from titok.generators.noise import LEGACY_NOISE_SCHEME, NOISE_SCHEME
+from titok.generators.noise import LEGACY_NOISE_SCHEME, NOISE_SCHEMES
 from titok.progress import track
 from titok.weights import WeightsError
 
@@ -122,9 +122,11 @@ def _check_manifest(out_dir: Path, settings: dict) -> None:
         raise DataError(f"{exc}; it was not written by this tool, or was damaged. Use another --out folder.") from None
     saved_noise = saved.get("noise", LEGACY_NOISE_SCHEME)  # folders made before the key existed used the legacy one
     if "noise" in settings and saved_noise != settings["noise"]:
-        raise InputError(f"{out_dir} holds samples drawn with the noise scheme {saved_noise!r}; this version draws "
+        resume = (f" or resume it with the sampling setting noise_scheme = {saved_noise!r}"
+                  if saved_noise in NOISE_SCHEMES else "")
+        raise InputError(f"{out_dir} holds samples drawn with the noise scheme {saved_noise!r}; this run draws "
                          f"{settings['noise']!r}, and the two never mix in one folder. Use another --out folder "
-                         "(regenerate the samples).")
+                         f"(regenerate the samples){resume}.")
     diff = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
     if diff:
         raise InputError(f"{out_dir} holds samples of another run; differing settings (saved, now): {diff}. "
@@ -150,9 +152,13 @@ def generate_samples(gen, tok, out_dir: Path, num_samples: int, run_seed: int, b
     if labels is not None and (not labels or bad):
         raise InputError(f"class labels must be in [0, {gen.num_classes}) for {gen.preset}; got {bad or 'none'}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The noise scheme is kept as "noise" (not among the sampling overrides), so a folder started under another
+    # scheme resumes by naming it: sampling noise_scheme = that scheme.
+    overrides = {k: v for k, v in (sampling or {}).items() if k != "noise_scheme"}
+    scheme = (sampling or {}).get("noise_scheme", gen.sampling.noise_scheme)
     _check_manifest(out_dir, {"generator": gen.preset, "tokenizer": tok.preset, "seed": run_seed,
-                              "batch_size": batch_size, "labels": labels, "sampling": sampling or {},
-                              "weights": weights or {}, "noise": NOISE_SCHEME})
+                              "batch_size": batch_size, "labels": labels, "sampling": overrides,
+                              "weights": weights or {}, "noise": scheme})
     device = next(gen.parameters()).device
     batches = [list(range(j * batch_size, min((j + 1) * batch_size, num_samples)))
                for j in range(k, -(-num_samples // batch_size), n)]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from titok.configs import ConfigMixin
 from titok.errors import ConfigError
+from titok.generators.noise import NOISE_SCHEME, NOISE_SCHEMES
 
 GUIDANCE_DECAYS = ("constant", "linear", "power-cosine")
 MASK_SCHEDULES = ("arccos", "cosine")
@@ -29,6 +30,10 @@ class SamplingConfig(ConfigMixin):
                       "categorical": drawn from softmax(logits) at temperature 1 throughout (MaskGIT);
       confidence      what the choice noise is added to: the sampled token's logit (TiTok) or its log-probability
                       (MaskGIT), which ranks positions differently because each position has its own normaliser.
+
+    `noise_scheme` names how the randomness is drawn (`titok.generators.noise`): "counter-icdf-v1" (default; one
+    uniform per token, inverse CDF) or "counter-hash-v1" (a uniform per token and code, Gumbel-max; what earlier
+    versions drew). Both draw from the same distributions; the numbers, hence the samples, differ.
     """
 
     num_steps: int = 8
@@ -40,10 +45,12 @@ class SamplingConfig(ConfigMixin):
     mask_schedule: str = "arccos"
     token_sampling: str = "annealed-gumbel"
     confidence: str = "logit"
+    noise_scheme: str = NOISE_SCHEME
 
     def __post_init__(self) -> None:
         for name, allowed in (("guidance_decay", GUIDANCE_DECAYS), ("mask_schedule", MASK_SCHEDULES),
-                              ("token_sampling", TOKEN_SAMPLINGS), ("confidence", CONFIDENCES)):
+                              ("token_sampling", TOKEN_SAMPLINGS), ("confidence", CONFIDENCES),
+                              ("noise_scheme", NOISE_SCHEMES)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.num_steps < 1:

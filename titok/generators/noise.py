@@ -19,9 +19,18 @@ x ^= x >> 16 (mod 2**32). It is a bijection of 32-bit words. A 64-bit state of t
 bijection of the state for fixed counters, so distinct seeds never share a state. Per code, two more mixes keyed by
 the two words give a 32-bit value whose top 24 bits become the uniform.
 
-`NOISE_SCHEME` names this construction; sample folders record it (bench `generation.json`), and any change to the
-numbers drawn must get a new name. `legacy_noise` keeps the previous scheme, for the benchmark that compares the
-two only; sampling cannot select it.
+Two schemes use these counters (`SamplingConfig.noise_scheme` picks one; sample folders and records name it, and
+any change to the numbers drawn must get a new name):
+
+  * `counter-icdf-v1` (`NOISE_SCHEME`, the default): ONE uniform per (sample, step, position) for the token
+    (`token_uniforms`, its own stream), turned into a code by the inverse CDF of softmax(logits / T)
+    (`titok.generators.sampler`): B*N hashed numbers a step, 262k at B = 256, N = 32;
+  * `counter-hash-v1` (`HASH_NOISE_SCHEME`): a uniform per (sample, step, position, code) (`token_noise`), its
+    Gumbel transform added to the logits and the argmax taken: B*N*K numbers a step, 33.5M at K = 4096. Kept so
+    that folders and records made with it reproduce.
+
+Both draw the confidence noise (`confidence_noise`, (B, N)) the same way. `legacy_noise` keeps the scheme before
+either, for the benchmark that compares them only; sampling cannot select it.
 """
 
 from __future__ import annotations
@@ -30,11 +39,15 @@ from collections.abc import Sequence
 
 import torch
 
-NOISE_SCHEME = "counter-hash-v1"
+NOISE_SCHEME = "counter-icdf-v1"  # the default
+HASH_NOISE_SCHEME = "counter-hash-v1"
+NOISE_SCHEMES = (NOISE_SCHEME, HASH_NOISE_SCHEME)  # what sampling can select
 LEGACY_NOISE_SCHEME = "torch-generator-per-sample-v0"
 
-TOKEN_STREAM = 0  # noise added to the logits before picking a token: (B, N, K)
+TOKEN_STREAM = 0  # counter-hash-v1: noise added to the logits before picking a token: (B, N, K)
 CONFIDENCE_STREAM = 1  # noise added to the confidence that decides what is re-masked: (B, N)
+# Stream 2 is bench.streaming's bootstrap weights.
+TOKEN_UNIFORM_STREAM = 3  # counter-icdf-v1: the one uniform that picks a token by inverse CDF: (B, N)
 
 _MASK32 = 0xFFFFFFFF
 _MUL1 = 0x7FEB352D  # < 2**31: x * _MUL1 < 2**63 for x < 2**32
@@ -106,6 +119,12 @@ def counter_uniforms(seeds: torch.Tensor, stream: int, step: int, positions: int
 def token_noise(seeds: torch.Tensor, step: int, num_tokens: int, codebook_size: int) -> torch.Tensor:
     """Uniforms (B, N, K) for the token choice at `step`."""
     return counter_uniforms(seeds, TOKEN_STREAM, step, num_tokens, codebook_size)
+
+
+def token_uniforms(seeds: torch.Tensor, step: int, num_tokens: int) -> torch.Tensor:
+    """Uniforms (B, N) in (0, 1) for the inverse-CDF token choice at `step` (`counter-icdf-v1`): one per position,
+    on a stream of its own, so independent of the confidence noise and of `token_noise`."""
+    return counter_uniforms(seeds, TOKEN_UNIFORM_STREAM, step, num_tokens, 1)[..., 0]
 
 
 def confidence_noise(seeds: torch.Tensor, step: int, num_tokens: int) -> torch.Tensor:

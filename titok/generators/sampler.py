@@ -9,10 +9,14 @@ Classifier-free guidance follows `SamplingConfig.guidance_decay`; MaskGIT has no
 Two changes from the release, neither of which changes the distribution of the samples:
   * the conditional and unconditional passes run as one batch of 2B (`InferenceOptions.cfg_batched`), equal to
     two passes within float tolerance;
-  * the noise is a counter-based hash (`titok.generators.noise`, scheme `NOISE_SCHEME`) of (sample seed, step,
-    position, code), computed on the model's device for the whole batch at once: a sample's tokens depend on its
-    seed alone, not on the batch it is in, its row there or the shard that draws it, and CPU and CUDA draw the same
-    numbers. No host RNG is involved. The numbers differ from the release's draws; their distribution does not.
+  * the noise is a counter-based hash (`titok.generators.noise`) of (sample seed, step, position[, code]), computed
+    on the model's device for the whole batch at once: a sample's tokens depend on its seed alone, not on the batch
+    it is in, its row there or the shard that draws it. No host RNG is involved. The numbers differ from the
+    release's draws; their distribution does not. The token is drawn by `SamplingConfig.noise_scheme`:
+    "counter-icdf-v1" (default) inverts the CDF of softmax(logits / T) at one uniform per token (`_inverse_cdf_pick`,
+    B*N random numbers a step); "counter-hash-v1" takes argmax(logits + T * Gumbel) with a uniform per token and
+    code (`_gumbel_max_pick`, B*N*K), as the release does with torch's generator. Both are exact draws from
+    softmax(logits / T).
 """
 
 from __future__ import annotations
@@ -25,7 +29,14 @@ import torch
 
 from titok.errors import ConfigError
 from titok.generators.config import SamplingConfig
-from titok.generators.noise import confidence_noise, seed_tensor, token_noise
+from titok.generators.noise import (
+    HASH_NOISE_SCHEME,
+    NOISE_SCHEME,
+    confidence_noise,
+    seed_tensor,
+    token_noise,
+    token_uniforms,
+)
 from titok.inference import options_of
 from titok.progress import track
 from titok.weights import WeightsError
@@ -87,6 +98,77 @@ def _noisy_argmax(logits: torch.Tensor, seeds: torch.Tensor, step: int, scale: f
     return out
 
 
+class _Scratch:
+    """A (B, N, K) float32 buffer kept across the steps of one sampling call, so that a step allocates (and
+    page-faults in) no fresh tensor of that size for its own arithmetic."""
+
+    def __init__(self) -> None:
+        self.buffer: torch.Tensor | None = None
+
+    def like(self, t: torch.Tensor) -> torch.Tensor:
+        if self.buffer is None or self.buffer.shape != t.shape or self.buffer.device != t.device:
+            self.buffer = torch.empty(t.shape, dtype=torch.float32, device=t.device)
+        return self.buffer
+
+
+def _gumbel_max_pick(logits: torch.Tensor, seeds: torch.Tensor, step: int, scale: float,
+                     scratch: _Scratch) -> tuple[torch.Tensor, None]:
+    """`counter-hash-v1`: codes (B, N) = argmax(logits + scale * Gumbel(uniform per code)); no normaliser."""
+    return _noisy_argmax(logits, seeds, step, scale), None
+
+
+def _inverse_cdf_pick(logits: torch.Tensor, seeds: torch.Tensor, step: int, scale: float,
+                      scratch: _Scratch) -> tuple[torch.Tensor, torch.Tensor]:
+    """`counter-icdf-v1`: a draw from softmax(logits / scale) for every (row, position), (B, N, K) -> codes (B, N),
+    from ONE counter uniform u per (seed, step, position) (`token_uniforms`). Also returns each position's log
+    normaliser logsumexp(logits / scale) (B, N), which the log-prob confidence reads at scale 1.
+
+    How: w = exp((logits - max) / scale) (the max entry is ~1, so the total is >= ~1 and nothing overflows); the
+    float32 running sum c over K, in place in `scratch`; t = u * c[K-1]; the code is the number of entries of c
+    that are <= t (`searchsorted(..., right=True)`), i.e. the first c[j] > t. Code j is drawn when t lies in
+    [c[j-1], c[j]), an interval of length w[j]: a draw from softmax(logits / scale).
+
+    Ends, ties and rounding:
+      * a value of t equal to some c[j] goes to the next code (half-open intervals), so a code whose weight is 0
+        (exp underflowed: log-probability below about -87 * scale) is never picked, even at the CDF's ends: at the
+        start c[0] = 0 <= t always; at the end t < total, so codes after the last positive weight (where c
+        equals the total) cannot be reached. The hash's largest u, 1 - 2**-24, already gives t < total (the
+        float32 product is exact or rounds down); t is clamped to the float32 just below the total all the same,
+        so that a uniform of exactly 1 from any source cannot pick such a code. The index is clamped to K-1 as
+        well, which therefore never binds (it guards the search's contract only).
+      * u has 24 random bits and the running sum is rounded once per code, so each code's probability is exact up
+        to about 2**-24 of the total (6e-8): codes far rarer than that are drawn at a wrong rate, as with the
+        24-bit Gumbel-max of `counter-hash-v1`.
+      * a row's sum reads that row's logits alone, so a sample draws the same code alone or in any batch, on one
+        device. Another device (CUDA's parallel scan) may round the running sums differently: a token can then
+        differ where t falls within that rounding of a boundary (rare; the distribution is the same).
+    """
+    b, n, k = logits.shape
+    top = logits.amax(dim=-1, keepdim=True)  # (B, N, 1)
+    cdf = scratch.like(logits)  # (B, N, K), reused across steps
+    if scale == 1:
+        torch.sub(logits, top, out=cdf)
+    else:  # logits / scale - max / scale in one pass over (B, N, K)
+        torch.add(top.div(-scale), logits, alpha=1 / scale, out=cdf)
+    cdf.exp_()
+    torch.cumsum(cdf, dim=-1, out=cdf)  # in place: no (B, N, K) temporary
+    total = cdf[..., -1:]  # (B, N, 1), >= 1 (within rounding)
+    target = token_uniforms(seeds, step, n)[..., None].mul_(total)  # (B, N, 1)
+    target = torch.minimum(target, torch.nextafter(total, torch.zeros_like(total)))  # t < total
+    codes = torch.searchsorted(cdf, target, right=True)[..., 0].clamp_(max=k - 1)  # (B, N)
+    log_normaliser = (top / scale).add_(total.log())[..., 0]  # (B, N)
+    return codes, log_normaliser
+
+
+TOKEN_PICKS = {NOISE_SCHEME: _inverse_cdf_pick, HASH_NOISE_SCHEME: _gumbel_max_pick}
+
+
+def choice_noise(seeds: torch.Tensor, step: int, num_tokens: int, temperature: float) -> torch.Tensor:
+    """The noise added to the confidence at `step`: `temperature` * Gumbel(0, 1), (B, N), from the confidence
+    stream (the same in both noise schemes)."""
+    return temperature * _gumbel(confidence_noise(seeds, step, num_tokens))
+
+
 def _per_sample_seeds(n: int, seeds, generator: torch.Generator | None) -> list[int]:
     if seeds is None:
         return torch.randint(0, 2**62, (n,), generator=generator).tolist()
@@ -116,6 +198,7 @@ def sample_tokens(
     noise_seeds = seed_tensor(_per_sample_seeds(b, seeds, generator), device)  # (B, 2): the only copy to the device
     ids = torch.full((b, n), model.mask_token_id, dtype=torch.long, device=device)
     masked_after: list[int] = []
+    pick, work, cdf = TOKEN_PICKS[sampling.noise_scheme], _Scratch(), _Scratch()
     steps = range(sampling.num_steps)
     for step in track(steps, "sampling steps", progress, unit="step", leave=False):
         ratio = (step + 1) / sampling.num_steps
@@ -130,26 +213,33 @@ def sample_tokens(
             else:  # the reference path: two passes
                 cond, uncond = model.logits(ids, labels), model.logits(ids, labels, unconditional=True)
             base = uncond if sampling.guidance_decay == "power-cosine" else cond
-            logits = base + (cond - uncond) * cfg
+            logits = (cond - uncond).mul_(cfg).add_(base)  # base + (cond - uncond) * cfg, one temporary
         else:
             logits = model.logits(ids, labels)
         logits = logits.float()
-        if not torch.isfinite(logits).all():  # NaN/inf would still give valid-looking token ids via argmax
+        lo, hi = torch.aminmax(logits)  # NaN propagates to both: no (B, N, K) mask needed
+        if not (torch.isfinite(lo) and torch.isfinite(hi)):  # NaN/inf would still give valid-looking ids via argmax
             raise WeightsError(f"non-finite generator logits (NaN/inf) at sampling step {step + 1}/"
                                f"{sampling.num_steps}; check the generator's weights and precision")
-        if sampling.softmax_temperature_annealing:
-            logits = logits / (0.5 + 0.8 * (1 - ratio))
-        # Gumbel-max: argmax(logits + g) is a draw from softmax(logits); scaled by 1 it is MaskGIT's categorical draw.
+        if sampling.softmax_temperature_annealing:  # into a kept buffer: the network's output may be its own
+            logits = torch.div(logits, 0.5 + 0.8 * (1 - ratio), out=work.like(logits))
+        # A draw from softmax(logits / token_scale); MaskGIT's categorical draw is token_scale 1.
         token_scale = 1.0 if sampling.token_sampling == "categorical" else temperature
         # Steps are independent counters, so skipping the noise where it is scaled by 0 changes nothing else.
-        sampled = _noisy_argmax(logits, noise_seeds, step, token_scale) if token_scale != 0 else logits.argmax(-1)
+        log_normaliser = None
+        if token_scale != 0:
+            sampled, log_normaliser = pick(logits, noise_seeds, step, token_scale, cdf)
+        else:
+            sampled = logits.argmax(-1)
         sampled_logits = logits.gather(-1, sampled[..., None])[..., 0]  # (B, N)
-        if sampling.confidence == "log-prob":  # log softmax at the sampled code, without a (B, N, K) copy
-            sampled_logits = sampled_logits - torch.logsumexp(logits, dim=-1)
+        if sampling.confidence == "log-prob":  # log softmax at the sampled code
+            if log_normaliser is None or token_scale != 1:  # the pick's normaliser is at its own scale
+                log_normaliser = torch.logsumexp(logits, dim=-1)
+            sampled_logits = sampled_logits - log_normaliser
         sampled = torch.where(is_mask, sampled, ids)
         confidence = torch.where(is_mask, sampled_logits, torch.full_like(sampled_logits, math.inf))
         if temperature != 0:
-            confidence = confidence + temperature * _gumbel(confidence_noise(noise_seeds, step, n))
+            confidence = confidence + choice_noise(noise_seeds, step, n, temperature)
         keep_masked = masked_count(step, sampling.num_steps, n, int(is_mask[0].sum()), sampling.mask_schedule)
         if keep_masked == 0:
             ids = sampled
