@@ -170,7 +170,8 @@ def train(config: TrainConfig, resume: bool = False, on_gradients=None) -> Train
     """Run (or, with `resume`, continue) the training `config` describes; under torchrun, on every rank.
 
     `on_gradients(step, named_gradients)`, if given, sees the averaged, unscaled gradients of every step before
-    clipping (for tests that compare runs on the gradient itself, which clipping and AdamW would hide)."""
+    clipping (for tests that compare runs on the gradient itself, which clipping and AdamW would hide): the trained
+    model's by parameter name and, on steps that train the discriminator, the discriminator's as "disc/NAME"."""
     config = resolve(config)
     ctx = dist_utils.setup(config.run.device)
     threads = torch.get_num_threads()
@@ -340,8 +341,14 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool, on_gr
                 parts["disc"] = parts.get("disc", 0.0) + d_loss.detach() / oc.grad_accum
                 logit_means += means.detach() / oc.grad_accum
         scaler.unscale_(opt)
-        if on_gradients is not None:
-            on_gradients(step, {n: p.grad.detach().clone() for n, p in task.named_parameters() if p.grad is not None})
+        if adversarial:
+            d_scaler.unscale_(d_opt)
+        if on_gradients is not None:  # the discriminator's under "disc/": its averages are checked as the model's
+            grads = {n: p.grad.detach().clone() for n, p in task.named_parameters() if p.grad is not None}
+            if adversarial:
+                grads.update({f"disc/{n}": p.grad.detach().clone() for n, p in disc.named_parameters()
+                              if p.grad is not None})
+            on_gradients(step, grads)
         norm = torch.nn.utils.clip_grad_norm_(params, oc.grad_clip if oc.grad_clip > 0 else float("inf"))
         parts["grad_norm"] = norm.detach()
         parts["lr"] = opt.param_groups[0]["lr"]
@@ -350,7 +357,6 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, resume: bool, on_gr
         opt.zero_grad(set_to_none=True)
         sched.step()
         if adversarial:
-            d_scaler.unscale_(d_opt)
             if oc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(disc.parameters(), oc.grad_clip)
             d_scaler.step(d_opt)
