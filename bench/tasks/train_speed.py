@@ -165,7 +165,7 @@ def _measure_preset_op(ctx: RunContext, s: dict, kind: str, preset: str, op: str
                 progress.update(1, item=f"{preset} {op} batch {bs} {precision}: {error[:60]}")
                 continue
             step_of = _step(task, disc, lecam, config.loss.lecam_weight, _batch_maker(task, kind, ctx.device),
-                            ctx.device, PRECISIONS[precision] if precision != "fp32" else None)
+                            ctx.device, PRECISIONS[precision])
             before = machine_state()
             try:
                 timing, note = measure_with_backoff(step_of, bs, ctx.device, s["warmup"], s["iters"])
