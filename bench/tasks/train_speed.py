@@ -37,6 +37,10 @@ from bench.timing import measure_with_backoff
 from titok.contract import autocast_context
 from titok.progress import Progress
 from titok.registry import get_spec
+from titok.train import recipes
+from titok.train.config import TrainConfig, apply_overrides
+from titok.train.discriminator import LeCamEMA, NLayerDiscriminator, hinge_d_loss
+from titok.train.tasks import build_task
 
 log = logging.getLogger(__name__)
 TOKENIZER_OPS = ("proxy_codes", "decoder_finetune", "single_stage")
@@ -55,9 +59,6 @@ def default_ops(kind: str, preset: str) -> list[str]:
 
 def _config(preset: str, op: str):
     """(TrainConfig, recipe name or None): the release's recipe for this preset and stage where there is one."""
-    from titok.train import recipes
-    from titok.train.config import TrainConfig, apply_overrides
-
     name = preset + RECIPE_SUFFIX[op]
     config = recipes.load_recipe(name) if name in recipes.list_recipes() else TrainConfig()
     return apply_overrides(config, [f"model.task={op}", f"model.preset={preset}", "loss.disc_start=0"]), (
@@ -66,8 +67,6 @@ def _config(preset: str, op: str):
 
 def _step(task, disc, lecam, lecam_weight: float, batch_of, device, dtype):
     """make(bs) -> one timed training micro-step at batch bs (forward + backward, discriminator after)."""
-    from titok.train.discriminator import hinge_d_loss
-
     def make(bs: int):
         batch = batch_of(bs)
 
@@ -109,13 +108,8 @@ def _batch_maker(task, kind: str, device):
 
 
 def _build(preset: str, op: str, device):
-    from titok.train.discriminator import LeCamEMA, NLayerDiscriminator
-    from titok.train.tasks import build_task
-
     config, recipe = _config(preset, op)
     if op == "generator":  # trains from cached codes, as the release does: the tokenizer is not run per step
-        from titok.train.config import apply_overrides
-
         config = apply_overrides(config, ["data.tokens=cached"])
     task = build_task(config, architecture_only=True).to(device).train()
     lc = config.loss
