@@ -17,7 +17,7 @@ later). A tiny generator trained on its codes must then predict masked codes (ha
 cross-entropy under 0.65 of the codes' unigram entropy and under 0.9 of the mean per-position entropy; measured
 1.71 against 3.00 and 2.07 nats (600 steps at lr 3e-3). Planted bugs each test fails on: the reconstruction
 term's sign flipped (recon 0.43), the decoder's input detached from the encoder (stays at the mean image), the
-token loss's sign flipped (CE 35 nats), the generator's head fed detached features (CE 2.19). Together about
+token loss's sign flipped (CE 164 nats), the generator's head fed detached features (CE 2.19). Together about
 30 s of CPU time (75 s wall on the 2 shared cores here): slow-marked.
 """
 
