@@ -74,6 +74,7 @@ def cmd_run(args) -> int:
     from bench.tasks.recon import run_recon
     from bench.tasks.speed import run_speed
     from bench.tasks.stats import run_stats
+    from bench.tasks.train_speed import run_train_speed
 
     suite = load_suite(args.suite, args.set or [], builtin_vars={"OUT_DIR": str(Path(args.out).expanduser())})
     if args.model:
@@ -90,7 +91,7 @@ def cmd_run(args) -> int:
                      limit=args.limit)
     (out / f"suite-{ctx.run_id}.resolved.json").write_text(json.dumps(
         {"source": suite.source, "device": str(device), "limit": args.limit, **suite.resolved}, indent=2))
-    tasks = {"speed": run_speed, "recon": run_recon, "gen": run_gen, "stats": run_stats}
+    tasks = {"speed": run_speed, "recon": run_recon, "gen": run_gen, "stats": run_stats, "train": run_train_speed}
     print(f"suite {suite.name}: {len(suite.runs)} runs on {device} -> {ctx.results_path}")
     for spec in track(suite.runs, f"suite {suite.name}", ctx.progress, unit="runs", every=True,
                       label=lambda spec: f"{spec.task} of " + (spec.models[0] if len(spec.models) == 1

@@ -4,7 +4,8 @@
     [vars]                       NAME = "value", used as ${NAME} in strings; the environment and
                                  `--set vars.NAME=...` override them
     [defaults]                   settings every [[run]] inherits (below)
-    [[run]]                      task = "speed" | "recon" | "gen", models = [...], and settings
+    [[run]]                      task = "speed" | "recon" | "gen" | "stats" | "train", models = [...], and settings
+                                 ("train": training-step throughput, bench/tasks/train_speed.py)
 
 Settings (defaults shown in DEFAULTS): batch sizes, precisions, warm-up and timed iterations, ops, data,
 limit, strict, metrics, Inception weights ("standin" for the seeded stand-in), reference statistics, sample count,
@@ -32,7 +33,7 @@ from titok.registry import get_spec
 
 SECTIONS = ("suite", "vars", "defaults", "run")
 SUITE_KEYS = ("name", "description")
-TASKS = ("speed", "recon", "gen", "stats")
+TASKS = ("speed", "recon", "gen", "stats", "train")
 DEFAULTS: dict[str, Any] = {
     "kind": "tokenizer",  # which registry the models come from: "tokenizer" | "generator"
     "ops": [],  # speed: tokenizer encode/decode; generator sample/generate (empty = all of the kind)
@@ -60,6 +61,8 @@ DEFAULTS: dict[str, Any] = {
 }
 RUN_KEYS = ("task", "models", *DEFAULTS)
 OPS = {"tokenizer": ("encode", "decode"), "generator": ("sample", "generate")}
+# task "train": the training stages (titok/train/tasks.py) whose forward + backward it times
+TRAIN_OPS = {"tokenizer": ("proxy_codes", "decoder_finetune", "single_stage"), "generator": ("generator",)}
 VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -205,9 +208,10 @@ def load_suite(name_or_path: str, overrides: list[str] = (), builtin_vars: dict[
         if kind not in OPS:
             raise SuiteError(f"{where}: kind must be 'tokenizer' or 'generator', got {kind!r}")
         settings["kind"] = kind
-        bad_ops = sorted(set(settings["ops"]) - set(OPS[kind]))
+        known_ops = (TRAIN_OPS if run["task"] == "train" else OPS)[kind]
+        bad_ops = sorted(set(settings["ops"]) - set(known_ops))
         if bad_ops:
-            raise SuiteError(f"{where}: unknown op(s) {bad_ops} for {kind}s; known: {', '.join(OPS[kind])}")
+            raise SuiteError(f"{where}: unknown op(s) {bad_ops} for {kind}s; known: {', '.join(known_ops)}")
         _check_options(where, settings["options"])
         models = run.get("models") or []
         if not models and run["task"] != "stats":  # a stats run measures images, not a model

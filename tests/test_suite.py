@@ -44,7 +44,7 @@ def test_defaults_and_overrides(tmp_path):
 @pytest.mark.parametrize("text,match,exc", [
     (GOOD.replace("[defaults]", "[default]"), "unknown key.*default", SuiteError),
     (GOOD.replace("iters = 1", "iters = 1\nwarmups = 2"), "known: kind, ops", SuiteError),
-    (GOOD.replace('task = "speed"', 'task = "train"'), "task must be one of", SuiteError),
+    (GOOD.replace('task = "speed"', 'task = "training"'), "task must be one of", SuiteError),
     (GOOD.replace("titok_tiny_vq", "titok_xxl"), "known: .*titok_l32", UnknownPresetError),
     (GOOD + 'ops = ["sample"]\n', "unknown op", SuiteError),
     (GOOD.replace('[suite]', 'x = [\n[suite]'), "invalid TOML", SuiteError),
