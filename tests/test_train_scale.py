@@ -219,41 +219,9 @@ def test_evaluation_on_held_out_images_and_grids_of_ema_and_raw(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- 2 processes = 1
-# LeCam is off here: it is a nonlinear function of each micro-batch's mean logits, so 2 x 2 micro-batches of 2 and
-# one batch of 8 differ by construction (as in the release); tests/test_train_recipes.py checks that LeCam's global
-# means make 2 processes equal 1 without accumulation.
-GRAD_CASE = ("schedule.steps=3", "optim.batch_size=8", "loss.disc_start=0", "loss.disc_layers=2",
-             "loss.lecam_weight=0", "optim.grad_clip=0.01", "model.preset=titok_tiny_vae")
-
-
-def _record_gradients(rank: int, world: int, port: int, out: str) -> None:
-    """One rank of a run: 1 process takes the batch of 8 at once, 2 processes take it as 2 x 2 micro-batches of 2."""
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-    grads: dict[str, torch.Tensor] = {}
-
-    def keep(step, named):
-        grads.update({f"{step}/{k}": v for k, v in named.items()})
-
-    train(make_config(f"{out}/run", *GRAD_CASE, f"optim.grad_accum={world}", "run.device=cpu"), on_gradients=keep)
-    if rank == 0:
-        save_file(grads, f"{out}/grads.safetensors")
-
-
-@pytest.mark.slow
-def test_two_processes_equal_one_on_gradients_before_clipping(tmp_path):
-    """About 45 s on 2 shared cores (two spawned process groups); runs in tox's py environment with the slow ones."""
-    import torch.multiprocessing as mp
-
-    for world in (1, 2):
-        mp.spawn(_record_gradients, args=(world, _free_port(), str(tmp_path / f"w{world}")), nprocs=world)
-    one, two = (load_file(str(tmp_path / f"w{w}" / "grads.safetensors")) for w in (1, 2))
-    assert one.keys() == two.keys() and any(k.startswith("2/") for k in one)
-    for k in one:  # the raw gradient: a sum over ranks instead of a mean, or a forgotten 1/accum, would show here
-        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-6, msg=k)
-    a, b = (load_file(str(tmp_path / f"w{w}" / "run" / "model.safetensors")) for w in (1, 2))
-    for k in a:  # and the optimiser step taken from it
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=5e-5, msg=k)
+# The raw gradients of 1 process, k micro-batches and 2 gloo processes, tokenizer and discriminator alike, are
+# compared in tests/test_train_gradients.py (with the release's init, an AdamW step amplifies float-order noise in
+# parameters whose gradient cancels, so a second step's gradients are compared there relative to each tensor's scale).
 
 
 # ------------------------------------------------------------------------------------------- end to end
