@@ -3,7 +3,8 @@ generation (sample + decode), per batch size, precision and inference-option var
 (bench/timing.py), and counted FLOPs per image with the achieved TFLOP/s and fraction of the device's peak
 (bench/flops.py). bf16 runs through `InferenceOptions.precision` (bf16 autocast inside the heavy methods, on CPU
 too; fp16 stays CUDA-only autocast around the call); a variant `{"precision": "bf16"}` beside `{}` times bf16
-against fp32 interleaved in one run. Every record's `precision` says what it computed in. Each option variant is its own record, timed in rounds interleaved with the other variants,
+against fp32 interleaved in one run. Every record's `precision` says what it computed in. Each option variant is its own
+record, timed in rounds interleaved with the other variants,
 so every fast-path gain is a ratio measured in one run against the reference path (`options = [{...}, {}]` in a
 suite; see bench/suites/fast-cpu.toml). Every record keeps its per-iteration times (`spreads.sec_per_batch`) and
 the machine's state (`machine`, bench/machine.py); a run on a loaded machine warns, and `compare` reads both.
