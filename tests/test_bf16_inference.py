@@ -163,3 +163,19 @@ def test_speed_records_carry_their_precision_on_cpu(tmp_path, capsys):
     cells = [[c.strip() for c in line.split("|")] for line in table.splitlines() if "titok_tiny_vq" in line]
     assert sorted((c[2], c[5]) for c in cells) == got  # (op, precision) columns of the rendered table
     json.dumps(records)  # records stay plain JSON
+
+
+def test_cpu_bf16_detection_and_doctor_line():
+    """The flags come from /proc/cpuinfo (read here on its own); the doctor says whether bf16 is native."""
+    from bench.stack import stack_report
+
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo here")
+    first = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    flags = set(first.split(":", 1)[-1].split())
+    want = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    assert cpu_bf16_flags() == want
+    line = next(line for line in stack_report()[0] if line.startswith("CPU: "))
+    assert (f"native bf16 ({', '.join(want)})" in line) if want else ("no native bf16" in line)
