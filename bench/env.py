@@ -7,6 +7,8 @@ import re
 
 import torch
 
+from titok.inference import cpu_bf16_flags, cpu_capability
+
 
 def cpu_model() -> str:
     try:
@@ -46,6 +48,9 @@ def environment(device: str | torch.device = "cpu") -> dict:
         "cpu": cpu_model(),
         "threads": torch.get_num_threads(),
         "platform": platform.platform(),
+        # Native bf16 on this CPU (avx512_bf16 / amx_bf16 flags; none: bf16 is emulated and slower than fp32).
+        "cpu_bf16": cpu_bf16_flags(),
+        "cpu_capability": cpu_capability(),
     }
 
 

@@ -34,6 +34,17 @@ def cuda_lines() -> list[str]:
     return lines
 
 
+def cpu_line() -> str:
+    """The CPU, the vector instructions torch dispatches to, and whether bf16 inference pays off here."""
+    from bench.env import cpu_model
+    from titok.inference import cpu_bf16_flags, cpu_capability
+
+    flags = cpu_bf16_flags()
+    bf16 = (f"native bf16 ({', '.join(flags)}): InferenceOptions(precision='bf16') can use it" if flags
+            else "no native bf16 (no avx512_bf16/amx_bf16 flag): bf16 would be emulated, slower than fp32")
+    return f"CPU: {cpu_model()}, torch kernels {cpu_capability()}, {bf16}"
+
+
 def nvml_line() -> str:
     try:
         import pynvml
@@ -99,5 +110,5 @@ def stack_report() -> tuple[list[str], str | None]:
     hub = _version("huggingface_hub") or _version("huggingface-hub")
     lines = [f"python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
              f"huggingface_hub {hub or 'not installed'}",
-             *cuda_lines(), nvml_line(), metrics_line(), inception, *cache_lines()]
+             cpu_line(), *cuda_lines(), nvml_line(), metrics_line(), inception, *cache_lines()]
     return lines, sha

@@ -38,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "kind": "tokenizer",  # which registry the models come from: "tokenizer" | "generator"
     "ops": [],  # speed: tokenizer encode/decode; generator sample/generate (empty = all of the kind)
     "batch_sizes": [1],
-    "precisions": ["fp32"],  # fp32 | bf16 | fp16 (autocast; bf16/fp16 recorded as unsupported on CPU)
+    "precisions": ["fp32"],  # fp32 | bf16 (InferenceOptions.precision, CPU too) | fp16 (CUDA-only autocast)
     "warmup": 1,
     "iters": 3,
     "data": "builtin:skimage",

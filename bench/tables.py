@@ -96,19 +96,21 @@ MEANINGS: dict[str, str] = {
     "steps": "sampling steps of a `sample` or `generate` row (generator forward passes per image; the rate falls "
              "in proportion)",
     "batch": "images per call (after halving on out-of-memory)",
-    "precision": "fp32, or bf16/fp16 autocast",
+    "precision": "what the row computed in: fp32, bf16 (`InferenceOptions.precision`: autocast inside the model, "
+                 "on CPU too; the VQ search stays fp32) or fp16 (CUDA autocast)",
     "options": "inference options: `reference` computes as the original release (softmax written out, no fused "
                "kernels), `default` is every fast option; other labels name the options that differ from reference",
     "img/s": "images per second: batch / median seconds per batch",
     "timing": "median of N timed calls after W warm-up calls, or `single call` (no warm-up: one-off costs "
               "included, rate understated)",
-    "x reference": "img/s over the `reference` options' img/s in the same run and setting",
+    "x reference": "img/s over the `reference` options' img/s in the same run and setting (a row with no "
+                   "reference of its own precision: over the fp32 reference)",
     "seconds per batch": "median seconds per call",
     "GFLOP/img": "floating-point operations counted per image",
     "TFLOP/s": "counted FLOP over time",
     "% of peak": "TFLOP/s as a share of the device's bf16 peak",
     "params (M)": "parameters timed, in millions (generator + tokenizer for sample and generate)",
-    "error": "why no number: `not supported` (e.g. bf16 on CPU) or out of memory after backing off",
+    "error": "why no number: `not supported` (e.g. fp16 on CPU) or out of memory after backing off",
 }
 
 
@@ -295,11 +297,12 @@ SPEED_COLUMNS = ["preset", "op", "steps", "resolution", "batch", "precision", "o
                  "params (M)", "device", "weights", "error"]
 
 
-def _setting(r: dict) -> tuple:
+def _setting(r: dict, precision: str | None = None) -> tuple:
     """What a speed record measured, inference options aside: records equal in this are one ratio apart."""
     p = r["protocol"]
     return (r.get("run_id"), r["model"], r["weights_tag"], p.get("op"), p.get("resolution"),
-            p.get("batch_size_used", p.get("batch_size")), p.get("precision"), r["env"].get("device_name"))
+            p.get("batch_size_used", p.get("batch_size")), precision or p.get("precision"),
+            r["env"].get("device_name"))
 
 
 def sampling_steps(record: dict) -> int | None:
@@ -317,7 +320,7 @@ def speed_table(records: list[dict]) -> pd.DataFrame:
     rows = []
     for r in speed:
         p, m = r["protocol"], r["metrics"]
-        ref, ips = reference.get(_setting(r)), m.get("images_per_sec")
+        ref, ips = reference.get(_setting(r)) or reference.get(_setting(r, "fp32")), m.get("images_per_sec")
         rows.append({"preset": r["model"], "op": p.get("op"), "steps": sampling_steps(r),
                      "resolution": p.get("resolution"),
                      "batch": p.get("batch_size_used", p.get("batch_size")), "precision": p.get("precision"),

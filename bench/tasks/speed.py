@@ -1,7 +1,10 @@
 """Speed and memory: images/sec of tokenizer encode/decode, generator token sampling and end-to-end
 generation (sample + decode), per batch size, precision and inference-option variant, with peak memory
 (bench/timing.py), and counted FLOPs per image with the achieved TFLOP/s and fraction of the device's peak
-(bench/flops.py). Each option variant is its own record, timed in rounds interleaved with the other variants,
+(bench/flops.py). bf16 runs through `InferenceOptions.precision` (bf16 autocast inside the heavy methods, on CPU
+too; fp16 stays CUDA-only autocast around the call); a variant `{"precision": "bf16"}` beside `{}` times bf16
+against fp32 interleaved in one run. Every record's `precision` says what it computed in. Each option variant is its own
+record, timed in rounds interleaved with the other variants,
 so every fast-path gain is a ratio measured in one run against the reference path (`options = [{...}, {}]` in a
 suite; see bench/suites/fast-cpu.toml). Every record keeps its per-iteration times (`spreads.sec_per_batch`) and
 the machine's state (`machine`, bench/machine.py); a run on a loaded machine warns, and `compare` reads both.
@@ -22,6 +25,7 @@ from bench.tasks.common import PRECISIONS, RunContext, free, load_model, paired_
 from bench.timing import measure_variants_with_backoff
 from titok.contract import autocast_context
 from titok.errors import NotSupportedError
+from titok.inference import PRECISIONS as OPTION_PRECISIONS
 from titok.inference import InferenceOptions, apply_inference_options, describe
 from titok.progress import Progress, number
 
@@ -88,6 +92,22 @@ def _emit(ctx: RunContext, preset: str, tag: str, protocol: dict, metrics: dict 
              **extra)
 
 
+def in_precision(options: InferenceOptions, precision: str) -> tuple[InferenceOptions, str]:
+    """(options to run, precision to record) for one suite precision: bf16 goes into the options (the model's
+    own autocast), fp16 stays an autocast around the call; a variant that asks for bf16 itself is recorded so."""
+    if precision in OPTION_PRECISIONS and precision != "fp32":
+        options = dataclasses.replace(options, precision=precision)
+    return options, (options.precision if options.precision != "fp32" else precision)
+
+
+def options_protocol(options: InferenceOptions) -> dict:
+    """The options as records keep them: precision is the protocol's own `precision` field, not an option (so
+    records of runs before the option existed keep their measurement keys)."""
+    kept = options.to_dict()
+    kept.pop("precision", None)
+    return {"options": kept, "options_label": describe(dataclasses.replace(options, precision="fp32"))}
+
+
 def _apply(models, options: InferenceOptions):
     def switch():
         for m in models:
@@ -128,18 +148,22 @@ def _speed_of_preset(ctx, s, kind, ops, variants, flop_counts, preset, progress)
                     base["sampling"] = {**model.sampling.to_dict(), **s["sampling"]}
                     base["tokenizer"] = tok.preset if tok is not None else None
                     base["tokenizer_weights"] = tok_tag
-                protocols = [{**base, "options": o.to_dict(), "options_label": describe(o)} for o in variants]
                 error = None
                 if precision not in PRECISIONS:
                     error = f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}"
-                elif precision != "fp32" and ctx.device.type != "cuda":
-                    error = f"not supported: {precision} autocast is measured on CUDA only"
+                    run = [(o, precision) for o in variants]
+                else:
+                    run = [in_precision(o, precision) for o in variants]
+                if not error and precision == "fp16" and ctx.device.type != "cuda":
+                    error = "not supported: fp16 autocast is measured on CUDA only"
+                protocols = [{**base, "precision": p, **options_protocol(o)} for o, p in run]
+                variants_run = [o for o, _ in run]
                 first = len(ctx.records)
                 if error:
                     for protocol in protocols:
                         emit(protocol, error=error)
                 else:
-                    _measure_variants(ctx, s, models, variants, protocols, op, precision, bs, params,
+                    _measure_variants(ctx, s, models, variants_run, protocols, op, precision, bs, params,
                                       flop_counts, emit, preset)
                 progress.update(1, item=f"{preset} {op} batch {bs} {precision}: "
                                 + _outcome(ctx.records[first:]))
@@ -159,7 +183,7 @@ def _outcome(records: list[dict]) -> str:
 
 def _measure_variants(ctx, s, models, variants, protocols, op, precision, bs, params, flop_counts, emit, preset):
     """Every options variant of one (op, precision, batch size), timed in interleaved rounds."""
-    dtype = PRECISIONS[precision]
+    dtype = None if precision in OPTION_PRECISIONS else PRECISIONS[precision]  # bf16 lives in the options
     model, tok = models[0], (models[1] if len(models) > 1 else None)
     make = (_tokenizer_op(model, op, ctx.device, dtype) if s["kind"] == "tokenizer"
             else _generator_op(model, tok, op, ctx.device, dtype, s["sampling"]))
@@ -193,7 +217,8 @@ def _measure_variants(ctx, s, models, variants, protocols, op, precision, bs, pa
             t = timings[i]
             metrics.update(t.as_metrics())
             if flops[i]:
-                metrics.update(utilisation_metrics(flops[i], t.items_per_sec, ctx.env.get("device_name"), precision))
+                metrics.update(utilisation_metrics(flops[i], t.items_per_sec, ctx.env.get("device_name"),
+                                                   protocol["precision"]))
             protocol["batch_size_used"] = t.batch_size
             protocol["memory_source"] = t.memory_source
             spreads = {"sec_per_batch": t.iterations()}
