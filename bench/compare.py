@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass, field
 
 from bench.metric_rules import MACHINE_METRICS, SPEED_METRICS, rule_for
-from bench.records import VOLATILE, latest_records, measurement_key, record_time
+from bench.records import VOLATILE, latest_records, measurement_key, record_time, superseded
 from titok.errors import InputError
 
 SPEED_TOLERANCE = 0.15  # a real slowdown this large must show beyond both records' spreads (minute-scale drift)
@@ -97,6 +97,7 @@ class Report:
     only_new: list[str] = field(default_factory=list)
     only_base: list[str] = field(default_factory=list)
     mismatch_hints: list[str] = field(default_factory=list)  # why base measurements found no partner
+    retired: list[str] = field(default_factory=list)  # base measurements its own later commit redid otherwise
 
     def having(self, *verdicts: str) -> list[Row]:
         return [r for r in self.rows if r.verdict in verdicts]
@@ -111,8 +112,11 @@ class Report:
 
     def summary(self) -> str:
         counts = ", ".join(f"{len(self.having(v))} {v.lower()}" for v in SEVERITY if self.having(v))
+        retired = (f"; {len(self.retired)} older-protocol base records left out (the base's later commit "
+                   f"measured them again under a newer protocol)") if self.retired else ""
         return (f"{self.matched} of {self.base_total} base measurements matched "
-                f"({len(self.only_new)} new only, {len(self.only_base)} base only); {counts or 'nothing to judge'}")
+                f"({len(self.only_new)} new only, {len(self.only_base)} base only); {counts or 'nothing to judge'}"
+                f"{retired}")
 
     def coverage_error(self, min_share: float = MIN_MATCHED_SHARE) -> str | None:
         """Why this comparison checked too little to pass (None when it covers enough of the base)."""
@@ -145,8 +149,19 @@ def _number(x) -> float | None:
     return None
 
 
+def _options_label(protocol: dict) -> str | None:
+    """The options' label as this version names them: a record keeps the label of its day, and older records
+    call today's defaults by their parts ("attention=sdpa+cfg_batched+..."), which reads as another setting."""
+    from titok.inference import InferenceOptions, describe
+
+    try:
+        return describe(InferenceOptions.from_dict(protocol["options"]))
+    except (KeyError, TypeError, ValueError):
+        return protocol.get("options_label")
+
+
 def summary_of(rec: dict) -> str:
-    p = rec["protocol"]
+    p = dict(rec["protocol"], options_label=_options_label(rec["protocol"]))
     parts = [str(p[k]) for k in ("op", "resolution", "batch_size", "precision", "options_label", "data")
              if p.get(k) is not None]
     return "/".join(parts) or "-"
@@ -334,9 +349,15 @@ def compare(new: list[dict], base: list[dict], tolerance: float = 0.05,
     # The latest record of each measurement (one environment's or another's: whichever ran last).
     n = {measurement_key(r): r for r in sorted(latest_records(new), key=record_time)}
     b = {measurement_key(r): r for r in sorted(latest_records(base), key=record_time)}
+    # A base file that holds two commits' runs keeps the older run's records of measurements the newer run made
+    # under a newer protocol (sampling settings written out, another resize). A fresh run cannot match them and
+    # need not: they are left out, unless the new file still has them (an old commit compared with the base).
+    retired = {measurement_key(r) for r in superseded(list(b.values()))} - n.keys()
+    retired_records = [b.pop(k) for k in sorted(retired)]
     rep = Report(base_total=len(b),
                  only_new=sorted(f"{n[k]['model']} {n[k]['task']} {summary_of(n[k])}" for k in n.keys() - b.keys()),
-                 only_base=sorted(f"{b[k]['model']} {b[k]['task']} {summary_of(b[k])}" for k in b.keys() - n.keys()))
+                 only_base=sorted(f"{b[k]['model']} {b[k]['task']} {summary_of(b[k])}" for k in b.keys() - n.keys()),
+                 retired=sorted(f"{r['model']} {r['task']} {summary_of(r)}" for r in retired_records))
     for key in sorted(b.keys() - n.keys()):
         hint = _mismatch_hint(b[key], list(n.values()))
         if hint and hint not in rep.mismatch_hints:

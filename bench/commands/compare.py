@@ -38,7 +38,8 @@ def add_parser(sub) -> None:
     p.add_argument("--metric-tolerance", action="append", metavar="NAME=VALUE", help="per metric, e.g. psnr=0.01")
     p.add_argument("--min-matched", type=_share, default=MIN_MATCHED_SHARE,
                    help=f"share of base measurements that must match (default {MIN_MATCHED_SHARE})")
-    p.add_argument("--all", action="store_true", help="also list unchanged measurements")
+    p.add_argument("--all", action="store_true", help="also list unchanged measurements, and the base's older-"
+                   "protocol records left out")
     p.set_defaults(func=run)
 
 
@@ -72,4 +73,6 @@ def run(args) -> int:
         print(f"{'base only':<20} {s}")
     for s in rep.only_new:
         print(f"{'new only':<20} {s}")
+    for s in rep.retired if args.all else ():
+        print(f"{'older protocol':<20} {s}")
     return 1 if rep.regressions else 0
