@@ -20,8 +20,13 @@ seconds per batch. The noise rule:
   base does not excuse a slowdown, nor a loaded new run an improvement.
 * Speed and memory changes between different environments (device, CPU, threads, torch) are "environment
   differs", not regressions.
-* Memory must change by more than the memory tolerance (10%, relative: a CPU's peak resident set moves by 5-7%
-  with what else ran in the process), other metrics by more than the tolerance (5%, relative). Where records
+* Memory must change by more than the memory tolerance: 10% (relative) for a GPU's allocator peak, 25% for a CPU's
+  peak resident set, other metrics by more than the tolerance (5%, relative). A CPU peak counts the whole process, and
+  a decode's transient activations land partly in heap pages the earlier rows of the run left resident (glibc's arenas
+  and its dynamic mmap threshold), so the same code in the same suite order moved by up to 15% between runs
+  (maskgit_torch_vqgan_512 decode 2295 -> 2640 MB in a fresh smoke run; measured here, titok_s128 decode 1400 -> 1556
+  MB while every encode stayed within 1%), and the same row run alone peaks 26% lower (1666-1702 MB in three fresh
+  processes). 25% is that drift with the margin speed has; a real 30% growth is still a regression. Where records
   carry an uncertainty (`spreads[metric].std`: seed repeats or a bootstrap), a change must also exceed twice the
   combined standard deviation, sqrt(std_base^2 + std_new^2), so FID within its own uncertainty is not a regression.
 * Nothing passes unchecked: a measurement that worked in the base and now carries an error, a judged metric
@@ -39,9 +44,10 @@ from bench.records import VOLATILE, latest_records, measurement_key, record_time
 from titok.errors import InputError
 
 SPEED_TOLERANCE = 0.15  # a real slowdown this large must show beyond both records' spreads (minute-scale drift)
+MEMORY_TOLERANCE = 0.10  # a GPU's allocator peak counts tensors only and repeats to the byte
 # Peak RSS on a CPU counts the whole process (interpreter, libraries, allocator caches) and moves with what ran
-# before in it: titok_l32 alone peaked 6.5% below the same measurement inside the smoke suite.
-MEMORY_TOLERANCE = 0.10
+# before in it by up to 15% on the same code (module docstring): judged with this wider tolerance.
+HOST_MEMORY_TOLERANCE = 0.25
 MEMORY_KINDS = ("memory", "host memory", "device memory")
 NO_SPREAD_TOLERANCE = 0.25  # medians alone, with no spread to judge noise by: minute-to-minute drift is ~15%
 WIDE_SPREAD = 0.25  # (max - min) / median of a run's iterations beyond which it was not timed on a quiet machine
@@ -264,7 +270,7 @@ def _judge_value(metric: str, vn: float, vb: float, direction: int, tolerance: f
     return 0, note
 
 
-def _compare_pair(rn: dict, rb: dict, tolerance: float, speed_tolerance: float, memory_tolerance: float,
+def _compare_pair(rn: dict, rb: dict, tolerance: float, speed_tolerance: float, memory_tolerance: float | None,
                   metric_tolerance: dict[str, float]) -> list[Row]:
     what = summary_of(rn)
 
@@ -309,7 +315,8 @@ def _compare_pair(rn: dict, rb: dict, tolerance: float, speed_tolerance: float, 
                 rows.append(row(LOADED, metric, vb, vn, f"{why}; {note}"))
                 continue
         else:
-            default = memory_tolerance if rule.kind in MEMORY_KINDS else tolerance
+            default = (tolerance if rule.kind not in MEMORY_KINDS else
+                       _memory_tolerance(metric, rb, memory_tolerance))
             moved, note = _judge_value(metric, vn, vb, rule.direction, metric_tolerance.get(metric, default), rn, rb)
         if moved and env_diff and metric.removeprefix("standin_") in MACHINE_METRICS:
             rows.append(row(ENV_DIFFERS, metric, vb, vn, env_diff))
@@ -317,6 +324,16 @@ def _compare_pair(rn: dict, rb: dict, tolerance: float, speed_tolerance: float, 
         verdict = REGRESSION if moved < 0 else IMPROVED if moved > 0 else UNCHANGED
         rows.append(row(verdict, metric, vb, vn, note))
     return rows
+
+
+def _memory_tolerance(metric: str, rec: dict, given: float | None) -> float:
+    """The tolerance of a memory metric: the one given, else the host's (a process's peak RSS: `peak_host_mb`,
+    and `peak_memory_mb` of a CPU record) or the device allocator's."""
+    if given is not None:
+        return given
+    host = metric.removeprefix("standin_") == "peak_host_mb" or (
+        metric.removeprefix("standin_") == "peak_memory_mb" and rec["env"].get("device") == "cpu")
+    return HOST_MEMORY_TOLERANCE if host else MEMORY_TOLERANCE
 
 
 def _mismatch_hint(rb: dict, new: list[dict]) -> str | None:
@@ -343,7 +360,7 @@ def _mismatch_hint(rb: dict, new: list[dict]) -> str | None:
 
 def compare(new: list[dict], base: list[dict], tolerance: float = 0.05,
             metric_tolerance: dict[str, float] | None = None, speed_tolerance: float = SPEED_TOLERANCE,
-            memory_tolerance: float = MEMORY_TOLERANCE) -> Report:
+            memory_tolerance: float | None = None) -> Report:
     """Judge every base measurement against its latest rerun in `new` (see the module docstring for the rule)."""
     metric_tolerance = metric_tolerance or {}
     # The latest record of each measurement (one environment's or another's: whichever ran last).
