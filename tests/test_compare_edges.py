@@ -1,0 +1,86 @@
+"""`compare` at its exact edges and in the words it prints: tests that killed mutmut's survivors in bench/compare.py
+(results/mutation/). Values are chosen exactly representable in binary, so "at the bound" means equal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.compare import LOADED, REGRESSION, UNCHANGED, Report, compare
+from bench.env import environment
+from bench.records import make_record
+from bench.streaming import RunningGaussian
+from bench.timing import iteration_summary
+
+ENV = environment("cpu")
+QUIET = {"load_avg_1m": 0.5, "load_avg_5m": 0.5, "cores": 2, "threads": 2, "cpu_model": "x", "cpu_mhz": None,
+         "loaded": False}
+
+
+def speed(seconds: list[float] | None, machine: dict = QUIET, ips: float | None = None) -> dict:
+    metrics, spreads = {"peak_memory_mb": 100.0}, None
+    if seconds is not None:
+        med = sorted(seconds)[len(seconds) // 2]
+        metrics.update(images_per_sec=1 / med, sec_per_batch=med)
+        spreads = {"sec_per_batch": iteration_summary(seconds)}
+    if ips is not None:
+        metrics["images_per_sec"] = ips
+    return make_record(run_id="r", model="m", task="speed", commit="c", env=ENV, machine=machine, metrics=metrics,
+                       protocol={"op": "decode", "batch_size": 1, "precision": "fp32", "iters": 3}, spreads=spreads)
+
+
+def row(new: dict, base: dict, **kw):
+    (r,) = [r for r in compare([new], [base], **kw).rows if r.metric == "images_per_sec"]
+    return r
+
+
+def test_speed_exactly_at_the_bound_is_not_a_change():
+    base = speed([1.0, 1.0, 1.0])
+    at_slow = speed([1.25, 1.25, 1.25])  # fastest new == slowest base x 1.25
+    assert row(at_slow, base, speed_tolerance=0.25).verdict == UNCHANGED
+    at_fast = speed([1.0, 1.0, 1.0])
+    assert row(at_fast, speed([1.25, 1.25, 1.25]), speed_tolerance=0.25).verdict == UNCHANGED
+
+
+def test_a_spread_of_exactly_25_percent_still_counts_as_quiet():
+    wide_at_bound = speed([1.75, 2.0, 2.25])  # (2.25 - 1.75) / 2.0 = 0.25 exactly
+    r = row(wide_at_bound, speed([1.0, 1.0, 1.0]))
+    assert r.verdict == REGRESSION and r.note == "new best 1.75s slower than base worst 1s per image"
+
+
+def test_notes_name_the_side_and_the_numbers():
+    base = speed([1.0, 1.0, 1.0])
+    assert row(speed([1.01, 1.0, 1.02]), base).note == ""  # within the spreads: nothing to say
+    assert row(speed([0.5, 0.5, 0.5]), base).note == "new worst 0.5s faster than base best 1s per image"
+    single = speed([1.0])
+    assert row(speed([1.0]), single).note == "base has no spread"
+    assert row(single, base).note == "new has no spread"
+    assert row(speed([2.0]), base).note == "new has no spread: medians judged with 25% tolerance"
+    busy = dict(QUIET, load_avg_1m=None, loaded=True)  # a machine that said loaded but hid its load average
+    r = row(speed([2.0, 2.0, 2.0], machine=busy), base)
+    assert r.verdict == LOADED and r.note.startswith("new machine loaded: load ? on 2 cores;")
+
+
+def test_a_side_without_timings_is_said_and_not_judged():
+    no_timings = speed(None, ips=0.0)  # no iterations, no seconds, a zero rate: nothing to time by
+    for new, base in ((no_timings, speed([1.0, 1.0, 1.0])), (speed([1.0, 1.0, 1.0]), no_timings)):
+        r = row(new, base)
+        assert (r.verdict, r.note) == (UNCHANGED, "no timings")
+
+
+def test_coverage_error_names_at_most_three_reasons_or_says_none_matched():
+    rep = Report(matched=0, base_total=5, only_base=list("abcde"), mismatch_hints=["h1", "h2", "h3", "h4"])
+    assert rep.coverage_error() == ("only 0 of 5 base measurements matched (at least 50% needed; --min-matched to "
+                                    "change); 5 have no partner here: h1; h2; h3")
+    rep = Report(matched=0, base_total=2, only_base=["a", "b"])
+    assert rep.coverage_error().endswith(
+        "2 have no partner here: no record of the new file measures what the base measured")
+
+
+def test_running_gaussian_needs_two_samples_and_takes_two():
+    g = RunningGaussian(2)
+    g.update(np.array([[1.0, 2.0]]))
+    with pytest.raises(ValueError, match="covariance needs at least 2 samples, got 1"):
+        g.statistics()
+    g.update(np.array([[3.0, 7.0]]))
+    np.testing.assert_allclose(g.statistics()[1], np.cov(np.array([[1.0, 2.0], [3.0, 7.0]]), rowvar=False))
