@@ -331,8 +331,7 @@ def _memory_tolerance(metric: str, rec: dict, given: float | None) -> float:
     and `peak_memory_mb` of a CPU record) or the device allocator's."""
     if given is not None:
         return given
-    host = metric.removeprefix("standin_") == "peak_host_mb" or (
-        metric.removeprefix("standin_") == "peak_memory_mb" and rec["env"].get("device") == "cpu")
+    host = metric == "peak_host_mb" or (metric == "peak_memory_mb" and rec["env"].get("device") == "cpu")
     return HOST_MEMORY_TOLERANCE if host else MEMORY_TOLERANCE
 
 

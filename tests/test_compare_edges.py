@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.compare import LOADED, REGRESSION, UNCHANGED, Report, compare
+from bench.compare import IMPROVED, LOADED, REGRESSION, UNCHANGED, Report, compare
 from bench.env import environment
 from bench.records import make_record
 from bench.streaming import RunningGaussian
@@ -84,3 +84,59 @@ def test_running_gaussian_needs_two_samples_and_takes_two():
         g.statistics()
     g.update(np.array([[3.0, 7.0]]))
     np.testing.assert_allclose(g.statistics()[1], np.cov(np.array([[1.0, 2.0], [3.0, 7.0]]), rowvar=False))
+
+
+def value(v: float, metric: str = "psnr", std: float | None = None) -> dict:
+    spreads = {metric: {"std": std, "n": 5, "method": "seed repeats"}} if std is not None else None
+    return make_record(run_id="r", model="m", task="recon", commit="c", env=ENV, metrics={metric: v},
+                       protocol={"data": "d"}, spreads=spreads)
+
+
+def judged(new: dict, base: dict, **kw):
+    (r,) = compare([new], [base], **kw).rows
+    return r.verdict, r.note
+
+
+def test_values_equal_exactly_at_the_bound_and_not_finite():
+    assert judged(value(4.0), value(4.0), tolerance=0.0) == (UNCHANGED, "")
+    assert judged(value(5.0), value(4.0), tolerance=0.25) == (UNCHANGED, "")  # +1.0 == 25% of 4: not beyond
+    assert judged(value(3.0), value(4.0), tolerance=0.25) == (UNCHANGED, "")
+    assert judged(value(3.0), value(4.0), tolerance=0.2)[0] == REGRESSION
+    inf = float("inf")
+    assert judged(value(inf), value(inf)) == (UNCHANGED, "")  # identical images both times
+    assert judged(value(30.0), value(inf)) == (REGRESSION, "not finite")  # PSNR: higher is better
+    assert judged(value(inf), value(30.0)) == (IMPROVED, "not finite")
+    assert judged(value(inf, "rfid"), value(3.0, "rfid")) == (REGRESSION, "not finite")  # FID: lower is better
+    assert judged(value(3.0, "rfid"), value(inf, "rfid")) == (IMPROVED, "not finite")
+
+
+def test_an_uncertainty_is_named_and_an_infinite_one_is_ignored():
+    assert judged(value(3.2, "gfid", 0.3), value(3.0, "gfid", 0.4)) == (UNCHANGED, "uncertainty +-0.5 (std, combined)")
+    assert judged(value(3.3, "gfid", float("inf")), value(3.0, "gfid")) == (REGRESSION, "")  # +10% > 5%
+
+
+def test_medians_exactly_at_the_no_spread_bound_are_not_a_change():
+    one = speed([1.0])
+    assert row(speed([1.25]), one).verdict == UNCHANGED  # 1.25 == 1.0 x (1 + 25%)
+    assert row(one, speed([1.25])).verdict == UNCHANGED
+    assert row(speed([1.25]), one).note == "base has no spread"
+
+
+def test_bootstrap_replicate_counts_and_seed():
+    from bench.streaming import BootstrapGaussians
+
+    with pytest.raises(ValueError, match="a bootstrap needs at least 2 replicates, got 1"):
+        BootstrapGaussians(2, 1)
+    x = np.random.default_rng(0).normal(size=(50, 2))
+    two, seeded = BootstrapGaussians(2, 2), BootstrapGaussians(2, 2, seed=7)
+    two.update(x)
+    seeded.update(x)
+    assert two.statistics(1)[0].shape == (2,)
+    assert not np.allclose(two.statistics(0)[0], seeded.statistics(0)[0])  # the seed is used
+    # a replicate that drew exactly 2 images has a covariance; one that drew 1 does not
+    b = BootstrapGaussians(2, 2)
+    b.weight[:] = [2.0, 1.0]
+    b.m2[0] = np.eye(2)
+    np.testing.assert_array_equal(b.statistics(0)[1], np.eye(2))
+    with pytest.raises(ValueError, match="bootstrap replicate 1 drew fewer than 2 images"):
+        b.statistics(1)
