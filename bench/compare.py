@@ -20,13 +20,13 @@ seconds per batch. The noise rule:
   base does not excuse a slowdown, nor a loaded new run an improvement.
 * Speed and memory changes between different environments (device, CPU, threads, torch) are "environment
   differs", not regressions.
-* Memory must change by more than the memory tolerance: 10% (relative) for a GPU's allocator peak, 25% for a CPU's
+* Memory must change by more than the memory tolerance: 10% (relative) for a GPU's allocator peak, 30% for a CPU's
   peak resident set, other metrics by more than the tolerance (5%, relative). A CPU peak counts the whole process, and
   a decode's transient activations land partly in heap pages the earlier rows of the run left resident (glibc's arenas
-  and its dynamic mmap threshold), so the same code in the same suite order moved by up to 15% between runs
-  (maskgit_torch_vqgan_512 decode 2295 -> 2640 MB in a fresh smoke run; measured here, titok_s128 decode 1400 -> 1556
-  MB while every encode stayed within 1%), and the same row run alone peaks 26% lower (1666-1702 MB in three fresh
-  processes). 25% is that drift with the margin speed has; a real 30% growth is still a regression. Where records
+  and its dynamic mmap threshold), so the same code in the same suite order moved by up to 20% between runs
+  (maskgit_torch_vqgan_512 decode 2295, 2640 and 2757 MB in three runs, its encode 2254-2274 MB; titok_s128 decode
+  1400 and 1556 MB, every other encode within 1%), and the same row run alone peaks 26-40% lower (1666-1702 MB in
+  three fresh processes). 30% is that drift with a margin; a real 35% growth is still a regression. Where records
   carry an uncertainty (`spreads[metric].std`: seed repeats or a bootstrap), a change must also exceed twice the
   combined standard deviation, sqrt(std_base^2 + std_new^2), so FID within its own uncertainty is not a regression.
 * Nothing passes unchecked: a measurement that worked in the base and now carries an error, a judged metric
@@ -46,8 +46,8 @@ from titok.errors import InputError
 SPEED_TOLERANCE = 0.15  # a real slowdown this large must show beyond both records' spreads (minute-scale drift)
 MEMORY_TOLERANCE = 0.10  # a GPU's allocator peak counts tensors only and repeats to the byte
 # Peak RSS on a CPU counts the whole process (interpreter, libraries, allocator caches) and moves with what ran
-# before in it by up to 15% on the same code (module docstring): judged with this wider tolerance.
-HOST_MEMORY_TOLERANCE = 0.25
+# before in it by up to 20% on the same code (module docstring): judged with this wider tolerance.
+HOST_MEMORY_TOLERANCE = 0.30
 MEMORY_KINDS = ("memory", "host memory", "device memory")
 NO_SPREAD_TOLERANCE = 0.25  # medians alone, with no spread to judge noise by: minute-to-minute drift is ~15%
 WIDE_SPREAD = 0.25  # (max - min) / median of a run's iterations beyond which it was not timed on a quiet machine

@@ -1,7 +1,7 @@
 """`compare`'s bounds, each probed just inside and just outside, with the documented numbers written here.
 
 The module docstring of bench/compare.py promises: speed 15% beyond both records' spreads (25% on medians where a
-record has no spread), memory 10% on a GPU's allocator and 25% for a CPU's peak resident set, other metrics 5%, and
+record has no spread), memory 10% on a GPU's allocator and 30% for a CPU's peak resident set, other metrics 5%, and
 twice the combined std where records carry one. A bound moved in the code (or a `>` turned `>=` far enough to
 matter) makes one of the pairs below flip, so these numbers change only together with the README and the docstring.
 """
@@ -20,7 +20,7 @@ from bench.timing import iteration_summary
 ENV = environment("cpu")
 QUIET = {"load_avg_1m": 0.5, "load_avg_5m": 0.5, "cores": 2, "threads": 2, "cpu_model": "x", "cpu_mhz": None,
          "loaded": False}
-SPEED, NO_SPREAD, MEMORY, HOST_MEMORY, OTHER, SIGMAS, WIDE = 0.15, 0.25, 0.10, 0.25, 0.05, 2.0, 0.25
+SPEED, NO_SPREAD, MEMORY, HOST_MEMORY, OTHER, SIGMAS, WIDE = 0.15, 0.25, 0.10, 0.30, 0.05, 2.0, 0.25
 EPS = 1e-3  # relative step on either side of a bound: far above float rounding, far below any real change
 
 
@@ -78,7 +78,7 @@ def test_a_slowdown_is_excused_as_load_only_beyond_a_25_percent_spread():
 
 @pytest.mark.parametrize(("device", "bound"), [("cpu", HOST_MEMORY), ("cuda", MEMORY)])
 @pytest.mark.parametrize("mem", [1000.0, 37.5])
-def test_memory_bound_is_10_percent_on_a_gpu_and_25_on_a_cpu(mem, device, bound):
+def test_memory_bound_is_10_percent_on_a_gpu_and_30_on_a_cpu(mem, device, bound):
     base = speed([1.0, 1.0, 1.0], mem=mem, device=device)
     for factor, expected in (((1 + bound) * (1 - EPS), UNCHANGED), ((1 + bound) * (1 + EPS), REGRESSION),
                              ((1 - bound) * (1 + EPS), UNCHANGED), ((1 - bound) * (1 - EPS), IMPROVED)):
