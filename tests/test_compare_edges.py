@@ -113,6 +113,8 @@ def test_values_equal_exactly_at_the_bound_and_not_finite():
 def test_an_uncertainty_is_named_and_an_infinite_one_is_ignored():
     assert judged(value(3.2, "gfid", 0.3), value(3.0, "gfid", 0.4)) == (UNCHANGED, "uncertainty +-0.5 (std, combined)")
     assert judged(value(3.3, "gfid", float("inf")), value(3.0, "gfid")) == (REGRESSION, "")  # +10% > 5%
+    # twice the combined std (2 x hypot(0.3, 0.4) = 1.0) exactly equal to the tolerance (25% of 4.0): not named
+    assert judged(value(4.5, std=0.3), value(4.0, std=0.4), tolerance=0.25) == (UNCHANGED, "")
 
 
 def test_medians_exactly_at_the_no_spread_bound_are_not_a_change():
