@@ -4,6 +4,8 @@ bench/compare.py `_iterations` and `_compare_pair` (results/mutation/)."""
 
 from __future__ import annotations
 
+import math
+
 from bench.compare import FAILS_NOW, LOADED, REGRESSION, UNCHANGED, compare
 from bench.env import environment
 from bench.records import make_record
@@ -102,3 +104,54 @@ def test_batches_divide_on_every_path_and_two_legacy_iterations_are_a_spread():
     assert speed_row(legacy(1.0, 0.99, 1.02, batch=4), legacy(1.0, 0.99, 1.02, batch=4)).verdict == UNCHANGED
     # 20% slower with tight spreads of two iterations: beyond the spreads (15%), though within 25% on medians
     assert speed_row(legacy(1.2, 1.2, 1.21, iters=2), legacy(1.0, 0.99, 1.02, iters=2)).verdict == REGRESSION
+
+
+def evaluation(metrics: dict, error: str | None = None, env: dict = ENV) -> dict:
+    return make_record(run_id="r", model="m", task="recon", commit="c", env=env, metrics=metrics,
+                       protocol={"data": "d"}, error=error)
+
+
+def test_every_path_records_its_values_and_goes_on_to_the_next_metric():
+    from bench.compare import IMPROVED, NOT_JUDGED, STILL_FAILING
+
+    base = evaluation({"made_up": 1.0, "psnr": "n/a", "ssim": 0.5, "isc_mean": 100.0, "kid_mean": 0.01,
+                       "precision": 0.8})
+    new = evaluation({"made_up": 2.0, "psnr": 20.0, "isc_mean": "nan", "kid_mean": 0.02, "precision": 0.5})
+    got = {r.metric: (r.verdict, r.base, r.new, r.note) for r in compare([new], [base]).rows}
+    assert got["made_up"] == (NOT_JUDGED, 1.0, 2.0, "no direction known for this metric")
+    assert got["psnr"] == (NOT_JUDGED, None, None, "base value 'n/a' is not a number")
+    assert got["ssim"] == (REGRESSION, 0.5, None, "measured in the base, missing now")
+    assert got["isc_mean"][:2] == (REGRESSION, 100.0) and math.isnan(got["isc_mean"][2])
+    assert got["isc_mean"][3] == "not a number now: 'nan'"
+    assert got["kid_mean"] == (REGRESSION, 0.01, 0.02, "")
+    assert got["precision"] == (REGRESSION, 0.8, 0.5, "")  # judged after all the paths above
+    # errors on either side
+    (r,) = compare([evaluation({}, error="E: still")], [evaluation({}, error="E: then")]).rows
+    assert (r.verdict, r.note) == (STILL_FAILING, "E: still")
+    (r,) = compare([evaluation({"psnr": 20.0})], [evaluation({}, error="E: then")]).rows
+    assert (r.verdict, r.note) == (IMPROVED, "works now; base: E: then")
+    # a per-metric tolerance is that metric's
+    assert compare([evaluation({"psnr": 18.0})], [evaluation({"psnr": 20.0})],
+                   metric_tolerance={"psnr": 0.2}).rows[0].verdict == UNCHANGED
+
+
+def test_loaded_and_other_environment_rows_keep_both_values_and_the_next_metric():
+    from bench.compare import ENV_DIFFERS, IMPROVED
+
+    busy = dict(QUIET, load_avg_1m=6.0, loaded=True)
+    base = record({"images_per_sec": 1.0, "sec_per_batch": 1.0, "peak_memory_mb": 100.0}, seconds=[1.0, 1.0, 1.0])
+    slow = record({"images_per_sec": 0.5, "sec_per_batch": 2.0, "peak_memory_mb": 200.0}, seconds=[2.0, 2.0, 2.0])
+    slow["machine"] = busy
+    got = {r.metric: (r.verdict, r.base, r.new) for r in compare([slow], [base]).rows}
+    assert got == {"images_per_sec": (LOADED, 1.0, 0.5), "peak_memory_mb": (REGRESSION, 100.0, 200.0)}
+    loaded_base = dict(base, machine=busy)
+    fast = record({"images_per_sec": 2.0, "sec_per_batch": 0.5, "peak_memory_mb": 200.0}, seconds=[0.5, 0.5, 0.5])
+    got = {r.metric: (r.verdict, r.base, r.new, r.note) for r in compare([fast], [loaded_base]).rows}
+    assert got["images_per_sec"][:3] == (LOADED, 1.0, 2.0) and got["images_per_sec"][3].startswith(
+        "base machine loaded: load 6.0 on 2 cores; new worst")
+    assert got["peak_memory_mb"][:3] == (REGRESSION, 100.0, 200.0)
+    other = dict(fast, env=dict(ENV, torch="9.9"))
+    got = {r.metric: (r.verdict, r.base, r.new) for r in compare([other], [base]).rows}
+    assert got == {"images_per_sec": (ENV_DIFFERS, 1.0, 2.0), "peak_memory_mb": (ENV_DIFFERS, 100.0, 200.0)}
+    rows = compare([dict(fast, machine=busy)], [base]).rows
+    assert {r.metric: r.verdict for r in rows}["images_per_sec"] == IMPROVED  # load never speeds a run up
