@@ -117,6 +117,41 @@ def latest_records(records: list[dict]) -> list[dict]:
     return [rec for i, rec in enumerate(records) if i in keep]
 
 
+# The protocol fields that tell apart the measurements of ONE run of a suite (op, batch, precision, options, data
+# set and size). Two records equal in these (and in model, task, weights, environment) are one measurement even
+# when a later commit's protocol gained or changed other fields (sampling settings written out, a resize mode).
+IDENTITY = ("op", "options", "batch_size", "precision", "resolution", "data", "num_images", "num_samples")
+
+
+def _identity(rec: dict) -> str:
+    protocol = rec["protocol"]
+    return json.dumps([rec["model"], rec["task"], rec["weights_tag"], _environment(rec),
+                       [protocol.get(k) for k in IDENTITY]], sort_keys=True)
+
+
+def superseded(records: list[dict]) -> list[dict]:
+    """The records, among `records`, that a later commit measured again under a newer protocol: another record of
+    the same identity (model, task, weights, environment and IDENTITY fields) comes from another commit, is newer,
+    and has another measurement key. Such a record is its protocol's latest, but nobody runs that protocol any
+    more: tables leave it out (otherwise one setting shows two rows, the old protocol's and the new one's) and
+    `compare` does not ask a fresh run to match it. A measurement a later commit did not redo at all is kept."""
+    newest: dict[str, dict] = {}
+    for rec in records:
+        key = _identity(rec)
+        if key not in newest or record_time(rec) >= record_time(newest[key]):
+            newest[key] = rec
+    return [rec for rec in records
+            if (last := newest[_identity(rec)]) is not rec and last.get("git_commit") != rec.get("git_commit")
+            and record_time(last) > record_time(rec) and measurement_key(last) != measurement_key(rec)]
+
+
+def current_records(records: list[dict]) -> list[dict]:
+    """`latest_records` without the superseded ones: one record per measurement that the latest code still makes."""
+    latest = latest_records(records)
+    old = {id(r) for r in superseded(latest)}
+    return [r for r in latest if id(r) not in old]
+
+
 def append_record(path: str | Path, record: dict) -> None:
     """Append one record as one line, whole or not at all; earlier lines are never rewritten."""
     missing = [k for k in REQUIRED if k not in record]

@@ -22,7 +22,7 @@ import torch
 from tabulate import tabulate
 
 from bench.paper import PUBLISHED, SOURCES
-from bench.records import latest_records
+from bench.records import current_records
 from titok.errors import InputError
 from titok.registry import get_spec
 
@@ -133,8 +133,10 @@ def select_records(records: list[dict]) -> list[dict]:
     table and a figure made from the same file always show the same measurements. Records of tasks no table
     shows (stats, train) are left out; error records stay (the speed table lists them). A file holding several
     commits' runs gives one row per measurement: the latest run's (bench/records.py `latest_records`; the earlier
-    ones are what `titok-bench history` shows)."""
-    return [r for r in latest_records(records) if r.get("task") in ("recon", "gen", "speed")]
+    ones are what `titok-bench history` shows). A measurement a later commit redid under a newer protocol (its
+    sampling settings written out, another resize) shows that commit's record only (`current_records`), not one
+    row per protocol with the same visible settings."""
+    return [r for r in current_records(records) if r.get("task") in ("recon", "gen", "speed")]
 
 
 def model_facts(name: str) -> dict:

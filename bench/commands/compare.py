@@ -12,7 +12,15 @@ from __future__ import annotations
 
 import sys
 
-from bench.compare import MEMORY_TOLERANCE, MIN_MATCHED_SHARE, SPEED_TOLERANCE, UNCHANGED, CoverageError, compare
+from bench.compare import (
+    HOST_MEMORY_TOLERANCE,
+    MEMORY_TOLERANCE,
+    MIN_MATCHED_SHARE,
+    SPEED_TOLERANCE,
+    UNCHANGED,
+    CoverageError,
+    compare,
+)
 from bench.records import read_records
 from titok.errors import InputError
 
@@ -33,12 +41,14 @@ def add_parser(sub) -> None:
                    help="relative change allowed for quality metrics (default 0.05)")
     p.add_argument("--speed-tolerance", type=float, default=SPEED_TOLERANCE,
                    help=f"how far beyond both records' spreads a speed change must go (default {SPEED_TOLERANCE})")
-    p.add_argument("--memory-tolerance", type=float, default=MEMORY_TOLERANCE,
-                   help=f"relative change allowed for peak memory (default {MEMORY_TOLERANCE})")
+    p.add_argument("--memory-tolerance", type=float, default=None,
+                   help=f"relative change allowed for peak memory (default {MEMORY_TOLERANCE} for a GPU's allocator "
+                   f"peak, {HOST_MEMORY_TOLERANCE} for a CPU's peak resident set)")
     p.add_argument("--metric-tolerance", action="append", metavar="NAME=VALUE", help="per metric, e.g. psnr=0.01")
     p.add_argument("--min-matched", type=_share, default=MIN_MATCHED_SHARE,
                    help=f"share of base measurements that must match (default {MIN_MATCHED_SHARE})")
-    p.add_argument("--all", action="store_true", help="also list unchanged measurements")
+    p.add_argument("--all", action="store_true", help="also list unchanged measurements, and the base's older-"
+                   "protocol records left out")
     p.set_defaults(func=run)
 
 
@@ -72,4 +82,6 @@ def run(args) -> int:
         print(f"{'base only':<20} {s}")
     for s in rep.only_new:
         print(f"{'new only':<20} {s}")
+    for s in rep.retired if args.all else ():
+        print(f"{'older protocol':<20} {s}")
     return 1 if rep.regressions else 0
