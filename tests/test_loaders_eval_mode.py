@@ -4,7 +4,6 @@ batch. Training builds through `titok.registry.create` and switches to train mod
 from __future__ import annotations
 
 import pytest
-import torch
 
 import baselines
 import titok

@@ -107,8 +107,13 @@ class TokenizerConfig(ConfigMixin):
     use_l2_norm: bool = True
     legacy_layout: bool = True  # the release's legacy encoder reshape and proxy-code FFN head
     pixel_decoder: VQGANConfig | None = VQGANConfig()  # two-stage only
+    # "release": the release's init pass over encoder and decoder (titok.tokenizer.release_init, pinned by
+    # init_stats.json); "torch": PyTorch's module defaults, ours (tiny unnormalised VQs train more reliably from it).
+    init_scheme: str = "release"
 
     def __post_init__(self) -> None:
+        if self.init_scheme not in ("release", "torch"):
+            raise ConfigError(f"init_scheme must be 'release' or 'torch', got {self.init_scheme!r}")
         if self.quantizer not in ("vq", "vae"):
             raise ConfigError(f"quantizer must be 'vq' or 'vae', got {self.quantizer!r}")
         if self.image_size % self.patch_size:

@@ -33,8 +33,9 @@ class TiTokTokenizer(Tokenizer):
         proxy = c.pixel_decoder.codebook_size if c.pixel_decoder else 1024
         self.decoder = TiTokDecoder(c.decoder, c.image_size, c.patch_size, c.num_tokens, c.token_size,
                                     c.legacy_layout, proxy)
-        self.encoder.apply(release_init)
-        self.decoder.apply(release_init)
+        if c.init_scheme == "release":
+            self.encoder.apply(release_init)
+            self.decoder.apply(release_init)
         self.quantize = None if vae else VectorQuantizer(c.codebook_size, c.token_size, c.use_l2_norm)
         if c.pixel_decoder is not None:
             self.pixel_quantize = VectorQuantizer(c.pixel_decoder.codebook_size, c.pixel_decoder.z_channels)

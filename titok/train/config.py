@@ -33,6 +33,9 @@ class ModelSection(ConfigMixin):
     teacher_weights: str = ""  # its weights (the release's maskgit-vqgan-imagenet-f16-256.bin)
     tokenizer: str = ""  # generator: tokenizer preset ("" = the generator preset's paired tokenizer)
     tokenizer_weights: str = ""
+    # a new tokenizer's init: "release" (the release's init pass, the default) or "torch" (PyTorch's module
+    # defaults, ours: the tiny unnormalised VQ of the learning tests collapses its codebook from the release's)
+    init: str = "release"
 
 
 @dataclass(frozen=True)

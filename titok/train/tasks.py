@@ -294,8 +294,8 @@ class GeneratorTask(Task):
 
 
 # ------------------------------------------------------------------------------------------- building
-def _load(kind: str, preset: str, weights: str, family: str | None = None) -> nn.Module:
-    return create(kind, preset, weights or None, family=family)
+def _load(kind: str, preset: str, weights: str, family: str | None = None, **overrides) -> nn.Module:
+    return create(kind, preset, weights or None, family=family, **overrides)
 
 
 def matching_teacher(tokenizer: nn.Module) -> str:
@@ -329,7 +329,10 @@ def build_task(config: TrainConfig, architecture_only: bool = False) -> Task:
                               f"fit generator {mc.preset} ({gen.num_tokens} tokens, codebook {gen.codebook_size})")
         return GeneratorTask(config, gen, tok, use_cache=bool(config.data.tokens))
 
-    tok = _load("tokenizer", mc.preset, mc.init_weights, family="titok")
+    if mc.init not in ("release", "torch"):
+        raise ConfigError(f"model.init must be 'release' or 'torch', got {mc.init!r}")
+    tok = _load("tokenizer", mc.preset, mc.init_weights, family="titok",
+                **({} if mc.init == "release" else {"init_scheme": mc.init}))
     two_stage = tok.config.two_stage
     if mc.task in ("proxy_codes", "decoder_finetune") and not two_stage:
         raise ConfigError(f"{mc.task} trains two-stage tokenizers; {mc.preset} decodes pixels: use single_stage")
