@@ -3,6 +3,7 @@
 - the option really changes the compute dtype: the network's Linear layers compute in bf16, and what the model
   hands back is float32;
 - the VQ nearest-code search stays float32 under it (a crowded codebook where bf16 distances pick other codes);
+- the layer measured to carry bf16's error (the pixel decoder's conv_in, `keep_fp32`) computes in float32 under it;
 - the default stays fp32 and bit-identical to a model the options were never applied to, also after a bf16 round;
 - speed records say which precision they computed in, bf16 included, on CPU.
 No timed assertions: the speed ratios are measured by bench/bf16_check.py, not by tests.
