@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import tempfile
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     env = environment("cpu")
     report = {"env": env, "cpu_bf16_flags": cpu_bf16_flags(), "cpu_capability": cpu_capability(),
               "weights": "random", "rows": []}
-    for preset in a.presets.split(","):
+    for preset in filter(None, a.presets.split(",")):  # --presets "": the stand-in FID alone
         for row in tokenizer_rows(preset, a.encode_batch, a.decode_batch, a.rounds):
             report["rows"].append(row)
             print(json.dumps(row), flush=True)
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             report["fid"] = standin_fid(a.fid_images, a.bootstrap, Path(tmp))
         print(json.dumps(report["fid"]), flush=True)
-    command = "PYTHONPATH=. OMP_NUM_THREADS=1 python -m bench.bf16_check " + " ".join(argv or sys.argv[1:])
+    command = "PYTHONPATH=. OMP_NUM_THREADS=1 python -m bench.bf16_check " + shlex.join(argv or sys.argv[1:])
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"bf16-vs-fp32-{env_tag(env)}"

@@ -3,6 +3,7 @@
 - the option really changes the compute dtype: the network's Linear layers compute in bf16, and what the model
   hands back is float32;
 - the VQ nearest-code search stays float32 under it (a crowded codebook where bf16 distances pick other codes);
+- the layer measured to carry bf16's error (the pixel decoder's conv_in, `keep_fp32`) computes in float32 under it;
 - the default stays fp32 and bit-identical to a model the options were never applied to, also after a bf16 round;
 - speed records say which precision they computed in, bf16 included, on CPU.
 No timed assertions: the speed ratios are measured by bench/bf16_check.py, not by tests.
@@ -179,3 +180,28 @@ def test_cpu_bf16_detection_and_doctor_line():
     assert cpu_bf16_flags() == want
     line = next(line for line in stack_report()[0] if line.startswith("CPU: "))
     assert (f"native bf16 ({', '.join(want)})" in line) if want else ("no native bf16" in line)
+
+
+@torch.no_grad()
+def test_pixel_decoders_first_conv_stays_fp32_under_bf16_option():
+    """The layer measured to carry bf16's error (bench/bf16_layers.py) computes in float32 under bf16, while the
+    convolutions after it still compute in bf16; applying fp32 again removes the wrapper, and a second bf16 round
+    does not stack a second one."""
+    torch.manual_seed(0)
+    tok = titok.load_tokenizer("titok_tiny_2stage").eval()
+    codes = torch.randint(0, tok.codebook_size, (2, tok.num_tokens), generator=torch.Generator().manual_seed(1))
+    first, later = tok.pixel_decoder.conv_in, tok.pixel_decoder.conv_out
+    seen: dict[str, torch.dtype] = {}
+    handles = [m.register_forward_hook(lambda _m, _i, out, k=k: seen.__setitem__(k, out.dtype))
+               for k, m in (("first", first), ("later", later))]
+    for _ in range(2):
+        apply_inference_options(tok, {"precision": "bf16"})
+        tok.decode(codes)
+        assert seen == {"first": torch.float32, "later": torch.bfloat16}
+    assert "_keeps_fp32" not in getattr(first.forward, "__wrapped__", lambda: None).__dict__  # one wrapper, not two
+    apply_inference_options(tok, {})
+    assert "forward" not in first.__dict__
+    tok.decode(codes)
+    assert seen == {"first": torch.float32, "later": torch.float32}
+    for h in handles:
+        h.remove()

@@ -22,6 +22,9 @@ checkpoint means, and two numbers measured with different options are still the 
                   back float32. Unlike the other options it changes results beyond float tolerance (a few percent
                   of encoded tokens differ); the VQ nearest-code search stays float32 whatever the precision
                   (titok/quantizer.py). Worth it on CPUs with native bf16 (`cpu_bf16_flags`: avx512_bf16, AMX).
+                  A module whose `keep_fp32` attribute is True runs in float32 (autocast off, floating inputs
+                  cast to float32) under any precision: the layers whose bf16 error was measured to move results
+                  (bench/bf16_layers.py; today the two-stage pixel decoder's first convolution).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # caches the casts of parameters until its outermost context exits): 1.4x on titok_l32 sampling at batch 1 here.
 # The sampler's own arithmetic has no matrix product, so autocast leaves it in float32.
 PRECISION_METHODS = (*COMPILED_METHODS, "generate")
+KEEP_FP32 = "keep_fp32"  # the module attribute that keeps a layer in float32 whatever the precision option
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of x86 CPUs with bf16 dot products
 
 
@@ -103,6 +107,8 @@ def apply_inference_options(model: nn.Module, options: InferenceOptions | dict |
         model.__dict__.pop(name, None)
     for m in model.modules():
         m.inference_options = options
+        if getattr(m.__dict__.get("forward"), "_keeps_fp32", False):  # undo an earlier precision's wrapper
+            del m.forward
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     fmt = torch.channels_last if options.channels_last else torch.contiguous_format
     for conv in convs:
@@ -116,7 +122,26 @@ def apply_inference_options(model: nn.Module, options: InferenceOptions | dict |
         for name in PRECISION_METHODS:
             if hasattr(type(model), name):
                 setattr(model, name, _in_precision(model, getattr(model, name), PRECISIONS[options.precision]))
+        for m in model.modules():
+            if getattr(m, KEEP_FP32, False):
+                m.forward = _in_float32(m.forward)
     return model
+
+
+def _in_float32(forward):
+    """A module's `forward` run with autocast off on float32 copies of its floating inputs (output float32)."""
+
+    @functools.wraps(forward)
+    def run(*args, **kwargs):
+        args = [a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args]
+        device = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
+        autocast = (torch.autocast(device_type=device.type, enabled=False) if device.type in ("cpu", "cuda")
+                    else contextlib.nullcontext())
+        with autocast:
+            return forward(*args, **kwargs)
+
+    run._keeps_fp32 = True
+    return run
 
 
 def _in_precision(model: nn.Module, method, dtype: torch.dtype):
