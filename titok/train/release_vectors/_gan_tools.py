@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from titok.train.config import LossSection
-from titok.train.recipes import is_release, list_recipes, load_recipe, read_recipe
+from titok.train.recipes import is_release, load_recipe
 from titok.train.release_vectors import Result
+from titok.train.release_vectors._release_models import recipes_citing
 
 LOSS_RTOL, LOSS_ATOL = 1e-5, 1e-7  # pure loss arithmetic (the recording's README)
 DISC_ATOL = 1e-4  # discriminator logits, absolute
@@ -101,9 +102,8 @@ def loss_section(losses: dict, lecam_decay: float | None = None) -> tuple[LossSe
 def recipe_results(file: str, release_config: str, lc: LossSection, keys: set[str]) -> list[Result]:
     """Every release recipe of ours that cites `release_config` must hold its loss settings."""
     out = []
-    for name in list_recipes():
-        files = read_recipe(name).get("recipe", {}).get("release_files", [])
-        if not files or files[0] != release_config or not is_release(name):
+    for name in recipes_citing(release_config):
+        if not is_release(name):
             continue
         ours = load_recipe(name).loss
         diff = {k: (getattr(ours, k), getattr(lc, k)) for k in sorted(keys) if getattr(ours, k) != getattr(lc, k)}

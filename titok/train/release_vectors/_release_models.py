@@ -14,14 +14,20 @@ from titok.train.recipes import list_recipes, load_recipe, read_recipe
 from titok.train.tasks import Task, build_task
 
 
-def recipe_for(release_config: str) -> str | None:
-    """Our recipe whose first cited release file is `release_config` (e.g. configs/training/TiTok/stage1/
-    titok_l32.yaml -> titok_l32_stage1); None when no recipe reproduces that config."""
+def recipes_citing(release_config: str) -> list[str]:
+    """Our recipes whose first cited release file is `release_config`, in list_recipes() order."""
+    out = []
     for name in list_recipes():
         files = read_recipe(name).get("recipe", {}).get("release_files", [])
         if files and files[0] == release_config:
-            return name
-    return None
+            out.append(name)
+    return out
+
+
+def recipe_for(release_config: str) -> str | None:
+    """Our recipe whose first cited release file is `release_config` (e.g. configs/training/TiTok/stage1/
+    titok_l32.yaml -> titok_l32_stage1); None when no recipe reproduces that config."""
+    return next(iter(recipes_citing(release_config)), None)
 
 
 def meta_task(config: TrainConfig) -> Task:

@@ -21,7 +21,7 @@ from titok.quantizer import DiagonalGaussian, QuantizerOutput, VectorQuantizer
 from titok.registry import get_spec
 from titok.train.config import TrainConfig
 from titok.train.discriminator import LeCamEMA
-from titok.train.recipes import list_recipes, load_recipe, read_recipe
+from titok.train.recipes import load_recipe
 from titok.train.release_vectors import Result
 from titok.train.release_vectors._gan_tools import (
     DISC_ATOL,
@@ -36,6 +36,7 @@ from titok.train.release_vectors._gan_tools import (
     tensor,
     weights,
 )
+from titok.train.release_vectors._release_models import recipe_for
 from titok.train.release_vectors.gan import disc_results, generator_results, load_discriminator
 from titok.train.tasks import build_perceptual, proxy_code_terms
 
@@ -141,11 +142,8 @@ def check_single_stage(folder: Path, entry: dict) -> list[Result]:
 
 
 def _preset_for(release_config: str) -> str | None:
-    for name in list_recipes():
-        files = read_recipe(name).get("recipe", {}).get("release_files", [])
-        if files and files[0] == release_config:
-            return load_recipe(name).model.preset
-    return None
+    name = recipe_for(release_config)
+    return None if name is None else load_recipe(name).model.preset
 
 
 def check_stage1(folder: Path, entry: dict) -> list[Result]:
