@@ -10,6 +10,7 @@ import logging
 import os
 import random
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -46,15 +47,19 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-def setup(device: str = "auto") -> DistContext:
-    """Join the process group torchrun describes (if any) and pick this rank's device."""
+def setup(device: str = "auto", timeout: timedelta | None = None) -> DistContext:
+    """Join the process group torchrun describes (if any) and pick this rank's device.
+
+    `timeout` bounds every collective of the group (torch's default, 10 minutes for nccl and 30 for gloo, when
+    None): a rank that died or hangs then ends the run with an error instead of blocking the others forever."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local_rank)
     if world > 1 and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        kwargs = {"timeout": timeout} if timeout is not None else {}
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", **kwargs)
         log.info("rank %d/%d joined (%s, %s)", rank, world, dist.get_backend(), dev)
     return DistContext(rank, world, local_rank, dev)
 
