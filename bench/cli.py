@@ -84,6 +84,8 @@ def cmd_run(args) -> int:
             r.settings["inception_weights"] = args.inception_weights
         if args.strict:
             r.settings["strict"] = True
+        if args.save_images:
+            r.settings["save_images"] = True
     check_paths(suite)
     device = _device(args.device)
     out = output_folder(args.out)
@@ -212,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception-weights", default=None, help=INCEPTION_HELP + " (for every metric of the suite)")
     add_offline_flag(p)
     p.add_argument("--strict", action="store_true", help="an unreadable image is an error instead of skipped")
+    p.add_argument("--save-images", action="store_true",
+                   help="gen runs also write their samples as PNGs (scoring is in memory either way)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override a suite value, e.g. --set defaults.iters=5 --set vars.IMAGENET_VAL=/data/val")
     p.set_defaults(func=cmd_run)
