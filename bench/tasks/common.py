@@ -16,13 +16,23 @@ from titok.progress import number, track
 from titok.registry import create, get_spec
 from titok.released import RELEASED, fetch_released
 from titok.train.checkpoint import TOKENIZER_META, TOKENIZER_SHA_META
+from titok.train.distributed import DistContext
 
 log = logging.getLogger(__name__)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def single_process(device: torch.device | str = "cpu") -> DistContext:
+    """The DistContext of a run that is not under torchrun: rank 0 of 1."""
+    return DistContext(0, 1, 0, torch.device(device))
+
+
 @dataclass
 class RunContext:
+    """One `titok-bench run`: where it writes, its device and environment block, and its place among torchrun's
+    ranks (`dist`; rank 0 of 1 outside torchrun). Under torchrun every rank holds one, with the same run_id
+    (rank 0's, broadcast), and only rank 0 writes: records, the resolved suite, tables, progress."""
+
     out_dir: Path
     run_id: str
     device: torch.device
@@ -31,14 +41,24 @@ class RunContext:
     progress: bool = False
     limit: int | None = None  # --limit: caps images / samples per run, for quick looks
     records: list[dict] = field(default_factory=list)
+    dist: DistContext = field(default_factory=single_process)
 
     @property
     def results_path(self) -> Path:
         return self.out_dir / "results.jsonl"
 
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run's outputs (rank 0, or the only process)."""
+        return self.dist.is_main
+
     def emit(self, **kwargs) -> dict:
+        """Make a record; rank 0 appends it to results.jsonl, other ranks only return it (and keep it in
+        `records`, so every rank's progress and summary see the same list). Under torchrun the values passed in
+        are already the whole set's (reduced across ranks by the task), so rank 0's record is the run's."""
         rec = make_record(run_id=self.run_id, env=self.env, commit=self.commit, **kwargs)
-        append_record(self.results_path, rec)
+        if self.is_main:
+            append_record(self.results_path, rec)
         self.records.append(rec)
         return rec
 
@@ -146,3 +166,27 @@ def inception_for(settings: dict, ctx: RunContext):
 
     path = ctx.out_dir / "standin-inception" / "standin-seed0.pth"
     return path if path.is_file() else make_standin_inception_weights(path, seed=0)
+
+
+def measured_on_main(task):
+    """A task that measures one device (speed, training speed) run under torchrun: rank 0 measures and emits while
+    the other ranks wait, then every rank holds rank 0's records. Splitting a timing over ranks would time N
+    devices' batches as one; running it on every rank would time N copies competing for one host's cores and
+    disks. The waiting ranks wait inside `together`, so rank 0's failure ends them too, and within the group's
+    timeout (TITOK_BENCH_DIST_TIMEOUT_S): a speed run longer than it needs a larger one."""
+
+    def run(spec, ctx: RunContext) -> None:
+        from bench.distributed import broadcast_from_main, together
+
+        if not ctx.dist.distributed:
+            return task(spec, ctx)
+        done = len(ctx.records)
+        with together(f"{spec.task} (measured on rank 0)"):
+            if ctx.is_main:
+                task(spec, ctx)
+        made = broadcast_from_main(ctx.records[done:] if ctx.is_main else None)
+        if not ctx.is_main:
+            ctx.records.extend(made)
+
+    run.__doc__ = task.__doc__
+    return run
