@@ -159,13 +159,18 @@ def parameter_millions(model: torch.nn.Module) -> float:
 
 
 def inception_for(settings: dict, ctx: RunContext):
-    """The Inception weights a metric task uses: the suite's file, or the run's seeded stand-in (made once)."""
+    """The Inception weights a metric task uses: the suite's file, or the run's seeded stand-in (made once, by rank 0
+    under torchrun while the others wait for it: COLLECTIVE, so outside any `together` block)."""
     if settings["inception_weights"] != "standin":
         return settings["inception_weights"]
+    from bench.distributed import barrier
     from bench.inception import make_standin_inception_weights
 
     path = ctx.out_dir / "standin-inception" / "standin-seed0.pth"
-    return path if path.is_file() else make_standin_inception_weights(path, seed=0)
+    if ctx.is_main and not path.is_file():
+        make_standin_inception_weights(path, seed=0)
+    barrier()
+    return path
 
 
 def measured_on_main(task):
@@ -190,3 +195,63 @@ def measured_on_main(task):
 
     run.__doc__ = task.__doc__
     return run
+
+
+class _Positioned(torch.utils.data.Dataset):
+    """The items `indices` of an image folder, each labelled with its position in the whole folder instead of its
+    class: the positions come back with the images (through DataLoader workers, unreadable files dropped), and the
+    metrics key their per-image randomness and their gathering order by them. `skipped` is the folder's own list,
+    so unreadable files are counted where they always were."""
+
+    def __init__(self, data, indices: list[int]):
+        self.data, self.indices = data, indices
+        self.skipped = data.skipped
+        self.strict = getattr(data, "strict", False)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def read(self, i: int):
+        from titok.data.images import Unreadable
+
+        item = self.data.read(self.indices[i])
+        return item if isinstance(item, Unreadable) else (item[0], self.indices[i])
+
+
+def rank_workers(local_world: int | None = None) -> int:
+    """Decoding processes per rank: the host's default shared among the ranks torchrun put on it."""
+    import os
+
+    from titok.data.images import default_num_workers
+
+    local_world = local_world or int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(0, (default_num_workers() + 1) // max(1, local_world) - 1)
+
+
+def rank_image_batches(data, batch_size: int, dist: DistContext, progress: bool = False, desc: str = "images",
+                       num_workers: int | None = None):
+    """This rank's share of an image set: (uint8 (B,3,H,W), positions (B,) int64) batches in order.
+
+    The set is cut into global batches [j*B, (j+1)*B) and rank r reads those with j % world == r
+    (bench.distributed.rank_batches), so with no unreadable files every image is in the batch it has in one
+    process. Positions are indices into `data`; they are what the metrics' `indices` take, so results do not
+    depend on which rank read an image. One process reads every batch: the loop of before, positions added.
+    `num_workers`: decoding processes of this rank (default: the host's default, shared among its ranks).
+    """
+    from bench.distributed import rank_batches
+    from titok.data.images import TensorImages, iter_image_batches
+    from titok.progress import Progress
+
+    batches = rank_batches(len(data), batch_size, dist.rank, dist.world_size)
+    if isinstance(data, TensorImages):  # in memory: slices, no workers
+        with Progress(sum(len(b) for b in batches), desc, "img", progress) as bar:
+            for b in batches:
+                yield data.batch(b.start, b.stop)[0], torch.arange(b.start, b.stop, dtype=torch.int64)
+                bar.update(len(b))
+        return
+    mine = _Positioned(data, [i for b in batches for i in b])
+    if not len(mine):
+        return
+    if num_workers is None and dist.distributed:
+        num_workers = rank_workers()
+    yield from iter_image_batches(mine, batch_size, progress, desc, num_workers)
