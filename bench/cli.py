@@ -267,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="generator preset (default: the one a trained --weights file names)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--labels", type=class_labels, help="comma-separated ImageNet class ids, cycled")
-    p.add_argument("--num", type=positive_int, default=None, help="number of samples (default: one per label, or 8)")
+    # --num-samples: under torchrun `--num` is refused by torchrun's own parser (a prefix of its --numa-binding).
+    p.add_argument("--num", "--num-samples", dest="num", type=positive_int, default=None,
+                   help="number of samples (default: one per label, or 8); --num-samples under torchrun")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
