@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.distributed import broadcast_from_main, current, rank_batches, together
+from bench.distributed import broadcast_from_main, rank_batches, together
 from bench.suite import RunSpec
 from bench.tasks.common import (
     RunContext,
@@ -254,16 +254,13 @@ def run_gen(spec: RunSpec, ctx: RunContext) -> None:
     n = min(s["num_samples"], ctx.limit) if ctx.limit else s["num_samples"]
     if s["checkpoint_every"] < 1:
         raise InputError(f"checkpoint_every must be a number of batches >= 1, got {s['checkpoint_every']}")
-    dctx = _dist(ctx)
+    dctx = ctx.dist
     metrics = ("fid", "sfid", "isc", *[m for m in s["metrics"] if m in ("kid", "prc")])
     reference_protocol = {}
     if s["reference"]:
         reference_protocol = read_protocol(s["reference"])  # reads and checks the file itself first
     require_torch_fidelity()
-    with together("the stand-in Inception weights"):  # rank 0 makes the file; the others then read it
-        inception_weights = inception_for(s, ctx) if dctx.is_main else None
-    with together("the stand-in Inception weights"):
-        inception_weights = inception_weights or inception_for(s, ctx)
+    inception_weights = inception_for(s, ctx)  # collective: rank 0 makes a stand-in, the others wait for it
     extractor = inspect_weights(resolve_inception_weights(inception_weights))
     for preset in ctx.each_model(spec.models, "gen"):
         start, memory = time.perf_counter(), PeakMemory(ctx.device)
@@ -312,11 +309,6 @@ def run_gen(spec: RunSpec, ctx: RunContext) -> None:
         log.debug("gen %s: %.1f s from load to record", preset, time.perf_counter() - start)
         ctx.emit(model=preset, task="gen", metrics=values, protocol=protocol, weights_tag=tag, spreads=spreads)
         free(gen, tok, acc)
-
-
-def _dist(ctx: RunContext):
-    """The run's place among the torchrun ranks (RunContext.dist; the process group itself otherwise)."""
-    return getattr(ctx, "dist", None) or current()
 
 
 def _sample_and_score(gen, tok, acc, ckpt: GenCheckpoint, n: int, s: dict, dctx, sample_dir: Path | None,
