@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from titok.data.files import tmp_name
+from titok.data.files import TMP_SUFFIX, tmp_name
 from titok.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,10 @@ class GenCheckpoint:
                              f"to start over.")
 
     def load(self) -> tuple[dict | None, list[int]]:
-        """(state dict, global batch numbers it holds), or (None, []) when there is nothing usable to resume."""
+        """(state dict, global batch numbers it holds), or (None, []) when there is nothing usable to resume.
+        Temporary files a killed write of this rank left behind are removed (no other rank writes them)."""
+        for tmp in self.folder.glob(f".{self.path.name}.*{TMP_SUFFIX}") if self.folder.is_dir() else ():
+            tmp.unlink(missing_ok=True)
         if not self.path.is_file():
             return None, []
         try:
