@@ -105,6 +105,7 @@ def test_save_images_writes_the_png_path_bytes_and_scores_the_same(tmp_path, sta
     assert quality(second) == first
 
 
+@pytest.mark.slow  # four runs of the suite
 def test_a_run_stopped_part_way_resumes_from_its_checkpoint_to_the_same_numbers(tmp_path, standin_inception,
                                                                                 monkeypatch):
     import bench.tasks.gen as gen_task
