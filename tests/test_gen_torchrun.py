@@ -1,5 +1,5 @@
-"""In-memory gFID under torchrun: 2 processes killed with SIGKILL part-way, then resumed, give the numbers of one
-unbroken process; a resume under another world size is refused.
+"""In-memory gFID under torchrun: 2 processes killed with SIGKILL part-way, then resumed, give the numbers and the
+sample bytes of one unbroken process; a resume under another world size is refused.
 
 The reference is a 1-process run of the same suite in this test (in this process, via `main`); the 2-process runs
 are real `torchrun --standalone --nproc_per_node 2 -m bench run ...` subprocesses on gloo.
@@ -70,7 +70,7 @@ def done_batches(state: Path) -> list[int]:
 def test_two_processes_killed_and_resumed_score_what_one_process_does(tmp_path, standin_inception, capsys):
     # 24 samples in batches of 3: 8 batches, 4 per rank; each rank checkpoints after every batch.
     suite = gen_suite(tmp_path, standin_inception, n=24, batch=3, extra="checkpoint_every = 1\n")
-    assert main(["run", "--suite", suite, "--out", str(tmp_path / "one"), "--quiet"]) == 0
+    assert main(["run", "--suite", suite, "--out", str(tmp_path / "one"), "--quiet", "--save-images"]) == 0
     [one] = read_records(tmp_path / "one" / "results.jsonl").records
 
     out = tmp_path / "two"
@@ -93,7 +93,8 @@ def test_two_processes_killed_and_resumed_score_what_one_process_does(tmp_path, 
     assert main([*args]) == 2
     assert "under 2 process(es)" in capsys.readouterr().err
 
-    resumed = torchrun(args)
+    # The resume also keeps the PNGs: the batches scored before the kill are sampled again for their files only.
+    resumed = torchrun([*args, "--save-images"])
     log = resumed.communicate(timeout=180)[0]
     assert resumed.returncode == 0, log
     [two] = read_records(out / "results.jsonl").records  # one record, by rank 0
@@ -105,3 +106,7 @@ def test_two_processes_killed_and_resumed_score_what_one_process_does(tmp_path, 
     for k, v in quality.items():  # float64 sums in another order: equal to rounding, not bitwise
         assert two["metrics"][k] == pytest.approx(v, rel=1e-6, abs=1e-12), k
     assert quality["standin_kid_mean"] > 0.01  # far from 0, where a slip would show
+    # The same images, byte for byte, at either world size.
+    pngs = {w: sorted((tmp_path / w / "samples" / "titok_tiny_bert-seed0").glob("*.png")) for w in ("one", "two")}
+    assert [p.name for p in pngs["one"]] == [p.name for p in pngs["two"]] and len(pngs["one"]) == 24
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(pngs["one"], pngs["two"], strict=True))
