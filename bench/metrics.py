@@ -345,7 +345,10 @@ class InceptionMetrics:
         pool, logits = inception_features(self.extractor, images, self.device)
         spatial = spatial_features(self.tap) if self.tap is not None else None
         if self.isc is not None:
-            self.isc.update(logits, positions)  # refuses positions past the announced count, before any sum moves
+            try:  # refuses positions past the announced count, before any sum moves
+                self.isc.update(logits, positions)
+            except ValueError as exc:
+                raise MetricError(str(exc)) from None
         self.fake.update(pool, spatial, positions)
 
     def add_real(self, images: torch.Tensor, indices=None) -> None:
