@@ -43,7 +43,7 @@ from bench.inception import (
     sha256_of,
 )
 from bench.streaming import BootstrapGaussians, FeatureStore, RunningGaussian, RunningInceptionScore, batch_positions
-from titok.data.images import RESIZE_MODE, TensorImages, iter_image_batches
+from titok.data.images import RESIZE_MODE, TensorImages, Unreadable, iter_image_batches
 from titok.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -742,7 +742,7 @@ class _Positioned(torch.utils.data.Dataset):
     def read(self, k: int):
         i = self.indices[k]
         item = self.source.read(i) if hasattr(self.source, "read") else self.source[i]
-        return (item[0], i) if isinstance(item, tuple) else item
+        return item if item is None or isinstance(item, Unreadable) else (item[0], i)
 
 
 def _rank_image_batches(source, batch_size: int, ctx, progress: bool, desc: str, num_workers):
