@@ -43,8 +43,9 @@ from bench.inception import (
     sha256_of,
 )
 from bench.streaming import BootstrapGaussians, FeatureStore, RunningGaussian, RunningInceptionScore, batch_positions
-from titok.data.images import RESIZE_MODE, TensorImages, iter_image_batches
+from titok.data.images import RESIZE_MODE, TensorImages, Unreadable, iter_image_batches
 from titok.errors import InputError
+from titok.train.distributed import DistContext
 
 log = logging.getLogger(__name__)
 FEATURE_DIM = 2048
@@ -282,13 +283,16 @@ class InceptionMetrics:
     `reduce()` once (a collective); `result()` is then rank 0's, and raises MetricError on the other ranks
     (`compute_image_metrics` hands rank 0's result to every rank). In one process `reduce()` changes nothing.
     Checkpoints: `state_dict()` / `load_state_dict()` save and restore everything added so far (one rank's share).
+    `local=True`: the accumulator counts this process's images only, even under torchrun (training's held-out
+    rFID, made on rank 0): reduce() does nothing and result() works on any rank.
     Memory under torchrun: where FID is against real images, each rank keeps its real images' float32 pool
     features (8 KB per image) until `reduce()`, which gathers them to rank 0 for the digest in position order.
     """
 
     def __init__(self, metrics=("fid", "isc"), *, inception_weights=None, device="cpu", reference=None,
                  num_fake: int | None = None, kid_subset_size: int = 1000, batch_size: int = 64,
-                 preparation: str | None = None, keep_fake_features: bool = False, bootstrap: int = 0):
+                 preparation: str | None = None, keep_fake_features: bool = False, bootstrap: int = 0,
+                 local: bool = False):
         unknown = set(metrics) - set(METRICS)
         if unknown:
             raise MetricError(f"unknown metrics {sorted(unknown)}; known: {', '.join(METRICS)}")
@@ -321,7 +325,8 @@ class InceptionMetrics:
             raise MetricError(f"an FID bootstrap needs FID among the metrics and at least 2 replicates, got "
                               f"{bootstrap} replicates for {sorted(metrics)}")
         self.bootstrap = bootstrap if "fid" in metrics else 0
-        self.dist = distributed.current()
+        self.local = local  # this process's images alone, even inside a process group (training's rFID on rank 0)
+        self.dist = DistContext(0, 1, 0, torch.device("cpu")) if local else distributed.current()
         self.fake = _FeatureSums("fid" in metrics, keep or keep_fake_features, self.bootstrap, "sfid" in metrics,
                                  digest=False)
         real_fid = "fid" in metrics and self.reference is None
@@ -335,6 +340,7 @@ class InceptionMetrics:
         self.batch_size = batch_size
         self.kept_fake_features = keep_fake_features
         self.reduced = False
+        self._reference_sha256 = sha256_of(self.reference) if self.reference is not None else None
 
     def add_fake(self, images: torch.Tensor, indices=None) -> None:
         """uint8 (B, 3, H, W) generated or reconstructed images at positions `indices` of the whole set (a range or
@@ -344,7 +350,10 @@ class InceptionMetrics:
         pool, logits = inception_features(self.extractor, images, self.device)
         spatial = spatial_features(self.tap) if self.tap is not None else None
         if self.isc is not None:
-            self.isc.update(logits, positions)  # refuses positions past the announced count, before any sum moves
+            try:  # refuses positions past the announced count, before any sum moves
+                self.isc.update(logits, positions)
+            except ValueError as exc:
+                raise MetricError(str(exc)) from None
         self.fake.update(pool, spatial, positions)
 
     def add_real(self, images: torch.Tensor, indices=None) -> None:
@@ -365,6 +374,8 @@ class InceptionMetrics:
         sums); kept pool features are gathered to rank 0 in position order, and the real set's digest is made
         there from them, equal to one process's. Afterwards `result()` works on rank 0 only and no image can be
         added. One process: nothing to combine, nothing changes (and adding may go on)."""
+        if self.local:
+            return
         if distributed.current().world_size != self.dist.world_size:
             raise MetricError(f"made in a group of {self.dist.world_size} processes, reduced in one of "
                               f"{distributed.current().world_size}")
@@ -482,7 +493,7 @@ class InceptionMetrics:
         return {"version": STATE_VERSION, "metrics": sorted(self.metrics), "num_fake": self.num_fake_announced,
                 "bootstrap": self.bootstrap,
                 "dims": {"pool": FEATURE_DIM, "spatial": SPATIAL_DIM, "logits": LOGITS_DIM},
-                "reference": sha256_of(self.reference) if self.reference is not None else None,
+                "reference": self._reference_sha256,
                 "extractor": self.info.weights_sha256, "keep_fake_features": bool(self.kept_fake_features)}
 
     def state_dict(self) -> dict:
@@ -516,12 +527,12 @@ class InceptionMetrics:
         differ = [f"{k}: state {theirs.get(k)!r}, here {ours[k]!r}" for k in ours if theirs.get(k) != ours[k]]
         if differ:
             raise MetricError("the saved metrics state was made under other settings: " + "; ".join(differ))
-        fake, real = _FeatureSums.from_state(self.fake, state, "fake."), _FeatureSums.from_state(self.real, state,
-                                                                                                "real.")
+        fake = _FeatureSums.from_state(self.fake, state, "fake.")
+        real = _FeatureSums.from_state(self.real, state, "real.")
         if self.isc is not None:
             isc = {k: _state_array(state, f"isc.{k}", getattr(self.isc, k)) for k in ("plogp", "psum", "count")}
-            self.isc.plogp, self.isc.psum, self.isc.count = isc["plogp"], isc["psum"], isc["count"]
-            self.isc.seen = int(state["isc.seen"])
+            seen = _state_int(state, "isc.seen")
+            self.isc.plogp, self.isc.psum, self.isc.count, self.isc.seen = isc["plogp"], isc["psum"], isc["count"], seen
         self.fake, self.real = fake, real
 
     def _pairwise(self, f_fake: np.ndarray, f_real: np.ndarray, protocol: dict) -> dict[str, float]:
@@ -545,6 +556,12 @@ class InceptionMetrics:
 
 
 STATE_VERSION = 1
+
+
+def _state_int(state: dict, key: str) -> int:
+    if key not in state:
+        raise MetricError(f"the saved metrics state lacks {key}")
+    return int(state[key])
 
 
 def _state_array(state: dict, key: str, like: np.ndarray) -> np.ndarray:
@@ -632,23 +649,20 @@ class _FeatureSums:
         """A new set like `like` (same parts) holding the state's sums."""
         out = cls.__new__(cls)
         out.__dict__.update(like.__dict__)
-        for key in ("n", "following"):
-            if prefix + key not in state:
-                raise MetricError(f"the saved metrics state lacks {prefix}{key}")
-        out.n, out.following = int(state[prefix + "n"]), int(state[prefix + "following"])
+        out.n, out.following = _state_int(state, prefix + "n"), _state_int(state, prefix + "following")
         for name in ("gaussian", "spatial"):
             g = getattr(like, name)
             if g is not None:
                 new = RunningGaussian(g.mean.shape[0])
                 new.mean = _state_array(state, f"{prefix}{name}.mean", g.mean)
                 new.m2 = _state_array(state, f"{prefix}{name}.m2", g.m2)
-                new.n = int(state[f"{prefix}{name}.n"])
+                new.n = _state_int(state, f"{prefix}{name}.n")
                 setattr(out, name, new)
         if like.bootstrap is not None:
             b = BootstrapGaussians(like.bootstrap.mean.shape[1], like.bootstrap.replicates, like.bootstrap.seed)
             for key in ("weight", "mean", "m2"):
                 setattr(b, key, _state_array(state, f"{prefix}bootstrap.{key}", getattr(like.bootstrap, key)))
-            b.seen = int(state[prefix + "bootstrap.seen"])
+            b.seen = _state_int(state, prefix + "bootstrap.seen")
             out.bootstrap = b
         if like.store is not None:
             indices = np.asarray(state.get(prefix + "store.indices", np.zeros(0, np.int64)), np.int64)
@@ -735,7 +749,7 @@ class _Positioned(torch.utils.data.Dataset):
     def read(self, k: int):
         i = self.indices[k]
         item = self.source.read(i) if hasattr(self.source, "read") else self.source[i]
-        return (item[0], i) if isinstance(item, tuple) else item
+        return item if item is None or isinstance(item, Unreadable) else (item[0], i)
 
 
 def _rank_image_batches(source, batch_size: int, ctx, progress: bool, desc: str, num_workers):
