@@ -43,7 +43,7 @@ from bench.inception import (
     sha256_of,
 )
 from bench.streaming import BootstrapGaussians, FeatureStore, RunningGaussian, RunningInceptionScore, batch_positions
-from titok.data.images import RESIZE_MODE, TensorImages, iter_image_batches
+from titok.data.images import RESIZE_MODE, TensorImages, Unreadable, iter_image_batches
 from titok.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -335,6 +335,7 @@ class InceptionMetrics:
         self.batch_size = batch_size
         self.kept_fake_features = keep_fake_features
         self.reduced = False
+        self._reference_sha256 = sha256_of(self.reference) if self.reference is not None else None
 
     def add_fake(self, images: torch.Tensor, indices=None) -> None:
         """uint8 (B, 3, H, W) generated or reconstructed images at positions `indices` of the whole set (a range or
@@ -344,7 +345,10 @@ class InceptionMetrics:
         pool, logits = inception_features(self.extractor, images, self.device)
         spatial = spatial_features(self.tap) if self.tap is not None else None
         if self.isc is not None:
-            self.isc.update(logits, positions)  # refuses positions past the announced count, before any sum moves
+            try:  # refuses positions past the announced count, before any sum moves
+                self.isc.update(logits, positions)
+            except ValueError as exc:
+                raise MetricError(str(exc)) from None
         self.fake.update(pool, spatial, positions)
 
     def add_real(self, images: torch.Tensor, indices=None) -> None:
@@ -482,7 +486,7 @@ class InceptionMetrics:
         return {"version": STATE_VERSION, "metrics": sorted(self.metrics), "num_fake": self.num_fake_announced,
                 "bootstrap": self.bootstrap,
                 "dims": {"pool": FEATURE_DIM, "spatial": SPATIAL_DIM, "logits": LOGITS_DIM},
-                "reference": sha256_of(self.reference) if self.reference is not None else None,
+                "reference": self._reference_sha256,
                 "extractor": self.info.weights_sha256, "keep_fake_features": bool(self.kept_fake_features)}
 
     def state_dict(self) -> dict:
@@ -516,12 +520,12 @@ class InceptionMetrics:
         differ = [f"{k}: state {theirs.get(k)!r}, here {ours[k]!r}" for k in ours if theirs.get(k) != ours[k]]
         if differ:
             raise MetricError("the saved metrics state was made under other settings: " + "; ".join(differ))
-        fake, real = _FeatureSums.from_state(self.fake, state, "fake."), _FeatureSums.from_state(self.real, state,
-                                                                                                "real.")
+        fake = _FeatureSums.from_state(self.fake, state, "fake.")
+        real = _FeatureSums.from_state(self.real, state, "real.")
         if self.isc is not None:
             isc = {k: _state_array(state, f"isc.{k}", getattr(self.isc, k)) for k in ("plogp", "psum", "count")}
-            self.isc.plogp, self.isc.psum, self.isc.count = isc["plogp"], isc["psum"], isc["count"]
-            self.isc.seen = int(state["isc.seen"])
+            seen = _state_int(state, "isc.seen")
+            self.isc.plogp, self.isc.psum, self.isc.count, self.isc.seen = isc["plogp"], isc["psum"], isc["count"], seen
         self.fake, self.real = fake, real
 
     def _pairwise(self, f_fake: np.ndarray, f_real: np.ndarray, protocol: dict) -> dict[str, float]:
@@ -545,6 +549,12 @@ class InceptionMetrics:
 
 
 STATE_VERSION = 1
+
+
+def _state_int(state: dict, key: str) -> int:
+    if key not in state:
+        raise MetricError(f"the saved metrics state lacks {key}")
+    return int(state[key])
 
 
 def _state_array(state: dict, key: str, like: np.ndarray) -> np.ndarray:
@@ -632,23 +642,20 @@ class _FeatureSums:
         """A new set like `like` (same parts) holding the state's sums."""
         out = cls.__new__(cls)
         out.__dict__.update(like.__dict__)
-        for key in ("n", "following"):
-            if prefix + key not in state:
-                raise MetricError(f"the saved metrics state lacks {prefix}{key}")
-        out.n, out.following = int(state[prefix + "n"]), int(state[prefix + "following"])
+        out.n, out.following = _state_int(state, prefix + "n"), _state_int(state, prefix + "following")
         for name in ("gaussian", "spatial"):
             g = getattr(like, name)
             if g is not None:
                 new = RunningGaussian(g.mean.shape[0])
                 new.mean = _state_array(state, f"{prefix}{name}.mean", g.mean)
                 new.m2 = _state_array(state, f"{prefix}{name}.m2", g.m2)
-                new.n = int(state[f"{prefix}{name}.n"])
+                new.n = _state_int(state, f"{prefix}{name}.n")
                 setattr(out, name, new)
         if like.bootstrap is not None:
             b = BootstrapGaussians(like.bootstrap.mean.shape[1], like.bootstrap.replicates, like.bootstrap.seed)
             for key in ("weight", "mean", "m2"):
                 setattr(b, key, _state_array(state, f"{prefix}bootstrap.{key}", getattr(like.bootstrap, key)))
-            b.seen = int(state[prefix + "bootstrap.seen"])
+            b.seen = _state_int(state, prefix + "bootstrap.seen")
             out.bootstrap = b
         if like.store is not None:
             indices = np.asarray(state.get(prefix + "store.indices", np.zeros(0, np.int64)), np.int64)
@@ -735,7 +742,7 @@ class _Positioned(torch.utils.data.Dataset):
     def read(self, k: int):
         i = self.indices[k]
         item = self.source.read(i) if hasattr(self.source, "read") else self.source[i]
-        return (item[0], i) if isinstance(item, tuple) else item
+        return item if item is None or isinstance(item, Unreadable) else (item[0], i)
 
 
 def _rank_image_batches(source, batch_size: int, ctx, progress: bool, desc: str, num_workers):

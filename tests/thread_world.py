@@ -29,6 +29,8 @@ class ThreadWorld:
         monkeypatch.setattr(distributed, "current", self.current)
         monkeypatch.setattr(distributed, "sum_arrays", self.sum_arrays)
         monkeypatch.setattr(distributed, "gather_to_main", self.gather_to_main)
+        monkeypatch.setattr(distributed, "all_gather", self.all_gather)
+        monkeypatch.setattr(distributed, "broadcast_from_main", self.broadcast_from_main)
 
     def current(self) -> DistContext:
         rank = getattr(self.local, "rank", None)
@@ -57,6 +59,12 @@ class ThreadWorld:
     def gather_to_main(self, obj):
         every = self._exchange(obj)
         return every if self.local.rank == 0 else None
+
+    def all_gather(self, obj) -> list:
+        return self._exchange(obj)
+
+    def broadcast_from_main(self, obj):
+        return self._exchange(obj)[0]
 
     def run(self, work) -> list:
         """work(rank) on every rank at once; their return values in rank order (a rank's exception is raised)."""
