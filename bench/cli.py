@@ -16,7 +16,7 @@ those are the `titok.errors.InputError`s, raised where the input is judged. Anyt
 ends with its traceback and exit status 1.
 Where images are read (`run`, `reconstruct`, `fid`), an unreadable file is skipped and counted, or fatal with --strict.
 `run`, `fid`, `stats` and `generate` also run under torchrun, split over its ranks (docs/scale.md):
-    torchrun --nproc_per_node 8 -m bench run --suite paper --device cuda --out out/paper
+    torchrun --standalone --nproc_per_node 8 -m bench run --suite paper-256 --device cuda --out out/paper
 Rank 0 prints, shows progress and writes every output; an error on any rank ends every rank, and rank 0 says which.
 """
 
