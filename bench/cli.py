@@ -16,7 +16,7 @@ those are the `titok.errors.InputError`s, raised where the input is judged. Anyt
 ends with its traceback and exit status 1.
 Where images are read (`run`, `reconstruct`, `fid`), an unreadable file is skipped and counted, or fatal with --strict.
 `run`, `fid`, `stats` and `generate` also run under torchrun, split over its ranks (docs/scale.md):
-    torchrun --nproc_per_node 8 -m bench run --suite paper --device cuda --out out/paper
+    torchrun --standalone --nproc_per_node 8 -m bench run --suite paper-256 --device cuda --out out/paper
 Rank 0 prints, shows progress and writes every output; an error on any rank ends every rank, and rank 0 says which.
 """
 
@@ -335,17 +335,29 @@ def _run(args, quiet_errors: bool = False) -> int:
     except InputError as exc:  # only bad input: a bug of ours keeps its traceback (exit 1)
         if not quiet_errors:
             print(f"titok-bench {args.command}: error: {exc}", file=sys.stderr)
+        _rank_0_has_spoken(exc)
         return 2
     except RankFailure as exc:
         if exc.__cause__ is not None and not isinstance(exc.__cause__, InputError):
             raise  # this rank's own bug: its traceback is printed here, the one place it can be read
         if not quiet_errors:  # another rank's bug: that rank prints its traceback; here, which rank and what
             print(f"titok-bench {args.command}: error: {exc}", file=sys.stderr)
+        _rank_0_has_spoken(exc)
         return 1
     except BrokenPipeError:
         if not _stdout_reader_gone():  # another pipe broke (a worker, a socket): a bug, with its traceback
             raise
         return _reader_left()
+
+
+def _rank_0_has_spoken(exc: Exception) -> None:
+    """After an error every rank agreed on (bench.distributed.together), meet once more: torchrun stops the other
+    ranks as soon as one exits with an error, which could cut rank 0 off before its message is out."""
+    from bench.distributed import RankFailure, barrier
+
+    if isinstance(exc, RankFailure):
+        with contextlib.suppress(Exception):  # a rank gone meanwhile: nothing more to wait for
+            barrier()
 
 
 def _run_distributed(args) -> int:

@@ -254,4 +254,30 @@ def rank_image_batches(data, batch_size: int, dist: DistContext, progress: bool 
         return
     if num_workers is None and dist.distributed:
         num_workers = rank_workers()
-    yield from iter_image_batches(mine, batch_size, progress, desc, num_workers)
+    yield from _by_global_batch(iter_image_batches(mine, batch_size, progress, desc, num_workers), batch_size)
+
+
+def _by_global_batch(batches, batch_size: int):
+    """(images, positions) batches regrouped so that each holds exactly the readable images of one global batch.
+
+    iter_image_batches fills a batch up past an unreadable file with the next batch's images; a rank's next batch
+    is another one than one process's, so the batches (and a tokenizer's float rounding by batch, which uint8
+    output can turn into a whole grey level) would then differ between world sizes. Regrouped, a batch with an
+    unreadable file is one image short, the same at any world size."""
+    held: list[tuple[torch.Tensor, torch.Tensor]] = []
+    held_batch = None
+    for images, positions in batches:
+        which = positions // batch_size
+        start = 0
+        for end in range(1, len(positions) + 1):
+            if end < len(positions) and which[end] == which[start]:
+                continue
+            j = int(which[start])
+            if held and j != held_batch:
+                yield torch.cat([x for x, _ in held]), torch.cat([p for _, p in held])
+                held = []
+            held_batch = j
+            held.append((images[start:end], positions[start:end]))
+            start = end
+    if held:
+        yield torch.cat([x for x, _ in held]), torch.cat([p for _, p in held])

@@ -66,14 +66,12 @@ def run_recon(spec: RunSpec, ctx: RunContext) -> None:
                 pixels.update(rec, real)
                 if usage is not None:
                     usage.update(codes)
-                if inception is not None:
-                    at = {"indices": positions.tolist()} if ctx.dist.distributed else {}
-                    inception.add_real(real, **at)
-                    inception.add_fake(rec, **at)
-        if ctx.dist.distributed:  # collective: the whole set's sums on every rank (Inception's: on rank 0)
-            for part in (pixels, usage, inception):
-                if part is not None:
-                    part.reduce()
+                if inception is not None:  # positions: each image's place in the set, whichever rank read it
+                    inception.add_real(real, indices=positions.tolist())
+                    inception.add_fake(rec, indices=positions.tolist())
+        for part in (pixels, usage, inception):  # collective: the whole set's sums (Inception's on rank 0)
+            if part is not None:
+                part.reduce()
         skipped = int(sum_arrays({"skipped": np.array([len(getattr(data, "skipped", []))], np.int64)})["skipped"][0])
         if not pixels.n:
             raise DataError(f"{s['data']}: none of the {len(data)} images could be read ({skipped} skipped)")

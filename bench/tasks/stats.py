@@ -18,7 +18,7 @@ import numpy as np
 from bench.suite import RunSpec
 from bench.tasks.common import RunContext, inception_for, rank_image_batches
 from bench.timing import PeakMemory
-from titok.data.images import DEFAULT_PREPARATION, DataError, iter_image_batches, open_dataset
+from titok.data.images import DEFAULT_PREPARATION, DataError, open_dataset
 from titok.train.distributed import DistContext
 
 log = logging.getLogger(__name__)
@@ -43,18 +43,13 @@ def make_statistics(data_spec: str, out: str | Path, image_size: int, *, incepti
     acc = InceptionMetrics(("fid", "sfid"), inception_weights=inception_weights, device=device, batch_size=batch_size,
                            keep_fake_features=features)
     with together(f"statistics of {data_spec}"):  # an unreadable image under strict on one rank ends every rank
-        if dist.distributed:
-            for batch, positions in rank_image_batches(data, batch_size, dist, progress and dist.is_main, "stats",
-                                                           num_workers):
-                acc.add_fake(batch, indices=positions.tolist())
-        else:  # one process: the loop of before (its decoding workers as asked)
-            for batch, _ in iter_image_batches(data, batch_size, progress, "stats", num_workers):
-                acc.add_fake(batch)
+        for batch, positions in rank_image_batches(data, batch_size, dist, progress and dist.is_main, "stats",
+                                                   num_workers):
+            acc.add_fake(batch, indices=positions.tolist())
     counts = sum_arrays({"n": np.array([acc.fake.n], np.int64),
                          "skipped": np.array([len(getattr(data, "skipped", []))], np.int64)})
     n, skipped = int(counts["n"][0]), int(counts["skipped"][0])
-    if dist.distributed:
-        acc.reduce()  # collective: the whole set's sums (and features) on rank 0
+    acc.reduce()  # collective: the whole set's sums (and features) on rank 0; nothing to do in one process
     if n < 2:
         raise DataError(f"{data_spec}: statistics need at least 2 readable images, got {n} ({skipped} unreadable)")
     protocol = {"extractor": acc.info.name, "extractor_sha256": acc.info.weights_sha256,
