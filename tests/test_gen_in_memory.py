@@ -137,3 +137,10 @@ def test_a_run_stopped_part_way_resumes_from_its_checkpoint_to_the_same_numbers(
     calls.clear()  # a finished run's state holds every batch: a rerun samples nothing and says the same
     assert main(["run", "--suite", suite, "--out", str(out), "--quiet"]) == 0
     assert calls == [] and quality(read_records(out / "results.jsonl").records[1]) == quality(whole)
+
+
+def test_checkpoint_every_below_one_is_refused_before_sampling(tmp_path, standin_inception, capsys):
+    suite = gen_suite(tmp_path, standin_inception, extra="checkpoint_every = 0\n")
+    assert main(["run", "--suite", suite, "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert "checkpoint_every must be a number of batches >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "gen-state").exists()
