@@ -271,7 +271,6 @@ class FeatureStore:
         if gathered is not None:
             self.positions = [i for i, _ in gathered if len(i)]
             self.parts = [f for i, f in gathered if len(i)]
-            self.following = max([self.following, *[int(i.max()) + 1 for i in self.positions]])
 
 
 class RunningPixelMetrics:

@@ -159,6 +159,21 @@ def test_feature_store_gathers_to_rank_zero_in_position_order(world):
     assert a1.shape[0] == 0 and i1.size == 0
 
 
+def test_feature_store_keeps_float32_in_position_order_and_numbers_unplaced_batches_after_the_last():
+    store = FeatureStore()
+    assert store.array().shape == (0, 0) and store.array().dtype == np.float32
+    assert store.indices().dtype == np.int64 and store.indices().size == 0
+    x = _features(n=8)  # float64 in
+    store.update(x[:2])  # positions 0, 1
+    store.update(x[5:7], [6, 5])
+    store.update(x[7:8])  # after the highest so far: 7
+    store.update(x[2:5], range(2, 5))
+    assert store.indices().tolist() == list(range(8))
+    got = store.array()
+    assert got.dtype == np.float32  # 4 bytes per value: the documented memory of KID and precision/recall
+    np.testing.assert_array_equal(got, np.concatenate([x[:5], x[6:7], x[5:6], x[7:]]).astype(np.float32))
+
+
 def test_pixel_sums_and_code_counts_of_two_ranks(world):
     g = torch.Generator().manual_seed(1)
     real = torch.randint(0, 256, (N, 3, 8, 8), dtype=torch.uint8, generator=g)
