@@ -45,6 +45,7 @@ from bench.inception import (
 from bench.streaming import BootstrapGaussians, FeatureStore, RunningGaussian, RunningInceptionScore, batch_positions
 from titok.data.images import RESIZE_MODE, TensorImages, Unreadable, iter_image_batches
 from titok.errors import InputError
+from titok.train.distributed import DistContext
 
 log = logging.getLogger(__name__)
 FEATURE_DIM = 2048
@@ -282,13 +283,16 @@ class InceptionMetrics:
     `reduce()` once (a collective); `result()` is then rank 0's, and raises MetricError on the other ranks
     (`compute_image_metrics` hands rank 0's result to every rank). In one process `reduce()` changes nothing.
     Checkpoints: `state_dict()` / `load_state_dict()` save and restore everything added so far (one rank's share).
+    `local=True`: the accumulator counts this process's images only, even under torchrun (training's held-out
+    rFID, made on rank 0): reduce() does nothing and result() works on any rank.
     Memory under torchrun: where FID is against real images, each rank keeps its real images' float32 pool
     features (8 KB per image) until `reduce()`, which gathers them to rank 0 for the digest in position order.
     """
 
     def __init__(self, metrics=("fid", "isc"), *, inception_weights=None, device="cpu", reference=None,
                  num_fake: int | None = None, kid_subset_size: int = 1000, batch_size: int = 64,
-                 preparation: str | None = None, keep_fake_features: bool = False, bootstrap: int = 0):
+                 preparation: str | None = None, keep_fake_features: bool = False, bootstrap: int = 0,
+                 local: bool = False):
         unknown = set(metrics) - set(METRICS)
         if unknown:
             raise MetricError(f"unknown metrics {sorted(unknown)}; known: {', '.join(METRICS)}")
@@ -321,7 +325,8 @@ class InceptionMetrics:
             raise MetricError(f"an FID bootstrap needs FID among the metrics and at least 2 replicates, got "
                               f"{bootstrap} replicates for {sorted(metrics)}")
         self.bootstrap = bootstrap if "fid" in metrics else 0
-        self.dist = distributed.current()
+        self.local = local  # this process's images alone, even inside a process group (training's rFID on rank 0)
+        self.dist = DistContext(0, 1, 0, torch.device("cpu")) if local else distributed.current()
         self.fake = _FeatureSums("fid" in metrics, keep or keep_fake_features, self.bootstrap, "sfid" in metrics,
                                  digest=False)
         real_fid = "fid" in metrics and self.reference is None
@@ -369,6 +374,8 @@ class InceptionMetrics:
         sums); kept pool features are gathered to rank 0 in position order, and the real set's digest is made
         there from them, equal to one process's. Afterwards `result()` works on rank 0 only and no image can be
         added. One process: nothing to combine, nothing changes (and adding may go on)."""
+        if self.local:
+            return
         if distributed.current().world_size != self.dist.world_size:
             raise MetricError(f"made in a group of {self.dist.world_size} processes, reduced in one of "
                               f"{distributed.current().world_size}")

@@ -80,8 +80,7 @@ def _merge_weighted(weight, mean, m2):
     weight = np.asarray(weight, np.float64)
     total = distributed.sum_arrays({"weight": np.atleast_1d(weight), "sum": mean * weight[..., None]})
     whole = total["weight"].reshape(weight.shape)
-    safe = np.where(whole > 0, whole, 1.0)
-    mu = np.where(whole[..., None] > 0, total["sum"] / safe[..., None], 0.0)
+    mu = total["sum"] / np.maximum(whole, 1.0)[..., None]  # a weight is 0 (and its sum 0) or a count >= 1
     d = mean - mu
     m2 = distributed.sum_arrays({"m2": m2 + d[..., :, None] * d[..., None, :] * weight[..., None, None]})["m2"]
     return whole, mu, m2
@@ -104,7 +103,7 @@ def poisson1_weights(first_index: int, count: int, replicates: int, seed: int = 
     return poisson1_weights_at(range(first_index, first_index + count), replicates, seed)
 
 
-def poisson1_weights_at(indices, replicates: int, seed: int = 0) -> np.ndarray:
+def poisson1_weights_at(indices, replicates: int, seed: int) -> np.ndarray:
     """(replicates, len(indices)) Poisson(1) counts of the images at these positions (`poisson1_weights`)."""
     from titok.generators.noise import counter_uniforms, seed_tensor
 
@@ -171,8 +170,8 @@ def batch_positions(indices, following: int, count: int) -> np.ndarray:
     """(count,) int64 positions: `indices` checked (count of them, none negative), or following .. + count - 1."""
     if indices is None:
         return np.arange(following, following + count, dtype=np.int64)
-    out = np.asarray(list(indices) if isinstance(indices, range) else indices)
-    if out.shape != (count,) or (count and (out.dtype.kind not in "iu" or out.min() < 0)):
+    out = np.asarray(indices)
+    if out.shape != (count,) or (count and (not np.issubdtype(out.dtype, np.integer) or out.min() < 0)):
         raise ValueError(f"indices must be {count} non-negative integer positions, one per image of the batch, got "
                          f"{out.dtype} of shape {out.shape}")
     return out.astype(np.int64)
@@ -271,7 +270,6 @@ class FeatureStore:
         if gathered is not None:
             self.positions = [i for i, _ in gathered if len(i)]
             self.parts = [f for i, f in gathered if len(i)]
-            self.following = max([self.following, *[int(i.max()) + 1 for i in self.positions]])
 
 
 class RunningPixelMetrics:

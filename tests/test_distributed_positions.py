@@ -68,3 +68,45 @@ def test_skipped_files_keep_every_other_image_in_its_place_at_any_world_size(fol
     logits = extract_features(images[good], extractor, batch_size=B)["logits_unbiased"]
     want = _isc_of_positions(dict(zip(good, torch.from_numpy(logits), strict=True)), N)
     assert (one.values["standin_isc_mean"], one.values["standin_isc_std"]) == pytest.approx(want, rel=1e-6)
+
+
+def test_a_grouped_accumulator_refuses_partial_results_and_a_local_one_ignores_the_group(standin_inception,
+                                                                                        monkeypatch):
+    from bench.metrics import InceptionMetrics, MetricError
+
+    images = builtin_images("procedural", 32, 12, seed=5)
+
+    def make(local=False):
+        return InceptionMetrics(("isc",), inception_weights=standin_inception, num_fake=12, local=local)
+
+    one = make()
+    one.add_fake(images[:6])
+    one.add_fake(images[6:])
+    want = one.result().values
+    world = ThreadWorld(2)
+    world.install(monkeypatch)
+
+    def work(rank):
+        said = {}
+        local = make(local=True)
+        local.add_fake(images[:6])
+        local.add_fake(images[6:])
+        local.reduce()  # nothing to combine: its images are this rank's alone
+        said["local"] = local.result().values
+        grouped = make()
+        grouped.add_fake(images[6 * rank:6 * rank + 6], range(6 * rank, 6 * rank + 6))
+        with pytest.raises(MetricError, match="before reduce"):
+            grouped.result()
+        grouped.reduce()
+        with pytest.raises(MetricError, match="after reduce"):
+            grouped.add_fake(images[:1])
+        if rank == 0:
+            said["grouped"] = grouped.result().values
+        else:
+            with pytest.raises(MetricError, match="on rank 0"):
+                grouped.result()
+        return said
+
+    r0, r1 = world.run(work)
+    assert r0["local"] == r1["local"] == want
+    assert r0["grouped"] == pytest.approx(want, rel=1e-12)

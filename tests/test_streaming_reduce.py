@@ -22,6 +22,7 @@ from bench.streaming import (
     RunningInceptionScore,
     RunningPixelMetrics,
     poisson1_weights,
+    poisson1_weights_at,
 )
 from tests.thread_world import ThreadWorld
 
@@ -80,6 +81,42 @@ def test_a_rank_without_images_adds_nothing(world):
         np.testing.assert_allclose(sigma, np.cov(x, rowvar=False), rtol=1e-11, atol=1e-14)
 
 
+@pytest.mark.filterwarnings("error")  # no 0/0 on the way
+def test_gaussians_of_weight_zero_and_one_across_ranks(world):
+    x = _features(n=1)
+
+    def work(rank):
+        empty, single = RunningGaussian(16), RunningGaussian(16)
+        if rank == 1:
+            single.update(x)
+        empty.reduce()
+        single.reduce()
+        return empty, single
+
+    for empty, single in world.run(work):
+        assert empty.n == 0 and not empty.mean.any() and not empty.m2.any()
+        assert single.n == 1
+        np.testing.assert_array_equal(single.mean, x[0])
+        assert not single.m2.any()
+
+
+def test_bootstrap_weights_are_the_documented_draw_of_the_sampling_noise_hash():
+    """Poisson(1) inverse CDF (scipy) of the counter-hash uniform of (seed, position): stream 2, step 0, one
+    position, one code per replicate (titok.generators.noise), seeds (seed << 32) + position. Pins the weights
+    records were made with, so a spread stays comparable across versions."""
+    from scipy.stats import poisson
+
+    from titok.generators.noise import counter_uniforms, seed_tensor
+
+    positions, seed, replicates = [0, 1, 7, 2**20 + 3], 5, 6
+    u = counter_uniforms(seed_tensor([(seed << 32) + p for p in positions], "cpu"), 2, 0, 1, replicates)[:, 0, :]
+    want = poisson.ppf(u.double().numpy(), 1.0).T
+    got = poisson1_weights_at(positions, replicates, seed)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(poisson1_weights(7, 1, replicates, seed)[:, 0], want[:, 2])
+
+
 def test_bootstrap_replicates_of_two_ranks_weight_each_image_by_its_position(world):
     x, replicates = _features(), 4
     w = poisson1_weights(0, N, replicates, seed=3)  # a function of (seed, position, replicate) only, tested elsewhere
@@ -135,6 +172,9 @@ def test_inception_score_positions_are_checked():
         isc.update(torch.zeros(2, 1008), [3])
     with pytest.raises(ValueError, match="positions"):
         isc.update(torch.zeros(2, 1008), [3, -1])
+    with pytest.raises(ValueError, match="positions"):
+        isc.update(torch.zeros(2, 1008), [3.0, 4.0])
+    isc.update(torch.zeros(0, 1008), [])  # an empty batch moves nothing
     assert isc.count.sum() == 0 and isc.seen == 0
     isc.update(torch.zeros(2, 1008), [10, 11])
     with pytest.raises(ValueError, match="position 12"):
@@ -157,6 +197,21 @@ def test_feature_store_gathers_to_rank_zero_in_position_order(world):
     np.testing.assert_array_equal(a0, x)
     assert i0.tolist() == list(range(N))
     assert a1.shape[0] == 0 and i1.size == 0
+
+
+def test_feature_store_keeps_float32_in_position_order_and_numbers_unplaced_batches_after_the_last():
+    store = FeatureStore()
+    assert store.array().shape == (0, 0) and store.array().dtype == np.float32
+    assert store.indices().dtype == np.int64 and store.indices().size == 0
+    x = _features(n=8)  # float64 in
+    store.update(x[:2])  # positions 0, 1
+    store.update(x[5:7], [6, 5])
+    store.update(x[7:8])  # after the highest so far: 7
+    store.update(x[2:5], range(2, 5))
+    assert store.indices().tolist() == list(range(8))
+    got = store.array()
+    assert got.dtype == np.float32  # 4 bytes per value: the documented memory of KID and precision/recall
+    np.testing.assert_array_equal(got, np.concatenate([x[:5], x[6:7], x[5:6], x[7:]]).astype(np.float32))
 
 
 def test_pixel_sums_and_code_counts_of_two_ranks(world):

@@ -46,8 +46,14 @@ class ThreadWorld:
         return out
 
     def sum_arrays(self, arrays: dict) -> dict:
+        """As bench.distributed.sum_arrays: float64 or int64 arrays only, the same keys and shapes on every rank."""
         mine = {k: np.array(v, copy=True) for k, v in arrays.items()}
+        for key, value in mine.items():
+            if value.dtype not in (np.float64, np.int64):
+                raise TypeError(f"sum_arrays takes float64 or int64 arrays, got {value.dtype} for {key}")
         every = self._exchange(mine)
+        if any({k: v.shape for k, v in e.items()} != {k: v.shape for k, v in mine.items()} for e in every):
+            raise ValueError("the ranks' arrays differ in keys or shapes")
         out = {}
         for key in sorted(mine):
             total = every[0][key].copy()
