@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--shard", type=shard, default=None,
                    help="k/n: this process writes the batches j with j %% n == k (restart any shard to resume); "
-                        "under torchrun each rank is one shard, so --shard is refused there")
+                        "default 0/1; under torchrun each rank is one shard, so --shard is refused there")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("reconstruct", help="images through a tokenizer and back, to PNG")

@@ -53,9 +53,10 @@ class RunContext:
         return self.dist.is_main
 
     def emit(self, **kwargs) -> dict:
-        """Make a record; rank 0 appends it to results.jsonl, other ranks only return it (and keep it in
-        `records`, so every rank's progress and summary see the same list). Under torchrun the values passed in
-        are already the whole set's (reduced across ranks by the task), so rank 0's record is the run's."""
+        """Make a record; rank 0 appends it to results.jsonl, other ranks only return it (and keep it in their
+        `records`). Under torchrun the values passed in are already the whole set's (reduced across ranks by the
+        task), so rank 0's record is the run's; a task whose numbers exist on rank 0 alone (recon's Inception
+        metrics) calls it there alone, so only rank 0's `records` is the full list."""
         rec = make_record(run_id=self.run_id, env=self.env, commit=self.commit, **kwargs)
         if self.is_main:
             append_record(self.results_path, rec)
