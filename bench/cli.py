@@ -15,11 +15,15 @@ statistics of the wrong shape, non-finite values) is one message on stderr and e
 those are the `titok.errors.InputError`s, raised where the input is judged. Anything else is a bug of ours and
 ends with its traceback and exit status 1.
 Where images are read (`run`, `reconstruct`, `fid`), an unreadable file is skipped and counted, or fatal with --strict.
+`run`, `fid`, `stats` and `generate` also run under torchrun, split over its ranks (docs/scale.md):
+    torchrun --standalone --nproc_per_node 8 -m bench run --suite paper-256 --device cuda --out out/paper
+Rank 0 prints, shows progress and writes every output; an error on any rank ends every rank, and rank 0 says which.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -43,6 +47,7 @@ from bench.commands.argtypes import class_labels, output_folder, positive_int, s
 from bench.commands.offline import INCEPTION_HELP, WEIGHTS_HELP, add_offline_flag, apply_offline
 from titok.errors import DataError, InputError
 from titok.progress import track
+from titok.train.distributed import DistContext
 
 log = logging.getLogger("titok-bench")
 
@@ -56,6 +61,13 @@ def _device(name: str) -> torch.device:
         raise InputError(f"--device {name!r}: {str(exc).splitlines()[0]}") from None
 
 
+def _dist(args) -> DistContext:
+    """This process's place among torchrun's ranks, as `main` joined it (rank 0 of 1 outside torchrun)."""
+    from bench.tasks.common import single_process
+
+    return getattr(args, "dist_context", None) or single_process(args.device)
+
+
 def _report_skipped(what: str, count: int, total: int, kept_in: str = "counted in the record's protocol.skipped"
                     ) -> None:
     if count:
@@ -65,11 +77,12 @@ def _report_skipped(what: str, count: int, total: int, kept_in: str = "counted i
 
 # ------------------------------------------------------------------------------------------------ run
 def cmd_run(args) -> int:
-    from bench.env import environment
+    from bench.distributed import broadcast_from_main
+    from bench.env import run_environment
     from bench.records import git_commit, new_run_id
     from bench.suite import check_paths, load_suite, select_models
     from bench.tables import write_tables
-    from bench.tasks.common import RunContext
+    from bench.tasks.common import RunContext, measured_on_main
     from bench.tasks.gen import run_gen
     from bench.tasks.recon import run_recon
     from bench.tasks.speed import run_speed
@@ -84,15 +97,22 @@ def cmd_run(args) -> int:
             r.settings["inception_weights"] = args.inception_weights
         if args.strict:
             r.settings["strict"] = True
+        if args.save_images:
+            r.settings["save_images"] = True
     check_paths(suite)
     device = _device(args.device)
     out = output_folder(args.out)
-    ctx = RunContext(out, new_run_id(), device, environment(device), git_commit(), progress=not args.quiet,
-                     limit=args.limit)
-    (out / f"suite-{ctx.run_id}.resolved.json").write_text(json.dumps(
-        {"source": suite.source, "device": str(device), "limit": args.limit, **suite.resolved}, indent=2))
-    tasks = {"speed": run_speed, "recon": run_recon, "gen": run_gen, "stats": run_stats, "train": run_train_speed}
-    print(f"suite {suite.name}: {len(suite.runs)} runs on {device} -> {ctx.results_path}")
+    dist_ctx = _dist(args)
+    ctx = RunContext(out, broadcast_from_main(new_run_id()), device, run_environment(device, dist_ctx.world_size),
+                     git_commit(), progress=not args.quiet and dist_ctx.is_main, limit=args.limit, dist=dist_ctx)
+    if ctx.is_main:
+        (out / f"suite-{ctx.run_id}.resolved.json").write_text(json.dumps(
+            {"source": suite.source, "device": str(device), "limit": args.limit, "world_size": dist_ctx.world_size,
+             **suite.resolved}, indent=2))
+    tasks = {"speed": measured_on_main(run_speed), "recon": run_recon, "gen": run_gen, "stats": run_stats,
+             "train": measured_on_main(run_train_speed)}
+    ranks = f" x {dist_ctx.world_size} ranks" if dist_ctx.distributed else ""
+    print(f"suite {suite.name}: {len(suite.runs)} runs on {device}{ranks} -> {ctx.results_path}")
     for spec in track(suite.runs, f"suite {suite.name}", ctx.progress, unit="runs", every=True,
                       label=lambda spec: f"{spec.task} of " + (spec.models[0] if len(spec.models) == 1
                                                                else f"{len(spec.models)} models")):
@@ -101,12 +121,15 @@ def cmd_run(args) -> int:
         try:
             tasks[spec.task](spec, ctx)
         except Exception:
-            print(f"titok-bench run: stopped; {len(ctx.records)} complete records were written to {ctx.results_path}",
-                  file=sys.stderr)
+            if ctx.is_main:
+                print(f"titok-bench run: stopped; {len(ctx.records)} complete records were written to "
+                      f"{ctx.results_path}", file=sys.stderr)
             raise
-        for r in ctx.records[done:]:
+        for r in ctx.records[done:] if ctx.is_main else ():
             _report_skipped(f"{r['protocol'].get('data')} ({r['model']})", r["protocol"].get("skipped", 0),
                             r["protocol"].get("num_images", 0) + r["protocol"].get("skipped", 0))
+    if not ctx.is_main:
+        return 0
     written = write_tables(ctx.records, out / "tables")
     errors = [r for r in ctx.records if r.get("error")]
     print(f"{len(ctx.records)} records ({len(errors)} with an error field) -> {ctx.results_path}")
@@ -132,9 +155,16 @@ def cmd_tables(args) -> int:
 
 # ---------------------------------------------------------------------------------------- generate
 def cmd_generate(args) -> int:
+    from bench.distributed import all_gather, barrier, together
     from bench.tasks.common import check_tokenizer_file, load_model, paired_tokenizer, weights_metadata
     from bench.tasks.gen import generate_samples, missing_samples
 
+    dist_ctx = _dist(args)
+    if dist_ctx.distributed and args.shard is not None:
+        k, n = args.shard
+        raise InputError(f"--shard is set by torchrun's ranks ({dist_ctx.world_size} here); drop --shard {k}/{n}, "
+                         "or run one process per shard without torchrun")
+    shard = (dist_ctx.rank, dist_ctx.world_size) if dist_ctx.distributed else args.shard or (0, 1)
     device = _device(args.device)
     model = args.model or weights_metadata(args.weights).get("titok_bench.preset")
     if not model:
@@ -148,9 +178,13 @@ def cmd_generate(args) -> int:
     tok, tok_tag = load_model("tokenizer", tok_name, weights, device)
     labels = args.labels
     num = args.num or (len(labels) if labels else 8)
-    made = generate_samples(gen, tok, output_folder(args.out), num, args.seed, args.batch_size, args.shard,
-                            progress=not args.quiet, labels=labels,
-                            weights={"generator": gen_tag, "tokenizer": tok_tag})
+    out = output_folder(args.out)
+    with together("generate"):  # one rank's failure (a full disk, a folder of another run) ends every rank
+        made = generate_samples(gen, tok, out, num, args.seed, args.batch_size, shard,
+                                progress=not args.quiet and dist_ctx.is_main, labels=labels,
+                                weights={"generator": gen_tag, "tokenizer": tok_tag})
+    made = sum(all_gather(made))
+    barrier()  # every rank's files are on disk before rank 0 counts them
     missing = missing_samples(Path(args.out), num)
     print(f"wrote {made} new samples to {args.out} ({num - len(missing)} of {num} on disk"
           + (", the rest belong to other shards)" if missing else ")"))
@@ -212,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception-weights", default=None, help=INCEPTION_HELP + " (for every metric of the suite)")
     add_offline_flag(p)
     p.add_argument("--strict", action="store_true", help="an unreadable image is an error instead of skipped")
+    p.add_argument("--save-images", action="store_true",
+                   help="gen runs also write their samples as PNGs (scoring is in memory either way)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override a suite value, e.g. --set defaults.iters=5 --set vars.IMAGENET_VAL=/data/val")
     p.set_defaults(func=cmd_run)
@@ -235,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="generator preset (default: the one a trained --weights file names)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--labels", type=class_labels, help="comma-separated ImageNet class ids, cycled")
-    p.add_argument("--num", type=positive_int, default=None, help="number of samples (default: one per label, or 8)")
+    # --num-samples: under torchrun `--num` is refused by torchrun's own parser (a prefix of its --numa-binding).
+    p.add_argument("--num", "--num-samples", dest="num", type=positive_int, default=None,
+                   help="number of samples (default: one per label, or 8); --num-samples under torchrun")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
@@ -244,8 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_offline_flag(p)
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--shard", type=shard, default=(0, 1),
-                   help="k/n: this process writes the batches j with j %% n == k (restart any shard to resume)")
+    p.add_argument("--shard", type=shard, default=None,
+                   help="k/n: this process writes the batches j with j %% n == k (restart any shard to resume); "
+                        "default 0/1; under torchrun each rank is one shard, so --shard is refused there")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("reconstruct", help="images through a tokenizer and back, to PNG")
@@ -270,23 +309,81 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that run under torchrun, split over its ranks; the others are single-process tools.
+DISTRIBUTED = ("run", "fid", "stats", "generate")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # force: this process's stderr now, not a stream an earlier configuration bound (titok-train's, or a caller's)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s",
                         force=True)
     apply_offline(args)
+    if args.command in DISTRIBUTED:
+        return _run_distributed(args)
+    return _run(args)
+
+
+def _run(args, quiet_errors: bool = False) -> int:
+    """The command; bad input is one line on stderr and exit status 2 (`quiet_errors`: exit status only)."""
+    from bench.distributed import RankFailure
+
     try:
         status = args.func(args)
         sys.stdout.flush()  # a reader that left early (`list | head`) is met here, not at interpreter exit
         return status
     except InputError as exc:  # only bad input: a bug of ours keeps its traceback (exit 1)
-        print(f"titok-bench {args.command}: error: {exc}", file=sys.stderr)
+        if not quiet_errors:
+            print(f"titok-bench {args.command}: error: {exc}", file=sys.stderr)
+        _rank_0_has_spoken(exc)
         return 2
+    except RankFailure as exc:
+        if exc.__cause__ is not None and not isinstance(exc.__cause__, InputError):
+            raise  # this rank's own bug: its traceback is printed here, the one place it can be read
+        if not quiet_errors:  # another rank's bug: that rank prints its traceback; here, which rank and what
+            print(f"titok-bench {args.command}: error: {exc}", file=sys.stderr)
+        _rank_0_has_spoken(exc)
+        return 1
     except BrokenPipeError:
         if not _stdout_reader_gone():  # another pipe broke (a worker, a socket): a bug, with its traceback
             raise
         return _reader_left()
+
+
+def _rank_0_has_spoken(exc: Exception) -> None:
+    """After an error every rank agreed on (bench.distributed.together), meet once more: torchrun stops the other
+    ranks as soon as one exits with an error, which could cut rank 0 off before its message is out."""
+    from bench.distributed import RankFailure, barrier
+
+    if isinstance(exc, RankFailure):
+        with contextlib.suppress(Exception):  # a rank gone meanwhile: nothing more to wait for
+            barrier()
+
+
+def _run_distributed(args) -> int:
+    """A command that torchrun may have started N times: join the process group (a no-op outside torchrun), run,
+    leave it. Rank 0 speaks for the run: the other ranks print nothing to stdout, log errors only, and leave the
+    error message to rank 0, which names every failed rank (bench.distributed.together). A rank's own bug still
+    prints its traceback there, the one place it can be read."""
+    from bench.distributed import launched, start, stop
+
+    if not launched():
+        return _run(args)
+    try:
+        _device(args.device)  # "cuda" on a machine without one: the same message as outside torchrun
+        dist_ctx = start(args.device)
+    except InputError as exc:
+        print(f"titok-bench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    args.dist_context, args.device = dist_ctx, str(dist_ctx.device)
+    try:
+        if dist_ctx.is_main:
+            return _run(args)
+        logging.getLogger().setLevel(logging.ERROR)
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+            return _run(args, quiet_errors=True)
+    finally:
+        stop(dist_ctx)
 
 
 def _stdout_reader_gone() -> bool:

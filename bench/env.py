@@ -67,3 +67,15 @@ def env_tag(env: dict) -> str:
         dev = f"cpu-{cpu.strip()}-{env['threads']}threads" if cpu.strip() else f"cpu-{env['threads']}threads"
     torch_v = env["torch"].split("+")[0]
     return re.sub(r"[^a-z0-9.]+", "-", f"{dev}-torch{torch_v}".lower()).strip("-")
+
+
+def run_environment(device: str | torch.device, world_size: int = 1) -> dict:
+    """`environment(device)` plus the process group a run spans: `world_size` (1 outside torchrun) and `devices`,
+    every rank's device name in rank order (gathered once, at the start of a run). COLLECTIVE under torchrun:
+    every rank calls it."""
+    from bench.distributed import all_gather
+
+    env = environment(device)
+    env["world_size"] = int(world_size)
+    env["devices"] = all_gather(env["device_name"]) if world_size > 1 else [env["device_name"]]
+    return env

@@ -22,6 +22,7 @@ called FID.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import zipfile
 import zlib
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench import distributed
 from bench.inception import (
     SPATIAL_DIM,
     SPATIAL_LAYER,
@@ -40,9 +42,10 @@ from bench.inception import (
     require_torch_fidelity,
     sha256_of,
 )
-from bench.streaming import BootstrapGaussians, FeatureStore, RunningGaussian, RunningInceptionScore
-from titok.data.images import RESIZE_MODE, TensorImages, iter_image_batches
+from bench.streaming import BootstrapGaussians, FeatureStore, RunningGaussian, RunningInceptionScore, batch_positions
+from titok.data.images import RESIZE_MODE, TensorImages, Unreadable, iter_image_batches
 from titok.errors import InputError
+from titok.train.distributed import DistContext
 
 log = logging.getLogger(__name__)
 FEATURE_DIM = 2048
@@ -272,11 +275,24 @@ class InceptionMetrics:
     (`titok-bench stats --features`). `bootstrap` R >= 2 adds FID's sampling uncertainty (the std of R Poisson-
     bootstrap replicates over images, bench.streaming.BootstrapGaussians) to the result's `spreads`, which
     `titok-bench compare` judges FID changes against; 0 (the default) skips the R-fold covariance work.
+
+    Positions: `add_fake`/`add_real` take `indices`, the images' positions in the whole set (default: the next
+    ones in order). They decide the Inception Score's split, the bootstrap weights and the order of kept features
+    and of the real set's digest, so the same image counts the same whatever rank adds it, and when.
+    Several processes (torchrun): each rank adds its own images with their positions, then every rank calls
+    `reduce()` once (a collective); `result()` is then rank 0's, and raises MetricError on the other ranks
+    (`compute_image_metrics` hands rank 0's result to every rank). In one process `reduce()` changes nothing.
+    Checkpoints: `state_dict()` / `load_state_dict()` save and restore everything added so far (one rank's share).
+    `local=True`: the accumulator counts this process's images only, even under torchrun (training's held-out
+    rFID, made on rank 0): reduce() does nothing and result() works on any rank.
+    Memory under torchrun: where FID is against real images, each rank keeps its real images' float32 pool
+    features (8 KB per image) until `reduce()`, which gathers them to rank 0 for the digest in position order.
     """
 
     def __init__(self, metrics=("fid", "isc"), *, inception_weights=None, device="cpu", reference=None,
                  num_fake: int | None = None, kid_subset_size: int = 1000, batch_size: int = 64,
-                 preparation: str | None = None, keep_fake_features: bool = False, bootstrap: int = 0):
+                 preparation: str | None = None, keep_fake_features: bool = False, bootstrap: int = 0,
+                 local: bool = False):
         unknown = set(metrics) - set(METRICS)
         if unknown:
             raise MetricError(f"unknown metrics {sorted(unknown)}; known: {', '.join(METRICS)}")
@@ -309,27 +325,76 @@ class InceptionMetrics:
             raise MetricError(f"an FID bootstrap needs FID among the metrics and at least 2 replicates, got "
                               f"{bootstrap} replicates for {sorted(metrics)}")
         self.bootstrap = bootstrap if "fid" in metrics else 0
-        self.fake = _FeatureSums("fid" in metrics, keep or keep_fake_features, self.bootstrap, "sfid" in metrics)
-        self.real = _FeatureSums("fid" in metrics and self.reference is None, keep and self.reference is None,
-                                 self.bootstrap, "sfid" in metrics and self.reference is None)
+        self.local = local  # this process's images alone, even inside a process group (training's rFID on rank 0)
+        self.dist = DistContext(0, 1, 0, torch.device("cpu")) if local else distributed.current()
+        self.fake = _FeatureSums("fid" in metrics, keep or keep_fake_features, self.bootstrap, "sfid" in metrics,
+                                 digest=False)
+        real_fid = "fid" in metrics and self.reference is None
+        self.real = _FeatureSums(real_fid, keep and self.reference is None, self.bootstrap,
+                                 "sfid" in metrics and self.reference is None,
+                                 digest=real_fid and self.dist.world_size == 1,
+                                 keep_for_digest=real_fid and self.dist.world_size > 1)
         self.preparation = preparation
         self.isc = RunningInceptionScore(num_fake, LOGITS_DIM) if "isc" in metrics and num_fake else None
         self.num_fake_announced = num_fake
         self.batch_size = batch_size
+        self.kept_fake_features = keep_fake_features
+        self.reduced = False
+        self._reference_sha256 = sha256_of(self.reference) if self.reference is not None else None
 
-    def add_fake(self, images: torch.Tensor) -> None:
-        """uint8 (B, 3, H, W) generated or reconstructed images."""
+    def add_fake(self, images: torch.Tensor, indices=None) -> None:
+        """uint8 (B, 3, H, W) generated or reconstructed images at positions `indices` of the whole set (a range or
+        B ints; None: the B positions after the last ones added)."""
+        self._check_open("add_fake")
+        positions = self.fake.positions(indices, images.shape[0])
         pool, logits = inception_features(self.extractor, images, self.device)
-        self.fake.update(pool, spatial_features(self.tap) if self.tap is not None else None)
+        spatial = spatial_features(self.tap) if self.tap is not None else None
         if self.isc is not None:
-            self.isc.update(logits)  # refuses more images than were announced
+            try:  # refuses positions past the announced count, before any sum moves
+                self.isc.update(logits, positions)
+            except ValueError as exc:
+                raise MetricError(str(exc)) from None
+        self.fake.update(pool, spatial, positions)
 
-    def add_real(self, images: torch.Tensor) -> None:
-        """uint8 (B, 3, H, W) real images (when FID is against images rather than a statistics file)."""
+    def add_real(self, images: torch.Tensor, indices=None) -> None:
+        """uint8 (B, 3, H, W) real images (when FID is against images rather than a statistics file) at positions
+        `indices` of the real set (as `add_fake`)."""
+        self._check_open("add_real")
+        positions = self.real.positions(indices, images.shape[0])
         pool = inception_features(self.extractor, images, self.device)[0]
-        self.real.update(pool, spatial_features(self.tap) if self.tap is not None else None)
+        self.real.update(pool, spatial_features(self.tap) if self.tap is not None else None, positions)
+
+    def _check_open(self, what: str) -> None:
+        if self.reduced:
+            raise MetricError(f"{what} after reduce(): the ranks' sums were already combined")
+
+    def reduce(self) -> None:
+        """COLLECTIVE: every rank calls it once, after its last add. The ranks' sums become the whole set's (FID
+        and sFID statistics and the bootstrap replicates by float64 sums, the Inception Score by its per-split
+        sums); kept pool features are gathered to rank 0 in position order, and the real set's digest is made
+        there from them, equal to one process's. Afterwards `result()` works on rank 0 only and no image can be
+        added. One process: nothing to combine, nothing changes (and adding may go on)."""
+        if self.local:
+            return
+        if distributed.current().world_size != self.dist.world_size:
+            raise MetricError(f"made in a group of {self.dist.world_size} processes, reduced in one of "
+                              f"{distributed.current().world_size}")
+        if self.dist.world_size == 1:
+            return
+        self._check_open("reduce()")
+        self.fake.reduce()
+        self.real.reduce()
+        if self.isc is not None:
+            self.isc.reduce()
+        self.reduced = True
 
     def result(self) -> MetricsResult:
+        if self.dist.world_size > 1 and not self.reduced:
+            raise MetricError(f"result() before reduce(): rank {self.dist.rank} holds only its share of the images; "
+                              f"every rank calls reduce() first")
+        if not self.dist.is_main:
+            raise MetricError(f"the whole set's metrics are on rank 0 after reduce(); this is rank {self.dist.rank} "
+                              f"(compute_image_metrics hands them to every rank)")
         values: dict[str, float] = {}
         spreads: dict[str, dict] = {}
         if self.fake.n == 0:
@@ -408,12 +473,67 @@ class InceptionMetrics:
                 "method": "poisson-bootstrap over images"}
 
     def fake_statistics(self) -> tuple[np.ndarray, np.ndarray]:
-        """(mu, sigma) of the fake set's pool features so far (what `titok-bench stats` writes)."""
+        """(mu, sigma) of the fake set's pool features so far (what `titok-bench stats` writes); under torchrun
+        the whole set's on every rank after reduce()."""
+        self._check_whole("fake_statistics()")
         return self.fake.statistics()
 
     def fake_spatial_statistics(self) -> tuple[np.ndarray, np.ndarray]:
         """(mu_s, sigma_s) of the fake set's sFID features (what `titok-bench stats` writes beside mu, sigma)."""
+        self._check_whole("fake_spatial_statistics()")
         return self.fake.spatial_statistics()
+
+    def _check_whole(self, what: str) -> None:
+        if self.dist.world_size > 1 and not self.reduced:
+            raise MetricError(f"{what} before reduce(): rank {self.dist.rank} holds only its share of the images")
+
+    # -- checkpoints ----------------------------------------------------------------------------------------------
+    def settings(self) -> dict:
+        """What a saved state must have been made under to be continued here."""
+        return {"version": STATE_VERSION, "metrics": sorted(self.metrics), "num_fake": self.num_fake_announced,
+                "bootstrap": self.bootstrap,
+                "dims": {"pool": FEATURE_DIM, "spatial": SPATIAL_DIM, "logits": LOGITS_DIM},
+                "reference": self._reference_sha256,
+                "extractor": self.info.weights_sha256, "keep_fake_features": bool(self.kept_fake_features)}
+
+    def state_dict(self) -> dict:
+        """Everything added so far (on this rank): numpy arrays and plain numbers/strings, `np.savez`-able (no
+        pickle); `settings` (a JSON string) names what it was made under. Refused after reduce() under torchrun
+        (the sums are then the whole set's, not this rank's) and where the real set's running sha256 digest has
+        started (Python's hashlib cannot save it: checkpoint runs that score against a statistics file)."""
+        if self.reduced:
+            raise MetricError("state_dict() after reduce(): the state would count the other ranks' images again")
+        state = {"settings": json.dumps(self.settings(), sort_keys=True), "rank": self.dist.rank,
+                 "world_size": self.dist.world_size}
+        state.update(self.fake.state("fake."))
+        state.update(self.real.state("real."))
+        if self.isc is not None:
+            state.update({"isc.plogp": self.isc.plogp.copy(), "isc.psum": self.isc.psum.copy(),
+                          "isc.count": self.isc.count.copy(), "isc.seen": self.isc.seen})
+        return state
+
+    def load_state_dict(self, state) -> None:
+        """Continue from `state_dict()`'s dict (or the np.load of its np.savez): a state made under other settings
+        is refused with an InputError naming each difference; nothing changes unless the whole state loads."""
+        self._check_open("load_state_dict()")
+        state = {k: (v[()] if isinstance(v, np.ndarray) and v.ndim == 0 else v) for k, v in dict(state).items()}
+        if "settings" not in state:
+            raise MetricError(f"not an InceptionMetrics state (no settings; keys {sorted(state)[:8]})")
+        try:
+            theirs = json.loads(str(state["settings"]))
+        except ValueError:
+            raise MetricError("an InceptionMetrics state whose settings are not JSON") from None
+        ours = self.settings()
+        differ = [f"{k}: state {theirs.get(k)!r}, here {ours[k]!r}" for k in ours if theirs.get(k) != ours[k]]
+        if differ:
+            raise MetricError("the saved metrics state was made under other settings: " + "; ".join(differ))
+        fake = _FeatureSums.from_state(self.fake, state, "fake.")
+        real = _FeatureSums.from_state(self.real, state, "real.")
+        if self.isc is not None:
+            isc = {k: _state_array(state, f"isc.{k}", getattr(self.isc, k)) for k in ("plogp", "psum", "count")}
+            seen = _state_int(state, "isc.seen")
+            self.isc.plogp, self.isc.psum, self.isc.count, self.isc.seen = isc["plogp"], isc["psum"], isc["count"], seen
+        self.fake, self.real = fake, real
 
     def _pairwise(self, f_fake: np.ndarray, f_real: np.ndarray, protocol: dict) -> dict[str, float]:
         from torch_fidelity.metric_kid import kid_features_to_metric
@@ -435,28 +555,127 @@ class InceptionMetrics:
         return values
 
 
-class _FeatureSums:
-    """One image set's pool features: running mean/covariance, a digest, and the features where pairs need them."""
+STATE_VERSION = 1
 
-    def __init__(self, gaussian: bool, keep: bool, bootstrap: int = 0, spatial: bool = False):
+
+def _state_int(state: dict, key: str) -> int:
+    if key not in state:
+        raise MetricError(f"the saved metrics state lacks {key}")
+    return int(state[key])
+
+
+def _state_array(state: dict, key: str, like: np.ndarray) -> np.ndarray:
+    """state[key] as an array of `like`'s shape and dtype, or a MetricError naming what is wrong."""
+    if key not in state:
+        raise MetricError(f"the saved metrics state lacks {key}")
+    value = np.asarray(state[key])
+    if value.shape != like.shape:
+        raise MetricError(f"the saved metrics state's {key} has shape {value.shape}, expected {like.shape}")
+    return value.astype(like.dtype, copy=True)
+
+
+class _FeatureSums:
+    """One image set's pool features: running mean/covariance, a digest, and the features where pairs need them.
+
+    The digest (a sha256 of the float32 pool features in position order) is hashed as the images come in one
+    process (`digest`), or, under torchrun (`keep_for_digest`), from the features every rank keeps and rank 0
+    gathers at reduce()."""
+
+    def __init__(self, gaussian: bool, keep: bool, bootstrap: int = 0, spatial: bool = False, *, digest: bool = True,
+                 keep_for_digest: bool = False):
         self.gaussian = RunningGaussian(FEATURE_DIM) if gaussian else None
         self.spatial = RunningGaussian(SPATIAL_DIM) if spatial else None
         self.bootstrap = BootstrapGaussians(FEATURE_DIM, bootstrap) if gaussian and bootstrap else None
-        self.store = FeatureStore() if keep else None
-        self.hash = hashlib.sha256()
+        self.store = FeatureStore() if keep or keep_for_digest else None
+        self.keep_for_digest = keep_for_digest
+        self.hash = hashlib.sha256() if digest else None
+        self.gathered_digest: str | None = None
         self.n = 0
+        self.following = 0  # the position after the highest one added
 
-    def update(self, pool: np.ndarray, spatial: np.ndarray | None = None) -> None:
+    def positions(self, indices, count: int) -> np.ndarray:
+        """The positions of a batch of `count` images (checked), `indices` or the next `count` in order."""
+        try:
+            return batch_positions(indices, self.following, count)
+        except ValueError as exc:
+            raise MetricError(str(exc)) from None
+
+    def update(self, pool: np.ndarray, spatial: np.ndarray | None = None, positions=None) -> None:
+        positions = self.positions(positions, pool.shape[0])
         self.n += pool.shape[0]
+        if positions.size:
+            self.following = max(self.following, int(positions.max()) + 1)
         if self.spatial is not None:
             self.spatial.update(spatial)
-        self.hash.update(np.ascontiguousarray(pool, dtype=np.float32).tobytes())
+        if self.hash is not None:
+            self.hash.update(np.ascontiguousarray(pool, dtype=np.float32).tobytes())
         if self.gaussian is not None:
             self.gaussian.update(pool)
         if self.bootstrap is not None:
-            self.bootstrap.update(pool)
+            self.bootstrap.update(pool, positions)
         if self.store is not None:
-            self.store.update(pool)
+            self.store.update(pool, positions)
+
+    def reduce(self) -> None:
+        """Collective (bench.streaming's reduce of each part); on rank 0 the digest of the gathered features."""
+        total = distributed.sum_arrays({"n": np.array([self.n], np.int64)})
+        self.n = int(total["n"][0])
+        for part in (self.gaussian, self.spatial, self.bootstrap, self.store):
+            if part is not None:
+                part.reduce()
+        if self.keep_for_digest and distributed.current().is_main:
+            self.gathered_digest = hashlib.sha256(np.ascontiguousarray(self.store.array()).tobytes()).hexdigest()
+
+    def state(self, prefix: str) -> dict:
+        if self.hash is not None and self.n:
+            raise MetricError("the real images' digest is a running sha256 that cannot be saved part-way; "
+                              "checkpoint runs that score against a statistics file")
+        out = {prefix + "n": self.n, prefix + "following": self.following}
+        for name in ("gaussian", "spatial"):
+            g = getattr(self, name)
+            if g is not None:
+                out.update({f"{prefix}{name}.n": g.n, f"{prefix}{name}.mean": g.mean.copy(),
+                            f"{prefix}{name}.m2": g.m2.copy()})
+        if self.bootstrap is not None:
+            b = self.bootstrap
+            out.update({prefix + "bootstrap.weight": b.weight.copy(), prefix + "bootstrap.mean": b.mean.copy(),
+                        prefix + "bootstrap.m2": b.m2.copy(), prefix + "bootstrap.seen": b.seen})
+        if self.store is not None:
+            out.update({prefix + "store.indices": self.store.indices(), prefix + "store.features": self.store.array()})
+        return out
+
+    @classmethod
+    def from_state(cls, like: _FeatureSums, state: dict, prefix: str) -> _FeatureSums:
+        """A new set like `like` (same parts) holding the state's sums."""
+        out = cls.__new__(cls)
+        out.__dict__.update(like.__dict__)
+        out.n, out.following = _state_int(state, prefix + "n"), _state_int(state, prefix + "following")
+        for name in ("gaussian", "spatial"):
+            g = getattr(like, name)
+            if g is not None:
+                new = RunningGaussian(g.mean.shape[0])
+                new.mean = _state_array(state, f"{prefix}{name}.mean", g.mean)
+                new.m2 = _state_array(state, f"{prefix}{name}.m2", g.m2)
+                new.n = _state_int(state, f"{prefix}{name}.n")
+                setattr(out, name, new)
+        if like.bootstrap is not None:
+            b = BootstrapGaussians(like.bootstrap.mean.shape[1], like.bootstrap.replicates, like.bootstrap.seed)
+            for key in ("weight", "mean", "m2"):
+                setattr(b, key, _state_array(state, f"{prefix}bootstrap.{key}", getattr(like.bootstrap, key)))
+            b.seen = _state_int(state, prefix + "bootstrap.seen")
+            out.bootstrap = b
+        if like.store is not None:
+            indices = np.asarray(state.get(prefix + "store.indices", np.zeros(0, np.int64)), np.int64)
+            features = np.asarray(state.get(prefix + "store.features", np.zeros((0, 0), np.float32)), np.float32)
+            if features.shape[0] != indices.shape[0] or (indices.size and features.shape[1] != FEATURE_DIM):
+                raise MetricError(f"the saved metrics state's {prefix}store holds {features.shape} features for "
+                                  f"{indices.shape[0]} positions")
+            out.store = FeatureStore()
+            if indices.size:
+                out.store.update(features, indices)
+        if out.hash is not None:
+            out.hash = hashlib.sha256()
+        return out
 
     def statistics(self) -> tuple[np.ndarray, np.ndarray]:
         if self.n < 2:
@@ -469,7 +688,7 @@ class _FeatureSums:
         return self.spatial.statistics()
 
     def digest(self) -> str:
-        return self.hash.hexdigest()[:16]
+        return (self.gathered_digest or self.hash.hexdigest())[:16]
 
 
 def compute_image_metrics(fake, real=None, *, inception_weights=None, metrics=("fid", "isc"), batch_size: int = 64,
@@ -482,21 +701,70 @@ def compute_image_metrics(fake, real=None, *, inception_weights=None, metrics=("
     records the extractor and its weights hash, the resize mode, the reference and the sample counts, so two
     numbers are only compared when they were measured the same way. Streams: images pass through in batches
     (decoded in DataLoader workers) and only running statistics stay.
+
+    Under torchrun every rank calls it: each reads only its global batches of each set (bench.distributed.
+    rank_batches: the same batches of `batch_size` images as one process reads), the ranks' sums are combined
+    (InceptionMetrics.reduce), rank 0 computes the metrics and every rank returns the same result. An error on any
+    rank (an unreadable image under strict, too few images) is raised on every rank (bench.distributed.RankFailure,
+    RankInputError for bad input), naming the rank. An image's position is its index in the data set, so a file
+    skipped as unreadable leaves its place empty rather than shifting the images after it.
     """
+    ctx = distributed.current()
     if isinstance(fake, torch.Tensor):
         fake = TensorImages(fake)
     if isinstance(real, torch.Tensor):
         real = TensorImages(real)
     stats_file = real if isinstance(real, (str, Path)) else None
-    acc = InceptionMetrics(metrics, inception_weights=inception_weights, device=device, reference=stats_file,
-                           num_fake=len(fake), kid_subset_size=kid_subset_size, batch_size=batch_size,
-                           bootstrap=bootstrap)
-    for batch, _ in iter_image_batches(fake, batch_size, progress, "inception (fake)", num_workers):
-        acc.add_fake(batch)
-    if real is not None and stats_file is None:
-        for batch, _ in iter_image_batches(real, batch_size, progress, "inception (real)", num_workers):
-            acc.add_real(batch)
-    return acc.result()
+    show = progress and ctx.is_main
+    with distributed.together("Inception features"):
+        acc = InceptionMetrics(metrics, inception_weights=inception_weights, device=device, reference=stats_file,
+                               num_fake=len(fake), kid_subset_size=kid_subset_size, batch_size=batch_size,
+                               bootstrap=bootstrap)
+        for batch, positions in _rank_image_batches(fake, batch_size, ctx, show, "inception (fake)", num_workers):
+            acc.add_fake(batch, positions)
+        if real is not None and stats_file is None:
+            for batch, positions in _rank_image_batches(real, batch_size, ctx, show, "inception (real)", num_workers):
+                acc.add_real(batch, positions)
+    acc.reduce()
+    result = None
+    with distributed.together("metrics"):
+        if ctx.is_main:
+            result = acc.result()
+    return distributed.broadcast_from_main(result)
+
+
+class _Positioned(torch.utils.data.Dataset):
+    """The items of `source` at `indices`, each labelled with its index in `source` (its position in the set).
+
+    Reads through `source.read` where it has one, so an unreadable file comes back as such and is counted in
+    `source.skipped` by iter_image_batches."""
+
+    def __init__(self, source, indices: list[int]):
+        self.source, self.indices = source, indices
+        self.skipped = getattr(source, "skipped", [])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def read(self, k: int):
+        i = self.indices[k]
+        item = self.source.read(i) if hasattr(self.source, "read") else self.source[i]
+        return item if item is None or isinstance(item, Unreadable) else (item[0], i)
+
+
+def _rank_image_batches(source, batch_size: int, ctx, progress: bool, desc: str, num_workers):
+    """(uint8 batch, positions) of this rank's global batches of `source` (all of them in one process)."""
+    if isinstance(source, TensorImages):
+        if ctx.world_size == 1:
+            for batch, _ in iter_image_batches(source, batch_size, progress, desc):
+                yield batch, None
+            return
+        for r in distributed.rank_batches(len(source), batch_size, ctx.rank, ctx.world_size):
+            yield source.batch(r.start, r.stop)[0], r
+        return
+    mine = [i for r in distributed.rank_batches(len(source), batch_size, ctx.rank, ctx.world_size) for i in r]
+    for batch, positions in iter_image_batches(_Positioned(source, mine), batch_size, progress, desc, num_workers):
+        yield batch, positions.tolist()
 
 
 def psnr_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

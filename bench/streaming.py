@@ -17,6 +17,12 @@ Each accumulator takes one batch at a time and keeps only sums and counts; the i
 - `CodebookUsage`: code counts of a VQ tokenizer, reported as the TiTok release's evaluator does
   (bytedance/1d-tokenizer `evaluator/evaluator.py`: usage = distinct codes / codebook size, entropy in bits
   of the code frequencies with its 1e-8), plus the perplexity 2**entropy.
+
+Under torchrun each rank streams its own images (bench.distributed.rank_batches) and every accumulator's
+`reduce()` combines the ranks' sums into the whole set's: a COLLECTIVE, called once by every rank after its last
+update, and the identity (no change at all) in one process. Where an image's place in the set matters (the
+Inception Score's split, the bootstrap's weights, the order of kept features) the updates take `indices`, the
+images' positions in the whole set, so a rank's batch lands where it lands in one process.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import math
 
 import numpy as np
 import torch
+
+from bench import distributed
 
 
 class RunningGaussian:
@@ -49,11 +57,33 @@ class RunningGaussian:
         self.mean += delta * (nb / n)
         self.n = n
 
+    def reduce(self) -> None:
+        """Collective: every rank's (n, mean, m2) become the whole set's, on every rank (Chan's parallel merge
+        written as sums: n and n x mean add up; with the whole set's mean mu, each rank's m2 + n (mean - mu)
+        (mean - mu)^T adds up to the whole m2, with no cancellation). One process: unchanged."""
+        if distributed.current().world_size == 1:
+            return
+        self.n, self.mean, self.m2 = _merge_weighted(np.float64(self.n), self.mean, self.m2)
+        self.n = int(self.n)
+
     def statistics(self) -> tuple[np.ndarray, np.ndarray]:
         """(mu (D,), sigma (D, D)) with the N-1 normalisation of `np.cov`."""
         if self.n < 2:
             raise ValueError(f"covariance needs at least 2 samples, got {self.n}")
         return self.mean.copy(), self.m2 / (self.n - 1)
+
+
+def _merge_weighted(weight, mean, m2):
+    """Sums over the ranks of weighted Gaussians: (weight (...), mean (..., D), m2 (..., D, D)) of this rank ->
+    the whole set's, for one Gaussian or a stack of them (bootstrap replicates). A stack whose whole weight is 0
+    keeps mean 0 and m2 0."""
+    weight = np.asarray(weight, np.float64)
+    total = distributed.sum_arrays({"weight": np.atleast_1d(weight), "sum": mean * weight[..., None]})
+    whole = total["weight"].reshape(weight.shape)
+    mu = total["sum"] / np.maximum(whole, 1.0)[..., None]  # a weight is 0 (and its sum 0) or a count >= 1
+    d = mean - mu
+    m2 = distributed.sum_arrays({"m2": m2 + d[..., :, None] * d[..., None, :] * weight[..., None, None]})["m2"]
+    return whole, mu, m2
 
 
 BOOTSTRAP_STREAM = 2  # counter-hash stream of the bootstrap weights (sampling noise uses streams 0, 1 and 3)
@@ -70,9 +100,14 @@ def poisson1_weights(first_index: int, count: int, replicates: int, seed: int = 
     replacement (Hanley & MacGibbon 2006; Chamandy et al. 2012, "the Poisson bootstrap"): each image enters a
     replicate K ~ Poisson(1) times, so no replicate needs the whole set at once.
     """
+    return poisson1_weights_at(range(first_index, first_index + count), replicates, seed)
+
+
+def poisson1_weights_at(indices, replicates: int, seed: int) -> np.ndarray:
+    """(replicates, len(indices)) Poisson(1) counts of the images at these positions (`poisson1_weights`)."""
     from titok.generators.noise import counter_uniforms, seed_tensor
 
-    seeds = seed_tensor([(seed << 32) + first_index + i for i in range(count)], "cpu")
+    seeds = seed_tensor([(seed << 32) + int(i) for i in indices], "cpu")
     u = counter_uniforms(seeds, BOOTSTRAP_STREAM, 0, 1, replicates)[:, 0, :].double().numpy()  # (count, R)
     return np.searchsorted(_POISSON1_CDF, u, side="right").T.astype(np.float64)
 
@@ -96,13 +131,15 @@ class BootstrapGaussians:
         self.mean = np.zeros((replicates, dim), np.float64)
         self.m2 = np.zeros((replicates, dim, dim), np.float64)
 
-    def update(self, x: np.ndarray) -> None:
+    def update(self, x: np.ndarray, indices=None) -> None:
+        """x (B, D) of the images at positions `indices` (default: the B positions after the last update's)."""
         x = np.asarray(x, np.float64)
         nb = x.shape[0]
         if nb == 0:
             return
-        weights = poisson1_weights(self.seen, nb, self.replicates, self.seed)  # (R, B)
-        self.seen += nb
+        indices = batch_positions(indices, self.seen, nb)
+        weights = poisson1_weights_at(indices, self.replicates, self.seed)  # (R, B)
+        self.seen = int(indices.max()) + 1
         for r, w in enumerate(weights):
             wb = w.sum()
             if wb == 0:
@@ -116,11 +153,28 @@ class BootstrapGaussians:
             self.mean[r] += delta * (wb / total)
             self.weight[r] = total
 
+    def reduce(self) -> None:
+        """Collective: each replicate's weight, mean and m2 become the whole set's (as `RunningGaussian.reduce`)."""
+        if distributed.current().world_size == 1:
+            return
+        self.weight, self.mean, self.m2 = _merge_weighted(self.weight, self.mean, self.m2)
+
     def statistics(self, r: int) -> tuple[np.ndarray, np.ndarray]:
         """(mu, sigma) of replicate r, with the frequency-weight form of `np.cov`'s N-1 normalisation."""
         if self.weight[r] < 2:
             raise ValueError(f"bootstrap replicate {r} drew fewer than 2 images")
         return self.mean[r].copy(), self.m2[r] / (self.weight[r] - 1)
+
+
+def batch_positions(indices, following: int, count: int) -> np.ndarray:
+    """(count,) int64 positions: `indices` checked (count of them, none negative), or following .. + count - 1."""
+    if indices is None:
+        return np.arange(following, following + count, dtype=np.int64)
+    out = np.asarray(indices)
+    if out.shape != (count,) or (count and (not np.issubdtype(out.dtype, np.integer) or out.min() < 0)):
+        raise ValueError(f"indices must be {count} non-negative integer positions, one per image of the batch, got "
+                         f"{out.dtype} of shape {out.shape}")
+    return out.astype(np.int64)
 
 
 def isc_split_of_index(num_images: int, splits: int = 10, rng_seed: int = 2020) -> np.ndarray:
@@ -145,19 +199,27 @@ class RunningInceptionScore:
         self.count = np.zeros(splits, np.int64)
         self.seen = 0
 
-    def update(self, logits: torch.Tensor) -> None:
-        """logits (B, C) of the next B images of the set, in its order."""
+    def update(self, logits: torch.Tensor, indices=None) -> None:
+        """logits (B, C) of the images at positions `indices` of the set (default: the next B, in its order)."""
         logits = logits.double().cpu()
-        indices = np.arange(self.seen, self.seen + logits.shape[0])
-        if self.seen + logits.shape[0] > self.num_images:
-            raise ValueError(f"more images than the {self.num_images} announced")
-        self.seen += logits.shape[0]
+        indices = batch_positions(indices, self.seen, logits.shape[0])
+        if indices.size and indices.max() >= self.num_images:
+            raise ValueError(f"more images than the {self.num_images} announced (position {int(indices.max())})")
+        self.seen = max(self.seen, int(indices.max()) + 1) if indices.size else self.seen
         p, log_p = logits.softmax(dim=1), logits.log_softmax(dim=1)
         plogp = (p * log_p).sum(dim=1).numpy()  # (B,)
         split = self.split_of[indices]
         np.add.at(self.plogp, split, plogp)
         np.add.at(self.psum, split, p.numpy())
         np.add.at(self.count, split, 1)
+
+    def reduce(self) -> None:
+        """Collective: the per-split sums and counts of every rank added up (every rank gets them)."""
+        if distributed.current().world_size == 1:
+            return
+        total = distributed.sum_arrays({"plogp": self.plogp, "psum": self.psum, "count": self.count})
+        self.plogp, self.psum, self.count = total["plogp"], total["psum"], total["count"]
+        self.seen = int(self.count.sum())
 
     def result(self) -> tuple[float, float]:
         """(mean, std) over the splits, as torch-fidelity reports them."""
@@ -172,16 +234,42 @@ class RunningInceptionScore:
 
 
 class FeatureStore:
-    """Pool features kept as float32, for the metrics that need all pairs (KID, precision/recall)."""
+    """Pool features kept as float32 with their images' positions, for the metrics that need all pairs (KID,
+    precision/recall). `array()` is in position order, which KID's seeded subsets depend on."""
 
     def __init__(self) -> None:
         self.parts: list[np.ndarray] = []
+        self.positions: list[np.ndarray] = []
+        self.following = 0
 
-    def update(self, x: np.ndarray) -> None:
-        self.parts.append(np.asarray(x, np.float32))
+    def update(self, x: np.ndarray, indices=None) -> None:
+        x = np.asarray(x, np.float32)
+        indices = batch_positions(indices, self.following, x.shape[0])
+        self.parts.append(x)
+        self.positions.append(indices)
+        if indices.size:
+            self.following = max(self.following, int(indices.max()) + 1)
+
+    def indices(self) -> np.ndarray:
+        """(N,) int64 positions of `array()`'s rows."""
+        return np.sort(np.concatenate(self.positions)) if self.positions else np.zeros(0, np.int64)
 
     def array(self) -> np.ndarray:
-        return np.concatenate(self.parts) if self.parts else np.zeros((0, 0), np.float32)
+        if not self.parts:
+            return np.zeros((0, 0), np.float32)
+        order = np.argsort(np.concatenate(self.positions), kind="stable")
+        return np.concatenate(self.parts)[order]
+
+    def reduce(self) -> None:
+        """Collective: every rank's features gathered to rank 0 (ordered by position there); the other ranks
+        keep none."""
+        if distributed.current().world_size == 1:
+            return
+        gathered = distributed.gather_to_main((self.indices(), self.array()))
+        self.parts, self.positions = [], []
+        if gathered is not None:
+            self.positions = [i for i, _ in gathered if len(i)]
+            self.parts = [f for i, f in gathered if len(i)]
 
 
 class RunningPixelMetrics:
@@ -201,6 +289,15 @@ class RunningPixelMetrics:
             self.sums["ssim"] += float(np.sum(ssim_per_image(recon, real)))
         self.n += real.shape[0]
 
+    def reduce(self) -> None:
+        """Collective: every rank's sums and count added up (every rank gets them)."""
+        if distributed.current().world_size == 1:
+            return
+        total = distributed.sum_arrays({"sums": np.array([self.sums[k] for k in self.metrics], np.float64),
+                                        "n": np.array([self.n], np.int64)})
+        self.sums = {k: float(v) for k, v in zip(self.metrics, total["sums"], strict=True)}
+        self.n = int(total["n"][0])
+
     def result(self) -> dict[str, float]:
         return {k: v / self.n for k, v in self.sums.items()} if self.n else {}
 
@@ -213,6 +310,12 @@ class CodebookUsage:
 
     def update(self, codes: torch.Tensor) -> None:
         self.counts += torch.bincount(codes.reshape(-1).cpu(), minlength=self.counts.numel()).double()
+
+    def reduce(self) -> None:
+        """Collective: every rank's code counts added up (every rank gets them)."""
+        if distributed.current().world_size == 1:
+            return
+        self.counts = torch.from_numpy(distributed.sum_arrays({"counts": self.counts.numpy()})["counts"])
 
     def result(self) -> dict[str, float]:
         total = self.counts.sum()

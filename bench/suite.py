@@ -54,6 +54,8 @@ DEFAULTS: dict[str, Any] = {
     "num_samples": 50000,
     "seed": 0,
     "eval_batch_size": 32,
+    "save_images": False,  # gen: also write the samples as PNGs (ADM export, looking at them); scoring is in memory
+    "checkpoint_every": 50,  # gen: each rank checkpoints its Inception statistics every this many batches
     "sampling": {},
     "options": [{}],  # speed: inference-option variants to measure (titok/inference.py); {} = the defaults
     "count_flops": True,  # speed: count one image's FLOPs (an extra eager batch of 1) for TFLOP/s and % of peak

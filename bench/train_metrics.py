@@ -27,10 +27,11 @@ class RFID:
             path = Path(workdir) / "standin-inception" / "standin-seed0.pth"
             self.weights = path if path.is_file() else make_standin_inception_weights(path, seed=0)
         self.device = device
-        InceptionMetrics(("fid",), inception_weights=self.weights, device=device)  # a bad file fails before training
+        InceptionMetrics(("fid",), inception_weights=self.weights, device=device, local=True)  # a bad file fails now
 
     def new(self) -> _Accumulator:
-        return _Accumulator(InceptionMetrics(("fid",), inception_weights=self.weights, device=self.device))
+        # local: rank 0's held-out images alone, though training runs in a process group
+        return _Accumulator(InceptionMetrics(("fid",), inception_weights=self.weights, device=self.device, local=True))
 
 
 class _Accumulator:

@@ -77,9 +77,12 @@ def test_documented_command_parses(page, command):
             build_parser().parse_args(argv[1:])
         elif argv[0] == "titok-train":
             _check_train(argv[1:])
-        else:  # torchrun [its options] -m titok.train.cli ARGS
-            assert "-m" in argv and argv[argv.index("-m") + 1] == "titok.train.cli", command
-            _check_train(argv[argv.index("-m") + 2:])
+        else:  # torchrun [its options] -m titok.train.cli ARGS, or -m bench ARGS (titok-bench's)
+            assert "-m" in argv and argv[argv.index("-m") + 1] in ("titok.train.cli", "bench"), command
+            if argv[argv.index("-m") + 1] == "bench":
+                build_parser().parse_args(argv[argv.index("-m") + 2:])
+            else:
+                _check_train(argv[argv.index("-m") + 2:])
     except SystemExit as exc:
         pytest.fail(f"{page}: does not parse ({exc}): {command}")
 

@@ -566,11 +566,11 @@ def test_missing_metrics_stack_fails_before_sampling(tmp_path, capsys):
 @pytest.mark.metrics
 def test_rerun_of_a_gen_suite_reuses_its_samples(tmp_path, capsys):
     suite, out = gen_suite(tmp_path), tmp_path / "out"
-    assert main(["run", "--suite", suite, "--out", str(out)]) == 0
+    assert main(["run", "--suite", suite, "--out", str(out), "--save-images"]) == 0
     samples = out / "samples" / "titok_tiny_bert-seed0"
     first = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in pngs(samples)}
     (samples / "000002.png").unlink()  # as if the first run had been killed before this sample
-    assert main(["run", "--suite", suite, "--out", str(out)]) == 0
+    assert main(["run", "--suite", suite, "--out", str(out), "--save-images"]) == 0
     again = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in pngs(samples)}
     assert set(again) == set(first) and again["000002.png"][1] == first["000002.png"][1]
     assert all(again[n] == first[n] for n in first if n != "000002.png")  # the others were not redone

@@ -16,6 +16,7 @@ from PIL import Image
 
 from bench.commands.argtypes import positive_int
 from bench.commands.offline import INCEPTION_HELP, add_offline_flag, apply_offline
+from bench.distributed import all_gather, current
 from bench.inception import inspect_weights, resolve_inception_weights
 from bench.metrics import compute_image_metrics, load_reference_stats
 from bench.statistics_file import check_protocol, read_protocol, run_protocol
@@ -64,7 +65,10 @@ def _check_reference(folder: ImageFolder, stats: str, args) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Under torchrun (titok-bench's main joined the group) every rank reads its batches of both sets
+    (compute_image_metrics), every rank gets the result, and rank 0 alone prints it."""
     apply_offline(args)
+    main_rank = current().is_main
     try:
         a = _source(args.a, args)
         if isinstance(a, str):
@@ -76,14 +80,16 @@ def run(args: argparse.Namespace) -> int:
                                        batch_size=args.batch_size, device=args.device,
                                        progress=not getattr(args, "quiet", False))
     except InputError as exc:  # only bad input: a bug of ours keeps its traceback (exit 1)
-        print(f"titok-bench fid: error: {exc}", file=sys.stderr)
+        if main_rank:  # under torchrun every rank has the same error; rank 0 says it
+            print(f"titok-bench fid: error: {exc}", file=sys.stderr)
         return 2
-    skipped = [*getattr(a, "skipped", []), *getattr(b, "skipped", [])]
-    if skipped:
-        print(f"titok-bench fid: skipped {len(skipped)} unreadable images (use --strict to fail)", file=sys.stderr)
+    # Under torchrun each rank knows the files it read: the count is the sum (every rank returned here).
+    skipped = sum(all_gather(len([*getattr(a, "skipped", []), *getattr(b, "skipped", [])])))
+    if skipped and main_rank:
+        print(f"titok-bench fid: skipped {skipped} unreadable images (use --strict to fail)", file=sys.stderr)
     key, value = next(iter(result.values.items()))
     if args.json:
-        print(json.dumps({"metric": key, "value": value, "skipped": len(skipped), "protocol": result.protocol}))
+        print(json.dumps({"metric": key, "value": value, "skipped": skipped, "protocol": result.protocol}))
     else:
         print(f"{key}: {value:.6f}")
     return 0

@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
                                preparation=args.preparation, limit=args.limit, strict=args.strict,
                                batch_size=args.batch_size, device=args.device, features=args.features,
                                progress=not getattr(args, "quiet", False), num_workers=args.workers)
-    if protocol["skipped"]:
+    dist_context = getattr(args, "dist_context", None)  # set by titok-bench's main under torchrun
+    if protocol["skipped"] and (dist_context is None or dist_context.is_main):  # the total, said once
         print(f"titok-bench stats: skipped {protocol['skipped']} unreadable images (use --strict to fail)",
               file=sys.stderr)
     print(json.dumps({"out": args.out, **protocol}))

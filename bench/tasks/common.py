@@ -16,13 +16,23 @@ from titok.progress import number, track
 from titok.registry import create, get_spec
 from titok.released import RELEASED, fetch_released
 from titok.train.checkpoint import TOKENIZER_META, TOKENIZER_SHA_META
+from titok.train.distributed import DistContext
 
 log = logging.getLogger(__name__)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def single_process(device: torch.device | str = "cpu") -> DistContext:
+    """The DistContext of a run that is not under torchrun: rank 0 of 1."""
+    return DistContext(0, 1, 0, torch.device(device))
+
+
 @dataclass
 class RunContext:
+    """One `titok-bench run`: where it writes, its device and environment block, and its place among torchrun's
+    ranks (`dist`; rank 0 of 1 outside torchrun). Under torchrun every rank holds one, with the same run_id
+    (rank 0's, broadcast), and only rank 0 writes: records, the resolved suite, tables, progress."""
+
     out_dir: Path
     run_id: str
     device: torch.device
@@ -31,14 +41,25 @@ class RunContext:
     progress: bool = False
     limit: int | None = None  # --limit: caps images / samples per run, for quick looks
     records: list[dict] = field(default_factory=list)
+    dist: DistContext = field(default_factory=single_process)
 
     @property
     def results_path(self) -> Path:
         return self.out_dir / "results.jsonl"
 
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run's outputs (rank 0, or the only process)."""
+        return self.dist.is_main
+
     def emit(self, **kwargs) -> dict:
+        """Make a record; rank 0 appends it to results.jsonl, other ranks only return it (and keep it in their
+        `records`). Under torchrun the values passed in are already the whole set's (reduced across ranks by the
+        task), so rank 0's record is the run's; a task whose numbers exist on rank 0 alone (recon's Inception
+        metrics) calls it there alone, so only rank 0's `records` is the full list."""
         rec = make_record(run_id=self.run_id, env=self.env, commit=self.commit, **kwargs)
-        append_record(self.results_path, rec)
+        if self.is_main:
+            append_record(self.results_path, rec)
         self.records.append(rec)
         return rec
 
@@ -139,10 +160,125 @@ def parameter_millions(model: torch.nn.Module) -> float:
 
 
 def inception_for(settings: dict, ctx: RunContext):
-    """The Inception weights a metric task uses: the suite's file, or the run's seeded stand-in (made once)."""
+    """The Inception weights a metric task uses: the suite's file, or the run's seeded stand-in (made once, by rank 0
+    under torchrun while the others wait for it: COLLECTIVE, so outside any `together` block)."""
     if settings["inception_weights"] != "standin":
         return settings["inception_weights"]
+    from bench.distributed import barrier
     from bench.inception import make_standin_inception_weights
 
     path = ctx.out_dir / "standin-inception" / "standin-seed0.pth"
-    return path if path.is_file() else make_standin_inception_weights(path, seed=0)
+    if ctx.is_main and not path.is_file():
+        make_standin_inception_weights(path, seed=0)
+    barrier()
+    return path
+
+
+def measured_on_main(task):
+    """A task that measures one device (speed, training speed) run under torchrun: rank 0 measures and emits while
+    the other ranks wait, then every rank holds rank 0's records. Splitting a timing over ranks would time N
+    devices' batches as one; running it on every rank would time N copies competing for one host's cores and
+    disks. The waiting ranks wait inside `together`, so rank 0's failure ends them too, and within the group's
+    timeout (TITOK_BENCH_DIST_TIMEOUT_S): a speed run longer than it needs a larger one."""
+
+    def run(spec, ctx: RunContext) -> None:
+        from bench.distributed import broadcast_from_main, together
+
+        if not ctx.dist.distributed:
+            return task(spec, ctx)
+        done = len(ctx.records)
+        with together(f"{spec.task} (measured on rank 0)"):
+            if ctx.is_main:
+                task(spec, ctx)
+        made = broadcast_from_main(ctx.records[done:] if ctx.is_main else None)
+        if not ctx.is_main:
+            ctx.records.extend(made)
+
+    run.__doc__ = task.__doc__
+    return run
+
+
+class _Positioned(torch.utils.data.Dataset):
+    """The items `indices` of an image folder, each labelled with its position in the whole folder instead of its
+    class: the positions come back with the images (through DataLoader workers, unreadable files dropped), and the
+    metrics key their per-image randomness and their gathering order by them. `skipped` is the folder's own list,
+    so unreadable files are counted where they always were."""
+
+    def __init__(self, data, indices: list[int]):
+        self.data, self.indices = data, indices
+        self.skipped = data.skipped
+        self.strict = getattr(data, "strict", False)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def read(self, i: int):
+        from titok.data.images import Unreadable
+
+        item = self.data.read(self.indices[i])
+        return item if isinstance(item, Unreadable) else (item[0], self.indices[i])
+
+
+def rank_workers(local_world: int | None = None) -> int:
+    """Decoding processes per rank: the host's default shared among the ranks torchrun put on it."""
+    import os
+
+    from titok.data.images import default_num_workers
+
+    local_world = local_world or int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(0, (default_num_workers() + 1) // max(1, local_world) - 1)
+
+
+def rank_image_batches(data, batch_size: int, dist: DistContext, progress: bool = False, desc: str = "images",
+                       num_workers: int | None = None):
+    """This rank's share of an image set: (uint8 (B,3,H,W), positions (B,) int64) batches in order.
+
+    The set is cut into global batches [j*B, (j+1)*B) and rank r reads those with j % world == r
+    (bench.distributed.rank_batches), so with no unreadable files every image is in the batch it has in one
+    process. Positions are indices into `data`; they are what the metrics' `indices` take, so results do not
+    depend on which rank read an image. One process reads every batch: the loop of before, positions added.
+    `num_workers`: decoding processes of this rank (default: the host's default, shared among its ranks).
+    """
+    from bench.distributed import rank_batches
+    from titok.data.images import TensorImages, iter_image_batches
+    from titok.progress import Progress
+
+    batches = rank_batches(len(data), batch_size, dist.rank, dist.world_size)
+    if isinstance(data, TensorImages):  # in memory: slices, no workers
+        with Progress(sum(len(b) for b in batches), desc, "img", progress) as bar:
+            for b in batches:
+                yield data.batch(b.start, b.stop)[0], torch.arange(b.start, b.stop, dtype=torch.int64)
+                bar.update(len(b))
+        return
+    mine = _Positioned(data, [i for b in batches for i in b])
+    if not len(mine):
+        return
+    if num_workers is None and dist.distributed:
+        num_workers = rank_workers()
+    yield from _by_global_batch(iter_image_batches(mine, batch_size, progress, desc, num_workers), batch_size)
+
+
+def _by_global_batch(batches, batch_size: int):
+    """(images, positions) batches regrouped so that each holds exactly the readable images of one global batch.
+
+    iter_image_batches fills a batch up past an unreadable file with the next batch's images; a rank's next batch
+    is another one than one process's, so the batches (and a tokenizer's float rounding by batch, which uint8
+    output can turn into a whole grey level) would then differ between world sizes. Regrouped, a batch with an
+    unreadable file is one image short, the same at any world size."""
+    held: list[tuple[torch.Tensor, torch.Tensor]] = []
+    held_batch = None
+    for images, positions in batches:
+        which = positions // batch_size
+        start = 0
+        for end in range(1, len(positions) + 1):
+            if end < len(positions) and which[end] == which[start]:
+                continue
+            j = int(which[start])
+            if held and j != held_batch:
+                yield torch.cat([x for x, _ in held]), torch.cat([p for _, p in held])
+                held = []
+            held_batch = j
+            held.append((images[start:end], positions[start:end]))
+            start = end
+    if held:
+        yield torch.cat([x for x, _ in held]), torch.cat([p for _, p in held])

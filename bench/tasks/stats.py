@@ -13,41 +13,57 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+
 from bench.suite import RunSpec
-from bench.tasks.common import RunContext, inception_for
+from bench.tasks.common import RunContext, inception_for, rank_image_batches
 from bench.timing import PeakMemory
-from titok.data.images import DEFAULT_PREPARATION, DataError, iter_image_batches, open_dataset
+from titok.data.images import DEFAULT_PREPARATION, DataError, open_dataset
+from titok.train.distributed import DistContext
 
 log = logging.getLogger(__name__)
 
 
 def make_statistics(data_spec: str, out: str | Path, image_size: int, *, inception_weights, preparation: str = "",
                     limit: int | None = None, strict: bool = False, batch_size: int = 64, device="cpu",
-                    features: bool = False, progress: bool = False, num_workers: int | None = None) -> dict:
-    """Write the statistics file `out` for the images of `data_spec`; returns the protocol written into it."""
+                    features: bool = False, progress: bool = False, num_workers: int | None = None,
+                    dist: DistContext | None = None) -> dict:
+    """Write the statistics file `out` for the images of `data_spec`; returns the protocol written into it.
+
+    Under torchrun (`dist`, default the running process's place) each rank reads its global batches, the sums are
+    added across ranks, and rank 0 writes the file; every rank returns the same protocol. COLLECTIVE there.
+    """
+    from bench.distributed import broadcast_from_main, current, sum_arrays, together
     from bench.metrics import InceptionMetrics, few_images_warning
     from bench.statistics_file import STATS_FORMAT, write_statistics
 
+    dist = dist or current()
     data = open_dataset(data_spec, image_size, limit=limit, strict=strict,
                         preparation=preparation or DEFAULT_PREPARATION)
     acc = InceptionMetrics(("fid", "sfid"), inception_weights=inception_weights, device=device, batch_size=batch_size,
                            keep_fake_features=features)
-    for batch, _ in iter_image_batches(data, batch_size, progress, "stats", num_workers):
-        acc.add_fake(batch)
-    skipped = len(getattr(data, "skipped", []))
-    if acc.fake.n < 2:
-        raise DataError(f"{data_spec}: statistics need at least 2 readable images, got {acc.fake.n} "
-                        f"({skipped} unreadable)")
-    if message := few_images_warning(acc.fake.n, f"images in {out}"):
-        log.warning(message)
-    mu, sigma = acc.fake_statistics()
+    with together(f"statistics of {data_spec}"):  # an unreadable image under strict on one rank ends every rank
+        for batch, positions in rank_image_batches(data, batch_size, dist, progress and dist.is_main, "stats",
+                                                   num_workers):
+            acc.add_fake(batch, indices=positions.tolist())
+    counts = sum_arrays({"n": np.array([acc.fake.n], np.int64),
+                         "skipped": np.array([len(getattr(data, "skipped", []))], np.int64)})
+    n, skipped = int(counts["n"][0]), int(counts["skipped"][0])
+    acc.reduce()  # collective: the whole set's sums (and features) on rank 0; nothing to do in one process
+    if n < 2:
+        raise DataError(f"{data_spec}: statistics need at least 2 readable images, got {n} ({skipped} unreadable)")
     protocol = {"extractor": acc.info.name, "extractor_sha256": acc.info.weights_sha256,
                 "standin": acc.info.standin, "image_size": int(image_size), "preparation": data.preparation,
-                "num_images": acc.fake.n, "skipped": skipped, "source": str(data_spec), "features": features}
-    write_statistics(out, mu, sigma, protocol, acc.fake.store.array() if features else None,
-                     spatial=acc.fake_spatial_statistics())
-    log.info("wrote %s (%d images, %s)", out, acc.fake.n, STATS_FORMAT)
-    return protocol
+                "num_images": n, "skipped": skipped, "source": str(data_spec), "features": features}
+    with together(f"writing {out}"):
+        if dist.is_main:
+            if message := few_images_warning(n, f"images in {out}"):
+                log.warning(message)
+            mu, sigma = acc.fake_statistics()
+            write_statistics(out, mu, sigma, protocol, acc.fake.store.array() if features else None,
+                             spatial=acc.fake_spatial_statistics())
+            log.info("wrote %s (%d images, %s)", out, n, STATS_FORMAT)
+    return broadcast_from_main(protocol)
 
 
 def run_stats(spec: RunSpec, ctx: RunContext) -> None:
@@ -60,6 +76,6 @@ def run_stats(spec: RunSpec, ctx: RunContext) -> None:
     protocol = make_statistics(s["data"], s["reference"], s["image_size"], inception_weights=inception_for(s, ctx),
                                preparation=s["preparation"], limit=limit, strict=s["strict"],
                                batch_size=s["eval_batch_size"], device=ctx.device, features=s["features"],
-                               progress=ctx.progress)
+                               progress=ctx.progress, dist=ctx.dist)
     ctx.emit(model="reference", task="stats", metrics={"wall_s": time.perf_counter() - start, **memory.read()},
              protocol={**protocol, "path": str(s["reference"])}, weights_tag="none")

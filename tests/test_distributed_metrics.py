@@ -1,0 +1,212 @@
+"""Two gloo processes give the statistics of one: FID, sFID, IS, KID, precision/recall and the FID bootstrap of
+InceptionMetrics fed by rank (indices, reduce), a checkpoint taken mid-set on one rank, and compute_image_metrics
+over image folders (each rank reads its own batches; every rank returns rank 0's result).
+
+Expected values: the same computation in this (single) process, and the formulas written here (np.cov, the
+frequency-weighted np.cov of the bootstrap, the Inception Score's split definition, k-NN balls in numpy,
+torch-fidelity's KID on the features in order). The Frechet distance's matrix square root of 2048 x 2048 takes
+tens of seconds on a loaded core, so the many-metrics run records the inputs of every Frechet distance (and
+returns a cheap function of them) and the folder run computes one real FID on each side.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+NF, NR, B = 22, 12, 4  # fake set: 6 batches (the last of 2) -> ranks 0/1 read 3/3; real set: 3 batches -> 2/1
+METRICS = ("fid", "sfid", "isc", "kid", "prc")
+REPLICATES, KID_SUBSET = 3, 8
+
+pytestmark = [pytest.mark.metrics]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _images():
+    from titok.data.images import builtin_images
+
+    return builtin_images("procedural", 64, NF, seed=1), builtin_images("skimage", 64, NR, seed=0)
+
+
+def _mine(n: int, rank: int, world: int) -> list[range]:
+    """Global batches j*B.. with j % world == rank, written out here (bench.distributed.rank_batches' rule)."""
+    return [range(j * B, min(j * B + B, n)) for j in range(-(-n // B)) if j % world == rank]
+
+
+def _recording_frechet(calls: list):
+    def frechet(mu1, sigma1, mu2, sigma2):
+        calls.append([np.array(a, np.float64) for a in (mu1, sigma1, mu2, sigma2)])
+        return float(np.sum((mu1 - mu2) ** 2) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.sum(sigma1 * sigma2))
+
+    return frechet
+
+
+def _streamed(weights, rank: int, world: int, checkpoint_dir=None) -> dict:
+    """InceptionMetrics fed this rank's batches with their positions; reduce; rank 0's result."""
+    import bench.metrics as bm
+
+    calls: list = []
+    bm.frechet_distance = _recording_frechet(calls)  # this process only (a spawned rank, or undone by the caller)
+    fake, real = _images()
+
+    def make():
+        return bm.InceptionMetrics(METRICS, inception_weights=weights, num_fake=NF, kid_subset_size=KID_SUBSET,
+                                   batch_size=B, bootstrap=REPLICATES)
+
+    m = make()
+    for k, b in enumerate(_mine(NF, rank, world)):
+        if k == 1 and checkpoint_dir is not None:  # resume from a saved state part-way through the set
+            np.savez(f"{checkpoint_dir}/state{rank}.npz", **m.state_dict())
+            m = make()
+            with np.load(f"{checkpoint_dir}/state{rank}.npz", allow_pickle=False) as z:
+                m.load_state_dict(z)
+        m.add_fake(fake[b.start:b.stop], b if world > 1 else None)
+    for b in _mine(NR, rank, world):
+        m.add_real(real[b.start:b.stop], b if world > 1 else None)
+    m.reduce()
+    got = {"fake_stats": m.fake_statistics(), "fake_spatial": m.fake_spatial_statistics()}
+    if rank == 0:
+        r = m.result()
+        got.update(values=r.values, spreads=r.spreads, protocol=r.protocol, calls=calls)
+    else:
+        try:
+            m.result()
+        except bm.MetricError as exc:
+            got["error"] = str(exc)
+    return got
+
+
+def _folders(weights, folders) -> dict:
+    from bench.metrics import compute_image_metrics
+    from titok.data.images import ImageFolder
+
+    r = compute_image_metrics(ImageFolder(folders[0]), ImageFolder(folders[1]), inception_weights=weights,
+                              metrics=("fid", "isc"), batch_size=B, num_workers=0)
+    return {"values": r.values, "protocol": r.protocol}
+
+
+def _rank(rank: int, port: int, out: str, weights: str, folders) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), OMP_NUM_THREADS="1", TITOK_BENCH_DIST_TIMEOUT_S="120")
+    torch.set_num_threads(1)
+    from bench import distributed
+
+    ctx = distributed.start("cpu")
+    try:
+        got = {"folders": _folders(weights, folders)}
+        got["streamed"] = _streamed(weights, rank, 2, checkpoint_dir=out if rank == 1 else None)
+        np.save(f"{out}/rank{rank}.npy", np.array([got], dtype=object), allow_pickle=True)
+    finally:
+        distributed.stop(ctx)
+
+
+def _isc_split_definition(logits: np.ndarray, splits=10, seed=2020):
+    n = logits.shape[0]
+    shuffled = torch.from_numpy(logits[np.random.RandomState(seed).permutation(n)])
+    scores = []
+    for i in range(splits):
+        chunk = shuffled[i * n // splits:(i + 1) * n // splits]
+        p, log_p = chunk.softmax(1), chunk.log_softmax(1)
+        scores.append(math.exp(float((p * (log_p - p.mean(0, keepdim=True).log())).sum(1).mean())))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def _precision_recall(fake: np.ndarray, real: np.ndarray, k: int = 3):
+    """Improved precision/recall written out: k-th neighbour radii (self included at distance 0), then balls."""
+    def dist(a, b):
+        return np.sqrt(np.maximum(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1), 0))
+
+    r_real, r_fake = np.sort(dist(real, real), 1)[:, k], np.sort(dist(fake, fake), 1)[:, k]
+    return (float((dist(fake, real) <= r_real[None, :]).any(1).mean()),
+            float((dist(real, fake) <= r_fake[None, :]).any(1).mean()))
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_equal_one_for_every_statistic(standin_inception, tmp_path, monkeypatch):
+    """About a minute on a quiet machine: 4 Inception passes over 34 images and two FIDs of 2048-d statistics."""
+    import torch.multiprocessing as mp
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    import bench.metrics as bm
+    from tests.conftest import write_pngs
+
+    fake, real = _images()
+    folders = (tmp_path / "fake", tmp_path / "real")
+    write_pngs(folders[0], fake)
+    write_pngs(folders[1], real)
+    mp.spawn(_rank, args=(_free_port(), str(tmp_path), str(standin_inception), folders), nprocs=2)
+    ranks = [np.load(tmp_path / f"rank{r}.npy", allow_pickle=True)[0] for r in (0, 1)]
+
+    # compute_image_metrics over folders: every rank returns rank 0's result, equal to one process's.
+    one = _folders(standin_inception, folders)
+    for got in ranks:
+        assert got["folders"]["protocol"] == one["protocol"]  # counts, the real images' digest, everything
+        assert got["folders"]["values"] == pytest.approx(one["values"], rel=1e-6)
+
+    # InceptionMetrics fed by rank, with a checkpoint round trip on rank 1, against one process fed in order.
+    monkeypatch.setattr(bm, "frechet_distance", bm.frechet_distance)  # _streamed replaces it; undone after
+    single = _streamed(standin_inception, 0, 1)
+    two = ranks[0]["streamed"]
+    assert two["protocol"] == single["protocol"]
+    assert set(two["values"]) == set(single["values"]) == {
+        "standin_fid", "standin_sfid", "standin_isc_mean", "standin_isc_std", "standin_kid_mean", "standin_kid_std",
+        "standin_precision", "standin_recall"}
+    assert two["values"] == pytest.approx(single["values"], rel=1e-6)
+    spread2, spread1 = two["spreads"]["standin_fid"], single["spreads"]["standin_fid"]
+    assert spread2["n"] == spread1["n"] == REPLICATES and spread2["method"] == spread1["method"]
+    assert (spread2["std"], spread2["mean"]) == pytest.approx((spread1["std"], spread1["mean"]), rel=1e-6)
+    assert "rank 1" in ranks[1]["streamed"]["error"]
+    assert len(two["calls"]) == len(single["calls"]) == 1 + REPLICATES + 1  # fid, its replicates, sfid
+    for call2, call1 in zip(two["calls"], single["calls"], strict=True):
+        for a2, a1 in zip(call2, call1, strict=True):
+            np.testing.assert_allclose(a2, a1, rtol=1e-9, atol=1e-12)
+
+    # ... and the formulas, from the features of the whole set in one pass (batches of B as above).
+    from bench.inception import load_inception
+
+    extractor, _ = load_inception(standin_inception)
+    f = bm.extract_features(fake, extractor, batch_size=B, spatial=True)
+    g = bm.extract_features(real, extractor, batch_size=B, spatial=True)
+    for got in (two, ranks[1]["streamed"]):  # the reduced statistics are on every rank
+        np.testing.assert_allclose(got["fake_stats"][0], f["pool"].mean(0), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(got["fake_stats"][1], np.cov(f["pool"], rowvar=False), rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(got["fake_spatial"][1], np.cov(f["spatial"], rowvar=False), rtol=1e-8,
+                                   atol=1e-12)
+    fid_call, sfid_call = two["calls"][0], two["calls"][-1]
+    np.testing.assert_allclose(fid_call[3], np.cov(g["pool"], rowvar=False), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(sfid_call[2], g["spatial"].mean(0), rtol=1e-9, atol=1e-12)
+    w_fake = bm_weights(NF)
+    w_real = bm_weights(NR)
+    for r, call in enumerate(two["calls"][1:1 + REPLICATES]):
+        np.testing.assert_allclose(call[1], np.cov(f["pool"], rowvar=False, fweights=w_fake[r]), rtol=1e-8,
+                                   atol=1e-12)
+        np.testing.assert_allclose(call[2], (w_real[r] @ g["pool"]) / w_real[r].sum(), rtol=1e-9, atol=1e-12)
+    isc = _isc_split_definition(f["logits_unbiased"])
+    assert (two["values"]["standin_isc_mean"], two["values"]["standin_isc_std"]) == pytest.approx(isc, rel=1e-9)
+    kid = kid_features_to_metric(torch.from_numpy(f["pool"].astype(np.float32)).double(),
+                                 torch.from_numpy(g["pool"].astype(np.float32)).double(), kid_subset_size=KID_SUBSET,
+                                 kid_subsets=100, verbose=False, rng_seed=2020, kid_kernel="poly",
+                                 kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None, kid_kernel_poly_coef0=1)
+    assert two["values"]["standin_kid_mean"] == pytest.approx(kid["kernel_inception_distance_mean"], rel=1e-6)
+    assert two["values"]["standin_kid_std"] == pytest.approx(kid["kernel_inception_distance_std"], rel=1e-6)
+    precision, recall = _precision_recall(f["pool"].astype(np.float32).astype(np.float64),
+                                          g["pool"].astype(np.float32).astype(np.float64))
+    assert (two["values"]["standin_precision"], two["values"]["standin_recall"]) == (precision, recall)
+    assert 0 < precision < 1 or 0 < recall < 1  # a set where the balls decide something
+
+
+def bm_weights(n: int) -> np.ndarray:
+    """The bootstrap's Poisson(1) counts of images 0..n-1 (seed 0), as integer frequency weights for np.cov."""
+    from bench.streaming import poisson1_weights
+
+    return poisson1_weights(0, n, REPLICATES).astype(np.int64)
