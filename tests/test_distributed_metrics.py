@@ -1,6 +1,7 @@
 """Two gloo processes give the statistics of one: FID, sFID, IS, KID, precision/recall and the FID bootstrap of
-InceptionMetrics fed by rank (indices, reduce), a checkpoint taken mid-set on one rank, and compute_image_metrics
-over image folders (each rank reads its own batches; every rank returns rank 0's result).
+InceptionMetrics fed by rank (indices, reduce), a checkpoint taken mid-set on one rank, compute_image_metrics
+over image folders (each rank reads its own batches; every rank returns rank 0's result), and recon's PSNR/SSIM
+sums and code counts.
 
 Expected values: the same computation in this (single) process, and the formulas written here (np.cov, the
 frequency-weighted np.cov of the bootstrap, the Inception Score's split definition, k-NN balls in numpy,
@@ -95,6 +96,27 @@ def _folders(weights, folders) -> dict:
     return {"values": r.values, "protocol": r.protocol}
 
 
+def _recon_sums(rank: int, world: int) -> dict:
+    """PSNR/SSIM and code counts of this rank's batches (recon's sums), reduced."""
+    from bench.streaming import CodebookUsage, RunningPixelMetrics
+
+    real, recon, codes = _recon_inputs()
+    pixels, usage = RunningPixelMetrics(("psnr", "ssim")), CodebookUsage(32)
+    for b in _mine(NF, rank, world):
+        pixels.update(recon[b.start:b.stop], real[b.start:b.stop])
+        usage.update(codes[b.start:b.stop])
+    pixels.reduce()
+    usage.reduce()
+    return {"n": pixels.n, "pixels": pixels.result(), "counts": usage.counts.numpy().copy(), "usage": usage.result()}
+
+
+def _recon_inputs():
+    real = _images()[0]
+    g = torch.Generator().manual_seed(7)
+    recon = (real.int() + torch.randint(-12, 13, real.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    return real, recon, torch.randint(0, 20, (NF, 6), generator=g)  # 12 or more of 32 codes unused
+
+
 def _rank(rank: int, port: int, out: str, weights: str, folders) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), OMP_NUM_THREADS="1", TITOK_BENCH_DIST_TIMEOUT_S="120")
@@ -103,7 +125,7 @@ def _rank(rank: int, port: int, out: str, weights: str, folders) -> None:
 
     ctx = distributed.start("cpu")
     try:
-        got = {"folders": _folders(weights, folders)}
+        got = {"folders": _folders(weights, folders), "recon": _recon_sums(rank, 2)}
         got["streamed"] = _streamed(weights, rank, 2, checkpoint_dir=out if rank == 1 else None)
         np.save(f"{out}/rank{rank}.npy", np.array([got], dtype=object), allow_pickle=True)
     finally:
@@ -152,6 +174,25 @@ def test_two_gloo_processes_equal_one_for_every_statistic(standin_inception, tmp
     for got in ranks:
         assert got["folders"]["protocol"] == one["protocol"]  # counts, the real images' digest, everything
         assert got["folders"]["values"] == pytest.approx(one["values"], rel=1e-6)
+
+    # recon's sums: PSNR (numpy), SSIM (scikit-image), code counts (numpy) of the whole set on every rank.
+    from skimage.metrics import structural_similarity
+
+    originals, recon, codes = _recon_inputs()
+    mse = ((recon.double() - originals.double()) ** 2).flatten(1).mean(1).numpy()
+    ssim = [structural_similarity(x.permute(1, 2, 0).numpy(), y.permute(1, 2, 0).numpy(), channel_axis=2,
+                                  data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+            for x, y in zip(recon, originals, strict=True)]
+    counts = np.bincount(codes.flatten().numpy(), minlength=32).astype(np.float64)
+    one_recon = _recon_sums(0, 1)
+    for got in [r["recon"] for r in ranks]:
+        assert got["n"] == one_recon["n"] == NF
+        np.testing.assert_array_equal(got["counts"], counts)
+        assert got["usage"] == pytest.approx(one_recon["usage"], rel=1e-12)
+        assert got["usage"]["codebook_usage"] == np.count_nonzero(counts) / 32
+        assert got["pixels"] == pytest.approx(one_recon["pixels"], rel=1e-12)
+        assert got["pixels"]["psnr"] == pytest.approx(float(np.mean(10 * np.log10(255.0**2 / mse))), rel=1e-12)
+        assert got["pixels"]["ssim"] == pytest.approx(float(np.mean(ssim)), rel=1e-12)
 
     # InceptionMetrics fed by rank, with a checkpoint round trip on rank 1, against one process fed in order.
     monkeypatch.setattr(bm, "frechet_distance", bm.frechet_distance)  # _streamed replaces it; undone after

@@ -39,6 +39,7 @@ def _isc_of_positions(logits: dict[int, torch.Tensor], n: int, splits=10, seed=2
     return float(np.mean(scores)), float(np.std(scores))
 
 
+@pytest.mark.slow
 def test_skipped_files_keep_every_other_image_in_its_place_at_any_world_size(folder, standin_inception,
                                                                           monkeypatch):
     from bench.inception import load_inception
