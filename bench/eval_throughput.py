@@ -124,27 +124,33 @@ def clean_fid_inception(weights: str):
 
 # ------------------------------------------------------------------------------------------------ one measurement
 def _count_inception_images():
-    """(counter, hook handle): a global forward hook counting the images that pass through a top-level Inception
-    module, one count for all three tools whoever builds the module."""
+    """(counter, trace, hook handle): a global forward hook counting the images that pass through a top-level
+    Inception module, one count for all three tools whoever builds the module; after each batch it appends
+    (images so far, VmRSS MiB, VmHWM MiB) to the trace, so memory against image count is seen within one run."""
     import torch
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    seen = [0]
+    seen, trace = [0], []
 
     def hook(module, inputs, output):
         # clean-fid's wrapper calls torch-fidelity's layers, never its forward: no image is counted twice
         if isinstance(module, FeatureExtractorInceptionV3) or type(module).__name__ == "CleanFidInception":
             seen[0] += inputs[0].shape[0]
+            status = _vm_status()
+            trace.append((seen[0], round(status["VmRSS"] / 1024), round(status["VmHWM"] / 1024)))
 
-    return seen, torch.nn.modules.module.register_module_forward_hook(hook)
+    return seen, trace, torch.nn.modules.module.register_module_forward_hook(hook)
 
 
-def _vm_hwm_kib() -> int:
+def _vm_status() -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of this process in KiB (0 where /proc does not say)."""
+    out = {"VmRSS": 0, "VmHWM": 0}
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
+            key = line.split(":", 1)[0]
+            if key in out:
+                out[key] = int(line.split()[1])
+    return out
 
 
 def run_tool(tool: str, folder: str, weights: str, batch: int, workers: int | None) -> tuple[str, int]:
@@ -189,7 +195,7 @@ def child(spec: dict) -> dict:
     import torch
 
     torch.set_num_threads(spec["threads"])
-    seen, handle = _count_inception_images()
+    seen, trace, handle = _count_inception_images()
     try:
         t0 = time.perf_counter()
         summary, workers = run_tool(spec["tool"], spec["folder"], spec["weights"], spec["batch"], spec["workers"])
@@ -197,7 +203,7 @@ def child(spec: dict) -> dict:
     finally:
         handle.remove()
     return {"tool": spec["tool"], "seconds": seconds, "images": seen[0], "statistic": summary, "workers": workers,
-            "peak_rss_mib": _vm_hwm_kib() / 1024,
+            "peak_rss_mib": _vm_status()["VmHWM"] / 1024, "trace": trace,
             "worker_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
@@ -315,6 +321,14 @@ def _markdown(res: dict, rows: list[dict], command: str, commit: str) -> str:
                 lo, hi = pick[t, lo_n], pick[t, hi_n]
                 lines.append(f"| {size} | {t} | {lo['peak_rss_mib']:.0f} | {hi['peak_rss_mib']:.0f} | "
                              f"{hi['peak_rss_mib'] - lo['peak_rss_mib']:+.0f} | {rate[t]:.2f} | {rate[t] / best:.3f} |")
+    biggest = max(r["n"] for r in res["runs"])
+    lines += ["", f"## Peak RSS (VmHWM, MiB) after each batch, runs of {biggest} images", "",
+              "After each Inception forward pass, read in the measured process: flat once the allocator has warmed up "
+              "means memory does not grow with the image count.", "",
+              "| size | tool | VmHWM MiB after batch 1, 2, ... |", "|---|---|---|"]
+    for r in res["runs"]:
+        if r["n"] == biggest and r.get("trace"):
+            lines.append(f"| {r['size']} | {r['tool']} | {' '.join(str(hwm) for _, _, hwm in r['trace'])} |")
     lines += ["", "Raw results:", "", "```json", json.dumps(res, indent=1), "```", ""]
     return "\n".join(lines)
 

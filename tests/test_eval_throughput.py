@@ -35,3 +35,7 @@ def test_report_has_every_tool_and_equal_feature_counts(tmp_path):
     assert len(list((tmp_path / "sets" / "40" / "n4").glob("*.png"))) == 4
     memory = text.split("## Against image count")[1].split("Raw results")[0]
     assert all(f"| 40 | {t} |" in memory for t in TOOLS)
+    trace = text.split("after each batch, runs of 4 images")[1].split("Raw results")[0]
+    for t in TOOLS:  # batch 2 over 4 images: two peaks read, one after each forward pass
+        (line,) = [line for line in trace.splitlines() if line.startswith(f"| 40 | {t} |")]
+        assert len(line.split("|")[3].split()) == 2, line
