@@ -4,7 +4,8 @@
 
 What is timed is each tool's call that extracts the Inception features of every image of one folder once and
 reduces them to the statistics an FID or IS needs, in the tool's own pipeline (its file listing, decoding,
-resize, DataLoader and batching), from the call to its result, the network's construction included:
+resize, DataLoader and batching), from the call to its result, the network's construction included (the
+tool's modules are imported before the clock starts):
 - ours: `InceptionMetrics(("fid",))` fed by `iter_image_batches(ImageFolder(DIR))`, then its mu/sigma: the loop
   behind `titok-bench fid DIR REF.npz` and `titok-bench stats` (images read as stored, no --image-size);
 - torch-fidelity 0.4.0: `calculate_metrics(input1=DIR, isc=True, feature_extractor_weights_path=W, cache=False)`:
@@ -190,11 +191,22 @@ def run_tool(tool: str, folder: str, weights: str, batch: int, workers: int | No
     raise ValueError(f"unknown tool {tool!r}; known: {', '.join(TOOLS)}")
 
 
+def _import_tool(tool: str) -> None:
+    """The tool's modules, imported before the clock starts: import time is the interpreter's, not throughput."""
+    import importlib
+
+    for name in {"ours": ("bench.metrics", "titok.data.images"), "torch-fidelity": ("torch_fidelity",),
+                 "clean-fid": ("cleanfid.fid", "bench.inception")}[tool]:
+        importlib.import_module(name)
+
+
 def child(spec: dict) -> dict:
-    """One measurement in this (fresh) process: the tool's call timed, its images counted, its peak memory."""
+    """One measurement in this (fresh) process: the tool's call timed (after its imports), its images counted,
+    its peak memory."""
     import torch
 
     torch.set_num_threads(spec["threads"])
+    _import_tool(spec["tool"])
     seen, trace, handle = _count_inception_images()
     try:
         t0 = time.perf_counter()
