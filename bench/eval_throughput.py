@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=Path, help="folder where the image sets are written once and reused "
                                                "(default: a temporary folder, removed at the end)")
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    p.add_argument("--count", type=int, default=32, help="N: images per timed run (the memory round uses 16N)")
+    p.add_argument("--count", type=int, default=16, help="N: images per timed run (the memory round uses 16N)")
     p.add_argument("--scale", type=int, default=16, help="the memory round's image count is scale x N")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds at N")
     p.add_argument("--batch", type=int, default=16)
