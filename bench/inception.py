@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,9 +201,11 @@ def load_inception(weights: str | Path | None, device: str | torch.device = "cpu
     fe = require_torch_fidelity()
     path = resolve_inception_weights(weights)
     info = inspect_weights(path)
-    # torch-fidelity unpickles the file itself without weights_only; prove it holds only tensors first.
+    # torch-fidelity unpickles the file itself without weights_only; prove it holds only tensors first. A file in
+    # torch's zip format is checked memory-mapped: its tensors are not copied, so the check costs neither a second
+    # copy of the 95 MB in memory nor the time to make it (0.3 s of a 0.7 s load measured; bench/eval_throughput).
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
+        torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as exc:
         raise WeightsError(f"{path}: refusing an Inception weights file that is not a plain tensor state dict: "
                          f"{exc}") from None
