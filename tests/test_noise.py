@@ -233,3 +233,14 @@ def test_token_noise_in_row_blocks_draws_what_one_block_does(monkeypatch):
     monkeypatch.setattr(sampler, "NOISE_CHUNK_ELEMENTS", 2 * 5 * 11)  # blocks of 2 rows: 2, 2, 2, 1
     assert torch.equal(sampler._noisy_argmax(logits, seeds, 3, 4.5), whole)
     assert (whole == (logits + 4.5 * sampler._gumbel(token_noise(seeds, 3, 5, 11))).argmax(-1)).all()
+
+
+def test_legacy_noise_and_the_token_argmax_land_on_the_requested_device():
+    """The "meta" device (shapes, no data) shows where results are allocated: the legacy draws are copied to the
+    device asked for, and the sampler's block-wise Gumbel argmax writes its codes on the logits' device."""
+    from titok.generators import sampler
+
+    tok, conf = legacy_noise(legacy_generators([3, 4]), 2, 3, device="meta")
+    assert tok.device.type == conf.device.type == "meta" and tok.shape == (2, 2, 3) and conf.shape == (2, 2)
+    codes = sampler._noisy_argmax(torch.empty(2, 3, 5, device="meta"), seed_tensor([1, 2], "meta"), 0, 1.0)
+    assert codes.device.type == "meta" and codes.shape == (2, 3) and codes.dtype == torch.long
