@@ -144,3 +144,17 @@ def test_ssim_uses_wang_et_al_gaussian_window():
     uniform = structural_similarity(nx, ny, channel_axis=2, data_range=255, use_sample_covariance=False)
     assert abs(wang - uniform) > 1e-4  # 1.8e-4 here, far above the 1e-9 of the comparison below
     assert ssim_per_image(x, y)[0] == pytest.approx(wang, abs=1e-9)
+
+
+def test_precision_recall_converts_the_real_set_and_keeps_the_block_budget(monkeypatch):
+    """A float64 real set is compared in the fake set's dtype (float32 here), as if it had been given so; and the
+    block budget reaches all four distance passes: radii of real (4 x 4 float64 = 32 B a row: 3 rows a block),
+    fake in real balls (3 rows), radii of fake (6 x 6: 2 rows), real in fake balls (2 rows)."""
+    g = torch.Generator().manual_seed(1)
+    fake, real = torch.randn(6, 3, generator=g), torch.randn(4, 3, generator=g, dtype=torch.float64)
+    assert precision_recall(fake, real) == precision_recall(fake, real.float())
+    calls = []
+    cdist = torch.cdist
+    monkeypatch.setattr(torch, "cdist", lambda x, y: calls.append(x.shape[0]) or cdist(x, y))
+    precision_recall(fake.double(), real, block_bytes=96)
+    assert calls == [3, 1, 3, 3, 2, 2, 2, 2, 2]
