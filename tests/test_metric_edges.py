@@ -158,3 +158,19 @@ def test_precision_recall_converts_the_real_set_and_keeps_the_block_budget(monke
     monkeypatch.setattr(torch, "cdist", lambda x, y: calls.append(x.shape[0]) or cdist(x, y))
     precision_recall(fake.double(), real, block_bytes=96)
     assert calls == [3, 1, 3, 3, 2, 2, 2, 2, 2]
+
+
+@pytest.mark.metrics
+def test_fid_statistics_need_two_samples_of_any_dimension():
+    """Two samples make a covariance (ddof 1, written here with numpy), whatever the dimension, even 1; one does
+    not, and the message says how many there were."""
+    from bench.metrics import statistics
+
+    two = np.array([[1.0], [4.0]])
+    mu, sigma = statistics(two)
+    assert np.allclose(mu, [2.5]) and np.allclose(sigma, [[4.5]])
+    x = np.array([[1.0, 2.0, 0.0], [3.0, -1.0, 5.0]])
+    mu, sigma = statistics(x)
+    assert np.allclose(mu, x.mean(0)) and np.allclose(sigma, np.cov(x, rowvar=False))
+    with pytest.raises(MetricError, match="at least 2 samples, got 1"):
+        statistics(x[:1])
