@@ -174,3 +174,7 @@ def test_fid_statistics_need_two_samples_of_any_dimension():
     assert np.allclose(mu, x.mean(0)) and np.allclose(sigma, np.cov(x, rowvar=False))
     with pytest.raises(MetricError, match="at least 2 samples, got 1"):
         statistics(x[:1])
+    # float32 features (the stored sets') are averaged in float64, as they are for the covariance.
+    third = np.array([[1.0], [1.0], [2.0]], np.float32)
+    mu, _ = statistics(third)
+    assert mu.dtype == np.float64 and mu[0] == 4.0 / 3.0
