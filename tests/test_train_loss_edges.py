@@ -85,6 +85,8 @@ def test_blur_downsample_of_an_odd_size_pads_one_before_and_two_after():
     x[0, 0, 2, 2] = 64.0  # the kernel is (1, 3, 3, 1)^T (1, 3, 3, 1) / 64
     want = torch.tensor([[1.0, 3.0, 0.0], [3.0, 9.0, 0.0], [0.0, 0.0, 0.0]])
     torch.testing.assert_close(BlurDownsample(4)(x)[0, 0], want)
+    taps = torch.tensor([1.0, 3.0, 3.0, 1.0])  # the release's default blur: 4 taps
+    torch.testing.assert_close(BlurDownsample().kernel[0, 0], taps[:, None] * taps[None, :] / 64)
 
 
 class _FixedLogits(torch.nn.Module):
