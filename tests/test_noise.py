@@ -92,6 +92,10 @@ def test_seeds_out_of_range_are_refused():
         seed_tensor([-(2**63) - 1], "cpu")
     assert seed_tensor([-1], "cpu").tolist() == [[M32, M32]]  # as torch.Generator.manual_seed reads -1
     assert seed_tensor([], "cpu").shape == (0, 2)
+    # The ends of the range are accepted: -2**63 is 2**63 mod 2**64 (low half 0, high half 2**31).
+    assert seed_tensor([-(2**63), -1000, 2**64 - 1], "cpu").tolist() == [[0, 2**31], [2**32 - 1000, M32], [M32, M32]]
+    with pytest.raises(ValueError, match=r"noise counters must be in \[0, 2\*\*32\), got -1"):
+        token_noise(seed_tensor([1], "cpu"), -1, 2, 3)
 
 
 def test_uniforms_in_open_interval_exact_and_uniform():
@@ -233,3 +237,23 @@ def test_token_noise_in_row_blocks_draws_what_one_block_does(monkeypatch):
     monkeypatch.setattr(sampler, "NOISE_CHUNK_ELEMENTS", 2 * 5 * 11)  # blocks of 2 rows: 2, 2, 2, 1
     assert torch.equal(sampler._noisy_argmax(logits, seeds, 3, 4.5), whole)
     assert (whole == (logits + 4.5 * sampler._gumbel(token_noise(seeds, 3, 5, 11))).argmax(-1)).all()
+
+
+def test_legacy_noise_and_the_token_argmax_land_on_the_requested_device():
+    """The "meta" device (shapes, no data) shows where results are allocated: the legacy draws are copied to the
+    device asked for, and the sampler's block-wise Gumbel argmax writes its codes on the logits' device."""
+    from titok.generators import sampler
+
+    tok, conf = legacy_noise(legacy_generators([3, 4]), 2, 3, device="meta")
+    assert tok.device.type == conf.device.type == "meta" and tok.shape == (2, 2, 3) and conf.shape == (2, 2)
+    codes = sampler._noisy_argmax(torch.empty(2, 3, 5, device="meta"), seed_tensor([1, 2], "meta"), 0, 1.0)
+    assert codes.device.type == "meta" and codes.shape == (2, 3) and codes.dtype == torch.long
+
+
+def test_a_zero_hash_becomes_half_the_smallest_step():
+    """The 24-bit value 0 maps to 2**-25, so no uniform is 0. Seed 0, token stream, step 2, position 1313, code 1824
+    is a zero of the hash (found by search; its top 24 bits are 0 in the plain-integer reference too)."""
+    raw = _reference_uniform(0, 0, 2, 1313, 1824)
+    assert raw == 2.0**-25
+    u = counter_uniforms(seed_tensor([0], "cpu"), 0, 2, 1314, 1825)
+    assert u[0, 1313, 1824].item() == 2.0**-25 and u.min().item() == 2.0**-25

@@ -179,3 +179,13 @@ def test_sampling_overrides_are_validated(gen):
     with pytest.raises(ValueError, match="unknown config key"):
         gen.generate(torch.tensor([1]), seeds=[0], num_step=3)
     assert gen.generate(torch.tensor([1]), seeds=[0], num_steps=2).shape == (1, gen.num_tokens)
+
+
+def test_schedule_and_seed_inputs_are_checked_and_random_seeds_spread():
+    with pytest.raises(ValueError, match="unknown mask schedule 'linear'"):
+        masked_count(0, 4, 16, 16, "linear")
+    with pytest.raises(ValueError, match="got 2 seeds for 3 labels"):
+        sampler._per_sample_seeds(3, [1, 2], None)
+    # Without seeds, each sample gets its own from [0, 2**62): 2,000 draws never collide and reach far up.
+    seeds = sampler._per_sample_seeds(2000, None, torch.Generator().manual_seed(0))
+    assert len(set(seeds)) == 2000 and 0 <= min(seeds) and max(seeds) < 2**62 and max(seeds) > 2**60

@@ -300,3 +300,34 @@ def test_inverse_cdf_against_a_float64_cdf_written_here():
     tol = 1e-5 * cdf[..., -1]
     assert bool(((lower - tol <= t) & (t <= upper + tol)).all())
     assert len(codes.unique()) > 200
+
+
+def test_a_uniform_on_a_cdf_boundary_picks_the_next_code(monkeypatch):
+    """Half-open intervals: code j is drawn for t in [C[j-1], C[j]). Four equal logits make C = (1, 2, 3, 4)
+    exactly; u = 0.5 gives t = 2 = C[1], which belongs to code 2 (not code 1)."""
+    monkeypatch.setattr(sampler, "token_uniforms", lambda seeds, step, n: torch.full((len(seeds), n), 0.5))
+    s = SamplingConfig(num_steps=1, randomize_temperature=2.0, guidance_scale=0.0, guidance_decay="constant",
+                       token_sampling="categorical", softmax_temperature_annealing=False)
+    tokens = sample_tokens(TableLogits(_table(torch.zeros(4))), torch.zeros(2, dtype=torch.long), s, seeds=[0, 1])
+    assert (tokens.tokens == 2).all()
+
+
+@pytest.mark.parametrize("scale", [1.0, 1.7])
+def test_the_inverse_cdf_pick_returns_the_log_normaliser_at_its_scale(scale):
+    """Beside the codes, the pick returns logsumexp(logits / scale) per position, which the log-prob confidence
+    reads (at scale 1) instead of a second pass over (B, N, K)."""
+    logits = torch.randn(3, 5, 40, generator=torch.Generator().manual_seed(4)) * 4
+    _, log_normaliser = sampler._inverse_cdf_pick(logits, seed_tensor([1, 2, 3], "cpu"), 0, scale, sampler._Scratch())
+    want = torch.logsumexp(logits.double() / scale, dim=-1)
+    torch.testing.assert_close(log_normaliser.double(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_scratch_buffer_is_reused_and_follows_shape_and_device():
+    """One (B, N, K) float32 buffer per sampling call: the same tensor while shape and device stay, a new one when
+    either changes ("meta" shows the device without data)."""
+    scratch = sampler._Scratch()
+    a = scratch.like(torch.zeros(2, 3, dtype=torch.float64))
+    assert a.shape == (2, 3) and a.dtype == torch.float32 and scratch.like(torch.ones(2, 3)) is a
+    b = scratch.like(torch.zeros(4, 3))
+    assert b.shape == (4, 3) and b is not a
+    assert scratch.like(torch.zeros(4, 3, device="meta")).device.type == "meta"

@@ -59,3 +59,33 @@ def test_codebook_usage_in_float64_and_of_a_single_token():
     got = one.result()
     assert got["codebook_usage"] == 1 / 16
     assert got["codebook_entropy_bits"] == pytest.approx(-math.log2(1 + 1e-8), abs=1e-15)
+
+
+def test_running_pixel_metrics_average_per_image_values_over_batches():
+    """PSNR and SSIM are per-image values averaged over every image of every batch (not per-batch means); only psnr
+    and ssim are kept; nothing read gives no numbers. PSNR by its formula, SSIM by scikit-image (Wang et al.)."""
+
+    from skimage.metrics import structural_similarity
+
+    from bench.streaming import RunningPixelMetrics
+
+    real = torch.full((3, 3, 16, 16), 100, dtype=torch.uint8)
+    real[:, :, ::2] = 140
+    recon = real.clone()
+    recon[0] += 1  # MSE 1
+    recon[1, :, :, ::2] += 4  # MSE 8
+    recon[2] += 16  # MSE 256
+    running = RunningPixelMetrics(("psnr", "fid", "ssim"))
+    assert running.metrics == ("psnr", "ssim") and running.result() == {}
+    running.update(recon[:1], real[:1])
+    running.update(recon[1:], real[1:])
+    psnr = sum(10 * math.log10(255**2 / mse) for mse in (1, 8, 256)) / 3
+    ssim = sum(structural_similarity(a.permute(1, 2, 0).numpy(), b.permute(1, 2, 0).numpy(), channel_axis=2,
+                                     data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+               for a, b in zip(recon, real, strict=True)) / 3
+    got = running.result()
+    assert got.keys() == {"psnr", "ssim"} and running.n == 3
+    assert got["psnr"] == pytest.approx(psnr, abs=1e-9) and got["ssim"] == pytest.approx(ssim, abs=1e-9)
+    only = RunningPixelMetrics(("psnr",))
+    only.update(recon, real)
+    assert only.result() == {"psnr": pytest.approx(psnr, abs=1e-9)}
