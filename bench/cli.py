@@ -63,7 +63,7 @@ def _device(name: str) -> torch.device:
 
 def _dist(args) -> DistContext:
     """This process's place among torchrun's ranks, as `main` joined it (rank 0 of 1 outside torchrun)."""
-    from bench.tasks.common import single_process
+    from bench.run.tasks.common import single_process
 
     return getattr(args, "dist_context", None) or single_process(args.device)
 
@@ -77,17 +77,17 @@ def _report_skipped(what: str, count: int, total: int, kept_in: str = "counted i
 
 # ------------------------------------------------------------------------------------------------ run
 def cmd_run(args) -> int:
-    from bench.distributed import broadcast_from_main
-    from bench.env import run_environment
-    from bench.records import git_commit, new_run_id
-    from bench.suite import check_paths, load_suite, select_models
-    from bench.tables import write_tables
-    from bench.tasks.common import RunContext, measured_on_main
-    from bench.tasks.gen import run_gen
-    from bench.tasks.recon import run_recon
-    from bench.tasks.speed import run_speed
-    from bench.tasks.stats import run_stats
-    from bench.tasks.train_speed import run_train_speed
+    from bench.metrics.distributed import broadcast_from_main
+    from bench.records.store import git_commit, new_run_id
+    from bench.records.tables import write_tables
+    from bench.run.env import run_environment
+    from bench.run.suite import check_paths, load_suite, select_models
+    from bench.run.tasks.common import RunContext, measured_on_main
+    from bench.run.tasks.gen import run_gen
+    from bench.run.tasks.recon import run_recon
+    from bench.run.tasks.speed import run_speed
+    from bench.run.tasks.stats import run_stats
+    from bench.run.tasks.train_speed import run_train_speed
 
     suite = load_suite(args.suite, args.set or [], builtin_vars={"OUT_DIR": str(Path(args.out).expanduser())})
     if args.model:
@@ -139,8 +139,8 @@ def cmd_run(args) -> int:
 
 # ------------------------------------------------------------------------------------------- tables
 def cmd_tables(args) -> int:
-    from bench.records import read_records
-    from bench.tables import write_tables
+    from bench.records.store import read_records
+    from bench.records.tables import write_tables
 
     res = read_records(args.results)
     for p in res.problems:
@@ -155,9 +155,9 @@ def cmd_tables(args) -> int:
 
 # ---------------------------------------------------------------------------------------- generate
 def cmd_generate(args) -> int:
-    from bench.distributed import all_gather, barrier, together
-    from bench.tasks.common import check_tokenizer_file, load_model, paired_tokenizer, weights_metadata
-    from bench.tasks.gen import generate_samples, missing_samples
+    from bench.metrics.distributed import all_gather, barrier, together
+    from bench.run.tasks.common import check_tokenizer_file, load_model, paired_tokenizer, weights_metadata
+    from bench.run.tasks.gen import generate_samples, missing_samples
 
     dist_ctx = _dist(args)
     if dist_ctx.distributed and args.shard is not None:
@@ -192,8 +192,8 @@ def cmd_generate(args) -> int:
 
 
 def cmd_reconstruct(args) -> int:
-    from bench.output_names import names_in_reading_order
-    from bench.tasks.common import load_model
+    from bench.records.output_names import names_in_reading_order
+    from bench.run.tasks.common import load_model
     from titok.data.files import write_png_atomic
     from titok.data.images import iter_image_batches, open_dataset
 
@@ -218,7 +218,7 @@ def cmd_reconstruct(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from bench.suite import builtin_suites
+    from bench.run.suite import builtin_suites
     from titok.registry import get_spec, list_presets
 
     for kind in ("tokenizer", "generator"):
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args, quiet_errors: bool = False) -> int:
     """The command; bad input is one line on stderr and exit status 2 (`quiet_errors`: exit status only)."""
-    from bench.distributed import RankFailure
+    from bench.metrics.distributed import RankFailure
 
     try:
         status = args.func(args)
@@ -351,9 +351,9 @@ def _run(args, quiet_errors: bool = False) -> int:
 
 
 def _rank_0_has_spoken(exc: Exception) -> None:
-    """After an error every rank agreed on (bench.distributed.together), meet once more: torchrun stops the other
+    """After an error every rank agreed on (bench.metrics.distributed.together), meet once more: torchrun stops the other
     ranks as soon as one exits with an error, which could cut rank 0 off before its message is out."""
-    from bench.distributed import RankFailure, barrier
+    from bench.metrics.distributed import RankFailure, barrier
 
     if isinstance(exc, RankFailure):
         with contextlib.suppress(Exception):  # a rank gone meanwhile: nothing more to wait for
@@ -363,9 +363,9 @@ def _rank_0_has_spoken(exc: Exception) -> None:
 def _run_distributed(args) -> int:
     """A command that torchrun may have started N times: join the process group (a no-op outside torchrun), run,
     leave it. Rank 0 speaks for the run: the other ranks print nothing to stdout, log errors only, and leave the
-    error message to rank 0, which names every failed rank (bench.distributed.together). A rank's own bug still
+    error message to rank 0, which names every failed rank (bench.metrics.distributed.together). A rank's own bug still
     prints its traceback there, the one place it can be read."""
-    from bench.distributed import launched, start, stop
+    from bench.metrics.distributed import launched, start, stop
 
     if not launched():
         return _run(args)

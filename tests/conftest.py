@@ -18,7 +18,7 @@ def write_pngs(folder, images: torch.Tensor, prefix: str = "img") -> None:
 @pytest.fixture(scope="session")
 def standin_inception(tmp_path_factory):
     """Seeded random-weight Inception saved to a file and loaded through the real path (metrics stack only)."""
-    from bench.inception import make_standin_inception_weights
+    from bench.metrics.inception import make_standin_inception_weights
 
     return make_standin_inception_weights(tmp_path_factory.mktemp("inception") / "standin.pth", seed=0)
 

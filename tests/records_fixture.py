@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from bench.env import environment
-from bench.records import make_record
+from bench.records.store import make_record
+from bench.run.env import environment
 from titok.inference import DEFAULT, InferenceOptions
 
 ENV = environment("cpu")

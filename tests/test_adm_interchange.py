@@ -18,7 +18,7 @@ from PIL import Image
 
 from bench.cli import main
 from bench.commands.export_npz import export_npz, shuffled_order
-from bench.reference import NpzImages
+from bench.metrics.reference import NpzImages
 from titok.data.files import write_png_atomic
 from titok.data.images import iter_image_batches
 from titok.errors import DataError, InputError
@@ -42,8 +42,8 @@ def _png(path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     """Samples of the tiny generator: class-balanced (7) and with --labels 5,7,9 (5)."""
-    from bench.tasks.common import load_model
-    from bench.tasks.gen import generate_samples
+    from bench.run.tasks.common import load_model
+    from bench.run.tasks.gen import generate_samples
 
     root = tmp_path_factory.mktemp("generated")
     gen, _ = load_model("generator", "titok_tiny_bert", {}, torch.device("cpu"))

@@ -1,4 +1,4 @@
-"""The training-throughput task (bench/tasks/train_speed.py) through the harness: a suite of task "train" writes
+"""The training-throughput task (bench/run/tasks/train_speed.py) through the harness: a suite of task "train" writes
 one record per training stage with its protocol (batch, the release's per-GPU batch and the scale, precision,
 preset, recipe) and per-iteration times, and `compare` calls a slower training step a regression as it does an
 inference one. Tiny presets, one thread; no timing is asserted."""
@@ -11,8 +11,8 @@ import json
 import pytest
 
 from bench import cli as bench_cli
-from bench.compare import REGRESSION, UNCHANGED, compare
-from bench.suite import SuiteError, load_suite
+from bench.records.compare import REGRESSION, UNCHANGED, compare
+from bench.run.suite import SuiteError, load_suite
 
 SUITE = """
 [suite]

@@ -6,7 +6,7 @@
 - the layer measured to carry bf16's error (the pixel decoder's conv_in, `keep_fp32`) computes in float32 under it;
 - the default stays fp32 and bit-identical to a model the options were never applied to, also after a bf16 round;
 - speed records say which precision they computed in, bf16 included, on CPU.
-No timed assertions: the speed ratios are measured by bench/bf16_check.py, not by tests.
+No timed assertions: the speed ratios are measured by bench/devtools/bf16_check.py, not by tests.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import nn
 
 import titok
 from bench.cli import main
-from bench.records import read_records
+from bench.records.store import read_records
 from titok.errors import ConfigError
 from titok.inference import InferenceOptions, apply_inference_options, cpu_bf16_flags, describe
 
@@ -168,7 +168,7 @@ def test_speed_records_carry_their_precision_on_cpu(tmp_path, capsys):
 
 def test_cpu_bf16_detection_and_doctor_line():
     """The flags come from /proc/cpuinfo (read here on its own); the doctor says whether bf16 is native."""
-    from bench.stack import stack_report
+    from bench.checks.stack import stack_report
 
     try:
         text = open("/proc/cpuinfo").read()
@@ -184,7 +184,7 @@ def test_cpu_bf16_detection_and_doctor_line():
 
 @torch.no_grad()
 def test_pixel_decoders_first_conv_stays_fp32_under_bf16_option():
-    """The layer measured to carry bf16's error (bench/bf16_layers.py) computes in float32 under bf16, while the
+    """The layer measured to carry bf16's error (bench/devtools/bf16_layers.py) computes in float32 under bf16, while the
     convolutions after it still compute in bf16; applying fp32 again removes the wrapper, and a second bf16 round
     does not stack a second one."""
     torch.manual_seed(0)

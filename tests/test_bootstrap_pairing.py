@@ -14,7 +14,7 @@ pytestmark = pytest.mark.metrics
 
 
 def test_a_set_against_itself_has_zero_fid_in_every_paired_replicate(image_folders, standin_inception):
-    from bench.metrics import compute_image_metrics
+    from bench.metrics.image_sets import compute_image_metrics
     from titok.data.images import ImageFolder
 
     a, b = image_folders

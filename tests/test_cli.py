@@ -7,7 +7,7 @@ import json
 from PIL import Image
 
 from bench.cli import main
-from bench.records import read_records
+from bench.records.store import read_records
 
 TINY_SUITE = """
 [suite]
@@ -77,8 +77,8 @@ def test_generate_is_deterministic_and_resumes(tmp_path, capsys):
 def test_interrupted_generation_resumes_to_identical_bytes(tmp_path):
     import torch
 
-    from bench.tasks.common import load_model
-    from bench.tasks.gen import generate_samples
+    from bench.run.tasks.common import load_model
+    from bench.run.tasks.gen import generate_samples
 
     gen, _ = load_model("generator", "titok_tiny_uvit", {}, torch.device("cpu"))
     tok, _ = load_model("tokenizer", "titok_tiny_2stage", {}, torch.device("cpu"))

@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 from bench.cli import build_parser, main
-from bench.metrics import FEATURE_DIM, few_images_warning
-from bench.output_names import png_names
-from bench.tasks import common
+from bench.metrics.image_sets import FEATURE_DIM, few_images_warning
+from bench.records.output_names import png_names
+from bench.run.tasks import common
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -123,14 +123,14 @@ def test_few_images_warning_states_the_threshold_and_why():
 
 @pytest.mark.metrics
 def test_fid_over_a_few_images_warns_once(image_folders, standin_inception, caplog, monkeypatch):
-    import bench.metrics
+    import bench.metrics.image_sets
     from titok.data.images import ImageFolder
 
-    monkeypatch.setattr(bench.metrics, "_said", set())
+    monkeypatch.setattr(bench.metrics.image_sets, "_said", set())
     a, b = (ImageFolder(folder) for folder in image_folders)
     with caplog.at_level(logging.WARNING):
         for _ in range(2):  # a suite scoring a second model on the same set is not warned twice
-            bench.metrics.compute_image_metrics(a, b, inception_weights=standin_inception, metrics=("fid",),
+            bench.metrics.image_sets.compute_image_metrics(a, b, inception_weights=standin_inception, metrics=("fid",),
                                                 batch_size=6)
     said = [r.getMessage() for r in caplog.records if "FID statistics over 12" in r.getMessage()]
     assert len(said) == 2, caplog.text  # the images and the reference images

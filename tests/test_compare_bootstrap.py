@@ -15,7 +15,7 @@ import pytest
 import torch
 from scipy import linalg
 
-from bench.streaming import BootstrapGaussians
+from bench.metrics.streaming import BootstrapGaussians
 
 
 def frechet(mu1, s1, mu2, s2) -> float:
@@ -76,20 +76,20 @@ def test_rfid_bootstrap_pairs_image_i_of_both_sets(standin_inception, monkeypatc
     matched with another) makes the two resamples differ. The distance is swapped for a cheap one (squared
     differences of means and covariances) so that no 2048-d matrix square root is taken: this checks the pairing,
     test_streaming checks the FID."""
-    import bench.metrics
+    import bench.metrics.image_sets
     from titok.data.images import builtin_images
 
     def distance(mu1, s1, mu2, s2) -> float:
         return float(np.sum((np.asarray(mu1) - mu2) ** 2) + np.sum((np.asarray(s1) - s2) ** 2))
 
-    monkeypatch.setattr(bench.metrics, "frechet_distance", distance)
+    monkeypatch.setattr(bench.metrics.image_sets, "frechet_distance", distance)
     images = builtin_images("skimage", 32, 8, seed=0)
-    same = bench.metrics.compute_image_metrics(images, images.clone(), inception_weights=standin_inception,
+    same = bench.metrics.image_sets.compute_image_metrics(images, images.clone(), inception_weights=standin_inception,
                                                metrics=("fid",), batch_size=4, bootstrap=3).spreads["standin_fid"]
     # The scale an unpairing would show: the same images in another order, so that image i of one side and
     # image i of the other are different images under the same weight.
     shuffled = images[torch.tensor([1, 0, 3, 2, 5, 4, 7, 6])]
-    other = bench.metrics.compute_image_metrics(images, shuffled, inception_weights=standin_inception,
+    other = bench.metrics.image_sets.compute_image_metrics(images, shuffled, inception_weights=standin_inception,
                                                 metrics=("fid",), batch_size=4, bootstrap=3).spreads["standin_fid"]
     assert same["n"] == other["n"] == 3
     assert other["mean"] > 0 and same["mean"] <= 1e-9 * other["mean"], (same, other)

@@ -1,4 +1,4 @@
-"""`compare` at its exact edges and in the words it prints: tests that killed mutmut's survivors in bench/compare.py
+"""`compare` at its exact edges and in the words it prints: tests that killed mutmut's survivors in bench/records/compare.py
 (results/mutation/). Values are chosen exactly representable in binary, so "at the bound" means equal."""
 
 from __future__ import annotations
@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.compare import IMPROVED, LOADED, REGRESSION, UNCHANGED, Report, compare
-from bench.env import environment
-from bench.records import make_record
-from bench.streaming import RunningGaussian
-from bench.timing import iteration_summary
+from bench.metrics.streaming import RunningGaussian
+from bench.records.compare import IMPROVED, LOADED, REGRESSION, UNCHANGED, Report, compare
+from bench.records.store import make_record
+from bench.run.env import environment
+from bench.run.timing import iteration_summary
 
 ENV = environment("cpu")
 QUIET = {"load_avg_1m": 0.5, "load_avg_5m": 0.5, "cores": 2, "threads": 2, "cpu_model": "x", "cpu_mhz": None,
@@ -125,7 +125,7 @@ def test_medians_exactly_at_the_no_spread_bound_are_not_a_change():
 
 
 def test_bootstrap_replicate_counts_and_seed():
-    from bench.streaming import BootstrapGaussians
+    from bench.metrics.streaming import BootstrapGaussians
 
     with pytest.raises(ValueError, match="a bootstrap needs at least 2 replicates, got 1"):
         BootstrapGaussians(2, 1)

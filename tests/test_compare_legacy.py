@@ -1,15 +1,15 @@
 """How `compare` reads a speed record's iterations: batches, two-iteration spreads (the smoke suite's), records
 from before spreads were kept, and the words of its rows. Tests that killed mutmut's survivors in
-bench/compare.py `_iterations` and `_compare_pair` (results/mutation/)."""
+bench/records/compare.py `_iterations` and `_compare_pair` (results/mutation/)."""
 
 from __future__ import annotations
 
 import math
 
-from bench.compare import FAILS_NOW, LOADED, REGRESSION, UNCHANGED, compare
-from bench.env import environment
-from bench.records import make_record
-from bench.timing import iteration_summary
+from bench.records.compare import FAILS_NOW, LOADED, REGRESSION, UNCHANGED, compare
+from bench.records.store import make_record
+from bench.run.env import environment
+from bench.run.timing import iteration_summary
 
 ENV = environment("cpu")
 QUIET = {"load_avg_1m": 0.5, "load_avg_5m": 0.5, "cores": 2, "threads": 2, "cpu_model": "x", "cpu_mhz": None,
@@ -112,7 +112,7 @@ def evaluation(metrics: dict, error: str | None = None, env: dict = ENV) -> dict
 
 
 def test_every_path_records_its_values_and_goes_on_to_the_next_metric():
-    from bench.compare import IMPROVED, NOT_JUDGED, STILL_FAILING
+    from bench.records.compare import IMPROVED, NOT_JUDGED, STILL_FAILING
 
     base = evaluation({"made_up": 1.0, "psnr": "n/a", "ssim": 0.5, "isc_mean": 100.0, "kid_mean": 0.01,
                        "precision": 0.8})
@@ -136,7 +136,7 @@ def test_every_path_records_its_values_and_goes_on_to_the_next_metric():
 
 
 def test_loaded_and_other_environment_rows_keep_both_values_and_the_next_metric():
-    from bench.compare import ENV_DIFFERS, IMPROVED
+    from bench.records.compare import ENV_DIFFERS, IMPROVED
 
     busy = dict(QUIET, load_avg_1m=6.0, loaded=True)
     base = record({"images_per_sec": 1.0, "sec_per_batch": 1.0, "peak_memory_mb": 100.0}, seconds=[1.0, 1.0, 1.0])

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.compare import ENV_DIFFERS, FAILS_NOW, IMPROVED, LOADED, REGRESSION, UNCHANGED, compare
-from bench.env import environment
-from bench.records import append_record, make_record
-from bench.timing import iteration_summary
+from bench.records.compare import ENV_DIFFERS, FAILS_NOW, IMPROVED, LOADED, REGRESSION, UNCHANGED, compare
+from bench.records.store import append_record, make_record
+from bench.run.env import environment
+from bench.run.timing import iteration_summary
 
 ENV = environment("cpu")
 QUIET = {"load_avg_1m": 0.5, "load_avg_5m": 0.5, "cores": 2, "threads": 2, "cpu_model": "x", "cpu_mhz": None,
@@ -23,7 +23,7 @@ SMOKE = Path(__file__).parent.parent / "results" / "smoke-cpu-amd-epyc-2threads-
 
 
 def timed(seconds: list[float], model="titok_l32", op="decode", machine=QUIET, env=ENV, mem=100.0) -> dict:
-    """A speed record as bench/tasks/speed.py writes it, from planted per-iteration times (batch 1)."""
+    """A speed record as bench/run/tasks/speed.py writes it, from planted per-iteration times (batch 1)."""
     med = statistics.median(seconds)
     return make_record(run_id="r", model=model, task="speed", commit="c", env=env, machine=machine,
                        metrics={"images_per_sec": 1 / med, "sec_per_batch": med, "sec_per_batch_min": min(seconds),

@@ -1,6 +1,6 @@
 """`compare`'s bounds, each probed just inside and just outside, with the documented numbers written here.
 
-The module docstring of bench/compare.py promises: speed 15% beyond both records' spreads (25% on medians where a
+The module docstring of bench/records/compare.py promises: speed 15% beyond both records' spreads (25% on medians where a
 record has no spread), memory 10% on a GPU's allocator and 30% for a CPU's peak resident set, other metrics 5%, and
 twice the combined std where records carry one. A bound moved in the code (or a `>` turned `>=` far enough to
 matter) makes one of the pairs below flip, so these numbers change only together with the README and the docstring.
@@ -12,10 +12,10 @@ import copy
 
 import pytest
 
-from bench.compare import IMPROVED, LOADED, REGRESSION, UNCHANGED, compare
-from bench.env import environment
-from bench.records import make_record
-from bench.timing import iteration_summary
+from bench.records.compare import IMPROVED, LOADED, REGRESSION, UNCHANGED, compare
+from bench.records.store import make_record
+from bench.run.env import environment
+from bench.run.timing import iteration_summary
 
 ENV = environment("cpu")
 QUIET = {"load_avg_1m": 0.5, "load_avg_5m": 0.5, "cores": 2, "threads": 2, "cpu_model": "x", "cpu_mhz": None,

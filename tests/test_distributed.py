@@ -1,4 +1,4 @@
-"""bench.distributed: the split of work over ranks, sums and gathers across 2 gloo processes, and one rank's error
+"""bench.metrics.distributed: the split of work over ranks, sums and gathers across 2 gloo processes, and one rank's error
 raised on every rank. Expected values are written here (a batch list by hand, sums by numpy)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import socket
 import numpy as np
 import pytest
 
-from bench.distributed import RankFailure, RankInputError, rank_batches, sum_arrays, together
+from bench.metrics.distributed import RankFailure, RankInputError, rank_batches, sum_arrays, together
 from titok.errors import InputError
 
 
@@ -49,7 +49,7 @@ def _free_port() -> int:
 def _rank(rank: int, port: int, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), OMP_NUM_THREADS="1", TITOK_BENCH_DIST_TIMEOUT_S="60")
-    from bench import distributed
+    from bench.metrics import distributed
 
     ctx = distributed.start("cpu")
     try:

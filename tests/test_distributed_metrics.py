@@ -40,7 +40,7 @@ def _images():
 
 
 def _mine(n: int, rank: int, world: int) -> list[range]:
-    """Global batches j*B.. with j % world == rank, written out here (bench.distributed.rank_batches' rule)."""
+    """Global batches j*B.. with j % world == rank, written out here (bench.metrics.distributed.rank_batches' rule)."""
     return [range(j * B, min(j * B + B, n)) for j in range(-(-n // B)) if j % world == rank]
 
 
@@ -54,7 +54,7 @@ def _recording_frechet(calls: list):
 
 def _streamed(weights, rank: int, world: int, checkpoint_dir=None) -> dict:
     """InceptionMetrics fed this rank's batches with their positions; reduce; rank 0's result."""
-    import bench.metrics as bm
+    import bench.metrics.image_sets as bm
 
     calls: list = []
     bm.frechet_distance = _recording_frechet(calls)  # this process only (a spawned rank, or undone by the caller)
@@ -88,7 +88,7 @@ def _streamed(weights, rank: int, world: int, checkpoint_dir=None) -> dict:
 
 
 def _folders(weights, folders) -> dict:
-    from bench.metrics import compute_image_metrics
+    from bench.metrics.image_sets import compute_image_metrics
     from titok.data.images import ImageFolder
 
     r = compute_image_metrics(ImageFolder(folders[0]), ImageFolder(folders[1]), inception_weights=weights,
@@ -98,7 +98,7 @@ def _folders(weights, folders) -> dict:
 
 def _recon_sums(rank: int, world: int) -> dict:
     """PSNR/SSIM and code counts of this rank's batches (recon's sums), reduced."""
-    from bench.streaming import CodebookUsage, RunningPixelMetrics
+    from bench.metrics.streaming import CodebookUsage, RunningPixelMetrics
 
     real, recon, codes = _recon_inputs()
     pixels, usage = RunningPixelMetrics(("psnr", "ssim")), CodebookUsage(32)
@@ -121,7 +121,7 @@ def _rank(rank: int, port: int, out: str, weights: str, folders) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), OMP_NUM_THREADS="1", TITOK_BENCH_DIST_TIMEOUT_S="120")
     torch.set_num_threads(1)
-    from bench import distributed
+    from bench.metrics import distributed
 
     ctx = distributed.start("cpu")
     try:
@@ -159,7 +159,7 @@ def test_two_gloo_processes_equal_one_for_every_statistic(standin_inception, tmp
     import torch.multiprocessing as mp
     from torch_fidelity.metric_kid import kid_features_to_metric
 
-    import bench.metrics as bm
+    import bench.metrics.image_sets as bm
     from tests.conftest import write_pngs
 
     fake, real = _images()
@@ -213,7 +213,7 @@ def test_two_gloo_processes_equal_one_for_every_statistic(standin_inception, tmp
             np.testing.assert_allclose(a2, a1, rtol=1e-9, atol=1e-12)
 
     # ... and the formulas, from the features of the whole set in one pass (batches of B as above).
-    from bench.inception import load_inception
+    from bench.metrics.inception import load_inception
 
     extractor, _ = load_inception(standin_inception)
     f = bm.extract_features(fake, extractor, batch_size=B, spatial=True)
@@ -248,6 +248,6 @@ def test_two_gloo_processes_equal_one_for_every_statistic(standin_inception, tmp
 
 def bm_weights(n: int) -> np.ndarray:
     """The bootstrap's Poisson(1) counts of images 0..n-1 (seed 0), as integer frequency weights for np.cov."""
-    from bench.streaming import poisson1_weights
+    from bench.metrics.streaming import poisson1_weights
 
     return poisson1_weights(0, n, REPLICATES).astype(np.int64)

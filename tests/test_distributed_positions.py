@@ -42,8 +42,8 @@ def _isc_of_positions(logits: dict[int, torch.Tensor], n: int, splits=10, seed=2
 @pytest.mark.slow
 def test_skipped_files_keep_every_other_image_in_its_place_at_any_world_size(folder, standin_inception,
                                                                           monkeypatch):
-    from bench.inception import load_inception
-    from bench.metrics import compute_image_metrics, extract_features
+    from bench.metrics.image_sets import compute_image_metrics, extract_features
+    from bench.metrics.inception import load_inception
     from titok.data.images import ImageFolder
 
     root, images = folder
@@ -73,7 +73,7 @@ def test_skipped_files_keep_every_other_image_in_its_place_at_any_world_size(fol
 
 def test_a_grouped_accumulator_refuses_partial_results_and_a_local_one_ignores_the_group(standin_inception,
                                                                                         monkeypatch):
-    from bench.metrics import InceptionMetrics, MetricError
+    from bench.metrics.image_sets import InceptionMetrics, MetricError
 
     images = builtin_images("procedural", 32, 12, seed=5)
 

@@ -193,8 +193,8 @@ def test_readme_stays_short_with_status_near_the_top():
 
 
 def test_readme_result_table_matches_the_committed_records():
-    from bench.records import read_records
-    from bench.tables import select_records, speed_table
+    from bench.records.store import read_records
+    from bench.records.tables import select_records, speed_table
 
     records = read_records([str(ROOT / "results" / "smoke-cpu-amd-epyc-2threads-torch2.14.1.jsonl")]).records
     table = speed_table(select_records(records))

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 import titok
+from bench.checks.diagnose import EFFECT, MANIFEST, FolderReport, Protocol, check_count, check_folder, check_sample_npz
 from bench.cli import main as cli_main
-from bench.diagnose import EFFECT, MANIFEST, FolderReport, Protocol, check_count, check_folder, check_sample_npz
-from bench.statistics_file import write_statistics
-from bench.tasks.gen import generate_samples
+from bench.metrics.statistics_file import write_statistics
+from bench.run.tasks.gen import generate_samples
 from titok.data.prepare import ADM
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import bench.tasks.common
+import bench.run.tasks.common
 from bench.cli import main
 from titok.errors import ConfigError, DataError, InputError, MissingFileError
 from titok.registry import UnknownPresetError
@@ -37,7 +37,7 @@ def test_a_planted_internal_error_is_not_reported_as_bad_input(monkeypatch, tmp_
     def broken_loader(*args, **kwargs):
         raise planted
 
-    monkeypatch.setattr(bench.tasks.common, "create", broken_loader)
+    monkeypatch.setattr(bench.run.tasks.common, "create", broken_loader)
     with pytest.raises(type(planted)):  # in-process: the real exception, not an exit status 2
         main(["reconstruct", "--model", "titok_tiny_vq", "--input", "builtin:procedural", "--out", str(tmp_path)])
 
@@ -47,7 +47,7 @@ def test_a_bug_exits_1_with_its_traceback(tmp_path):
     code = ("import sys, titok.registry as r\n"
             "def broken(*a, **k): raise KeyError('internal')\n"
             "r.get_spec = broken\n"
-            "import bench.tasks.common as c; c.create = lambda *a, **k: broken()\n"
+            "import bench.run.tasks.common as c; c.create = lambda *a, **k: broken()\n"
             "from bench.cli import main\n"
             f"sys.exit(main(['reconstruct', '--model', 'titok_tiny_vq', '--input', 'builtin:procedural', "
             f"'--out', {str(tmp_path)!r}]))\n")

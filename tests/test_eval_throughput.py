@@ -1,4 +1,4 @@
-"""The eval-throughput benchmark (bench.eval_throughput) runs end to end on a tiny folder and writes its report:
+"""The eval-throughput benchmark (bench.devtools.eval_throughput) runs end to end on a tiny folder and writes its report:
 every tool, every size and count, each tool's images all through the Inception network. Not a timed test."""
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ def _table_rows(text: str) -> list[list[str]]:
 
 
 def test_report_has_every_tool_and_equal_feature_counts(tmp_path):
-    from bench.eval_throughput import TOOLS, main
+    from bench.devtools.eval_throughput import TOOLS, main
 
     out = tmp_path / "report.md"
     argv = ["--images", str(tmp_path / "sets"), "--sizes", "40", "--count", "2", "--scale", "2", "--rounds", "1",
             "--batch", "2", "--workers", "0", "--warmup", "0", "--in-process", "--out", str(out)]
     assert main(argv) == 0
     text = out.read_text()
-    assert "python -m bench.eval_throughput --images" in text and "--count 2" in text
+    assert "python -m bench.devtools.eval_throughput --images" in text and "--count 2" in text
     assert "stand-in weights" in text and "Load average" in text and "Commit: " in text
     rows = _table_rows(text)
     # size, images, tool, runs, ..., images through Inception (column 12)

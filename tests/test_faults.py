@@ -26,9 +26,9 @@ from PIL import Image
 
 import titok
 from bench.cli import main
-from bench.records import append_record, make_record, read_records
-from bench.suite import load_suite
-from bench.tasks.gen import _check_manifest
+from bench.records.store import append_record, make_record, read_records
+from bench.run.suite import load_suite
+from bench.run.tasks.gen import _check_manifest
 from titok.data.images import ImageFolder
 from titok.errors import InputError
 from titok.registry import save_checkpoint
@@ -359,7 +359,7 @@ def test_non_finite_logits_and_pixels_stop_generation(tmp_path, capsys):
 
 
 def test_non_finite_features_are_an_error():
-    from bench.metrics import MetricError, extract_features
+    from bench.metrics.image_sets import MetricError, extract_features
 
     def nan_extractor(x):  # what an Inception with damaged weights hands back
         return torch.full((x.shape[0], 2048), float("nan")), torch.zeros(x.shape[0], 1008)
@@ -500,7 +500,7 @@ def test_suite_files_are_data_never_code(tmp_path, capsys):
 # ------------------------------------------------------------- the same through the real Inception loading path
 def _tampered_standin(standin: Path, folder: Path, change) -> Path:
     """A copy of the stand-in Inception changed by `change(state_dict)`, re-marked as a stand-in (sidecar hash)."""
-    from bench.inception import STANDIN_SUFFIX, sha256_of
+    from bench.metrics.inception import STANDIN_SUFFIX, sha256_of
 
     path = folder / "tampered.pth"
     obj = change(torch.load(standin, weights_only=True))
@@ -537,7 +537,7 @@ def test_pickled_code_as_inception_weights_is_never_run(tmp_path, image_folders,
 
 
 def _reference(path: Path) -> Path:
-    from bench.statistics_file import write_statistics
+    from bench.metrics.statistics_file import write_statistics
 
     rng = np.random.default_rng(0)
     write_statistics(path, rng.normal(size=2048), np.eye(2048), {"what": "test reference"})

@@ -239,8 +239,8 @@ titok_tiny_vq = "released"
 
 
 def test_suite_with_released_weights_offline_names_missing_files_before_work(caches, monkeypatch, tmp_path):
-    from bench.inception import MissingArtifactError
-    from bench.suite import check_paths, load_suite
+    from bench.metrics.inception import MissingArtifactError
+    from bench.run.suite import check_paths, load_suite
 
     (tmp_path / "s.toml").write_text(SUITE)
     suite = load_suite(str(tmp_path / "s.toml"))
@@ -257,7 +257,7 @@ def test_suite_with_released_weights_offline_names_missing_files_before_work(cac
 
 def test_inception_released_is_fetched_hash_checked(caches, monkeypatch):
     """--inception-weights released: torch-fidelity's file through the hash-checked download (served locally)."""
-    import bench.inception as inception
+    import bench.metrics.inception as inception
 
     blob = b"inception weights stand-in bytes"
     digest = hashlib.sha256(blob).hexdigest()
@@ -275,7 +275,7 @@ def test_inception_released_is_fetched_hash_checked(caches, monkeypatch):
 
 
 def test_inception_released_offline_says_where(caches, monkeypatch):
-    from bench.inception import INCEPTION_FILE, resolve_inception_weights
+    from bench.metrics.inception import INCEPTION_FILE, resolve_inception_weights
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(MissingFileError) as e:

@@ -37,8 +37,8 @@ def test_fid_against_statistics_of_another_protocol_is_refused_before_reading_im
     (or with other Inception weights) is refused, naming the field; the same protocol passes."""
     import numpy as np
 
-    from bench.inception import inspect_weights
-    from bench.statistics_file import write_statistics
+    from bench.metrics.inception import inspect_weights
+    from bench.metrics.statistics_file import write_statistics
 
     a, _ = image_folders  # 64x64 images
     info = inspect_weights(standin_inception)

@@ -1,4 +1,4 @@
-"""Counted FLOPs and utilisation (bench/flops.py), and the speed task's FLOP and options fields in records."""
+"""Counted FLOPs and utilisation (bench/run/flops.py), and the speed task's FLOP and options fields in records."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from bench.cli import main
-from bench.flops import count_flops, peak_flops, utilisation_metrics
-from bench.records import read_records
-from bench.tables import speed_table
+from bench.records.store import read_records
+from bench.records.tables import speed_table
+from bench.run.flops import count_flops, peak_flops, utilisation_metrics
 
 
 def test_counts_multiply_adds_twice():

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.records import read_records
+from bench.records.store import read_records
 
 pytestmark = pytest.mark.metrics
 N, B = 12, 5  # three batches, the last one short
@@ -22,7 +22,7 @@ TIMING = ("sampling_wall_s", "eval_wall_s", "peak_host_mb", "peak_device_mb")  #
 def reference_file(path, spatial: bool):
     """A reference with features (KID, precision/recall), far from the tiny model's samples; sFID statistics only
     where asked (each Frechet distance at 2048-d costs seconds, so most tests leave sFID out)."""
-    from bench.statistics_file import write_statistics
+    from bench.metrics.statistics_file import write_statistics
 
     rng = np.random.default_rng(0)
     feats = rng.normal(0.3, 1.0, size=(40, 2048)).astype(np.float32)
@@ -51,9 +51,9 @@ def only_record(out) -> dict:
 
 def png_path_values(tmp_path, inception, n=N, batch=B, bootstrap=0, score=True) -> tuple[dict, dict, object]:
     """The PNG route: write the samples, read them back in index order, score them in batches of `batch`."""
-    from bench.metrics import compute_image_metrics
-    from bench.tasks.common import load_model
-    from bench.tasks.gen import generate_samples
+    from bench.metrics.image_sets import compute_image_metrics
+    from bench.run.tasks.common import load_model
+    from bench.run.tasks.gen import generate_samples
     from titok.data.images import ImageFolder
 
     gen, _ = load_model("generator", "titok_tiny_bert", {}, torch.device("cpu"))
@@ -108,7 +108,7 @@ def test_save_images_writes_the_png_path_bytes_and_scores_the_same(tmp_path, sta
 @pytest.mark.slow  # four runs of the suite
 def test_a_run_stopped_part_way_resumes_from_its_checkpoint_to_the_same_numbers(tmp_path, standin_inception,
                                                                                 monkeypatch):
-    import bench.tasks.gen as gen_task
+    import bench.run.tasks.gen as gen_task
 
     suite = gen_suite(tmp_path, standin_inception, batch=2, extra="checkpoint_every = 2\n")  # 6 batches
     assert main(["run", "--suite", suite, "--out", str(tmp_path / "whole"), "--quiet"]) == 0

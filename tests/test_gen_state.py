@@ -1,4 +1,4 @@
-"""bench/tasks/gen_state.py: a rank's checkpoint file round-trips its state, is never left half-written, belongs to
+"""bench/run/tasks/gen_state.py: a rank's checkpoint file round-trips its state, is never left half-written, belongs to
 one set of settings and one world size. The expected state is the dict the test wrote."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.tasks.gen_state import GenCheckpoint, state_folder
+from bench.run.tasks.gen_state import GenCheckpoint, state_folder
 from titok.errors import InputError
 
 KEY = {"generator": "titok_tiny_bert", "seed": 3, "batch_size": 4, "num_samples": 40, "sampling": {"temperature": 2}}

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.records import read_records
+from bench.records.store import read_records
 from tests.test_gen_in_memory import gen_suite
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,8 +15,8 @@ import pytest
 
 from bench.cli import main
 from bench.commands.history import build_history, plot_history, render_table
-from bench.records import append_record, make_record, read_records
-from bench.timing import iteration_summary
+from bench.records.store import append_record, make_record, read_records
+from bench.run.timing import iteration_summary
 
 FAKE_HARNESS = '''
 import argparse, json, subprocess, time

@@ -1,4 +1,4 @@
-"""The memory-mapped safety check of an Inception weights file (bench.inception.load_inception): a file in torch's
+"""The memory-mapped safety check of an Inception weights file (bench.metrics.inception.load_inception): a file in torch's
 zip format that holds code is refused before torch-fidelity unpickles it, as a raw pickle is (tests/test_faults.py)."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class _RunsCode:
 
 
 def test_zip_format_weights_holding_code_are_refused_unrun(tmp_path, standin_inception):
-    from bench.inception import STANDIN_SUFFIX, load_inception, sha256_of
+    from bench.metrics.inception import STANDIN_SUFFIX, load_inception, sha256_of
     from titok.weights import WeightsError
 
     marker, path = tmp_path / "PWNED", tmp_path / "tampered.pth"
@@ -38,7 +38,7 @@ def test_zip_format_weights_holding_code_are_refused_unrun(tmp_path, standin_inc
 
 
 def test_checked_weights_are_the_files_values(standin_inception):
-    from bench.inception import load_inception
+    from bench.metrics.inception import load_inception
 
     extractor, _ = load_inception(standin_inception)
     stored, loaded = torch.load(standin_inception, weights_only=True), extractor.state_dict()

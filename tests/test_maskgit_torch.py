@@ -18,7 +18,7 @@ import baselines
 from baselines.maskgit_generator import MASKGIT_TORCH_SAMPLING
 from baselines.maskgit_torch_keys import maskgit_torch_name
 from bench.cli import main
-from bench.tasks.gen import sample_seed
+from bench.run.tasks.gen import sample_seed
 from titok.configs import VQGANConfig
 from titok.contract import to_uint8
 from titok.errors import ConfigError

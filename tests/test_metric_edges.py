@@ -1,4 +1,4 @@
-"""Edges of bench.metrics' numeric helpers that the reference tests do not reach: precision/recall's input checks,
+"""Edges of bench.metrics.image_sets' numeric helpers that the reference tests do not reach: precision/recall's input checks,
 k-NN radii dtype and block sizes, the statistics file's checks and messages, the few-images threshold, the sFID
 tap's checks, per-image PSNR and SSIM's window. Each was a mutant that survived `tox -e mutation`
 (results/mutation/2026-12-06-numeric-core.md); expected values are written here or come from scikit-image.
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench import metrics
-from bench.metrics import (
+from bench.metrics import image_sets as metrics
+from bench.metrics.image_sets import (
     FEATURE_DIM,
     MetricError,
     few_images_warning,
@@ -164,7 +164,7 @@ def test_precision_recall_converts_the_real_set_and_keeps_the_block_budget(monke
 def test_fid_statistics_need_two_samples_of_any_dimension():
     """Two samples make a covariance (ddof 1, written here with numpy), whatever the dimension, even 1; one does
     not, and the message says how many there were."""
-    from bench.metrics import statistics
+    from bench.metrics.image_sets import statistics
 
     two = np.array([[1.0], [4.0]])
     mu, sigma = statistics(two)

@@ -1,4 +1,4 @@
-"""Precision/recall, KID, IS and sFID pinned to references that share no code with bench.metrics.
+"""Precision/recall, KID, IS and sFID pinned to references that share no code with bench.metrics.image_sets.
 
 - Precision/recall against a k-NN computation written here (torch.cdist on a full matrix), on sets where the two
   differ widely, and against torch-fidelity's `prc` on images through the same (stand-in) Inception weights.
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.metrics import precision_recall
+from bench.metrics.image_sets import precision_recall
 from tests.conftest import write_pngs
 from titok.data.images import ImageFolder, builtin_images
 
@@ -83,7 +83,7 @@ def informative_inception(tmp_path_factory):
     """A stand-in Inception whose logits are spread wide enough that the Inception Score of mixed images is far
     from 1 (the default stand-in's are not, and its IS is ~1.0 on any small set)."""
     pytest.importorskip("torch_fidelity")
-    from bench.inception import make_standin_inception_weights
+    from bench.metrics.inception import make_standin_inception_weights
 
     return make_standin_inception_weights(tmp_path_factory.mktemp("inception") / "wide.pth", seed=0, logit_scale=64.0)
 
@@ -123,7 +123,7 @@ CASES = {
 def test_precision_recall_kid_and_is_equal_torch_fidelity(case, informative_inception, tmp_path):
     import torch_fidelity
 
-    from bench.metrics import compute_image_metrics
+    from bench.metrics.image_sets import compute_image_metrics
 
     (fake_kinds, fake_size), (real_kinds, real_size), apart = CASES[case]
     write_pngs(tmp_path / "fake", _mixed_images(fake_kinds, fake_size, seed=1))
@@ -178,9 +178,9 @@ def _frechet_written_here(x: np.ndarray, y: np.ndarray) -> float:
 def test_sfid_is_adm_mixed_6_conv_and_a_frechet_distance(standin_inception, tmp_path):
     import torch_fidelity.feature_extractor_inceptionv3 as fe
 
-    from bench.inception import load_inception
-    from bench.metrics import compute_image_metrics, extract_features
-    from bench.statistics_file import write_statistics
+    from bench.metrics.image_sets import compute_image_metrics, extract_features
+    from bench.metrics.inception import load_inception
+    from bench.metrics.statistics_file import write_statistics
 
     n = 8
     a, b = builtin_images("skimage", 64, n), builtin_images("procedural", 64, n)

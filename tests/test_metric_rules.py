@@ -1,13 +1,13 @@
 """Every metric the harness writes has a direction: real runs of the tasks enumerate the names, so a new metric
-without a rule in bench/metric_rules.py fails here instead of passing `compare` unchecked."""
+without a rule in bench/records/rules.py fails here instead of passing `compare` unchecked."""
 
 from __future__ import annotations
 
 import pytest
 
 from bench.cli import main
-from bench.metric_rules import HIGHER, INFO, LOWER, RULES, rule_for
-from bench.records import read_records
+from bench.records.rules import HIGHER, INFO, LOWER, RULES, rule_for
+from bench.records.store import read_records
 
 SPEED_AND_RECON = """
 [defaults]
@@ -50,7 +50,7 @@ def _unruled(records: list[dict]) -> set[str]:
 def test_speed_and_recon_metrics_have_directions_and_speed_keeps_its_noise(tmp_path):
     records = _run(tmp_path, SPEED_AND_RECON)
     assert {r["task"] for r in records} == {"speed", "recon"}
-    assert not _unruled(records), "metrics without a direction in bench/metric_rules.py"
+    assert not _unruled(records), "metrics without a direction in bench/records/rules.py"
     for r in (r for r in records if r["task"] == "speed"):
         it = r["spreads"]["sec_per_batch"]
         assert it["n"] == 2 == len(it["values"]) and it["min"] <= it["median"] <= it["max"]
@@ -92,7 +92,7 @@ metrics = ["kid", "prc"]
     assert {r["task"] for r in records} == {"stats", "recon", "gen"}
     names = {n for r in records for n in r["metrics"]}
     assert {"standin_gfid", "standin_sfid", "standin_isc_mean", "standin_rfid", "standin_precision"} <= names
-    assert not _unruled(records), "metrics without a direction in bench/metric_rules.py"
+    assert not _unruled(records), "metrics without a direction in bench/records/rules.py"
     recon = next(r for r in records if r["task"] == "recon")
     spread = recon["spreads"]["standin_rfid"]  # the uncertainty compare judges rFID changes against
     assert spread["n"] == 2 and spread["std"] > 0 and spread["method"] == "poisson-bootstrap over images"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.inception import MissingArtifactError, inspect_weights, resolve_inception_weights
-from bench.metrics import MetricError, load_reference_stats, psnr, ssim
+from bench.metrics.image_sets import MetricError, load_reference_stats, psnr, ssim
+from bench.metrics.inception import MissingArtifactError, inspect_weights, resolve_inception_weights
 from titok.data.images import ImageFolder, builtin_images
 
 
@@ -60,7 +60,7 @@ def test_wrong_inception_file_is_refused(tmp_path):
 def test_fid_equals_torch_fidelity(image_folders, standin_inception):
     import torch_fidelity
 
-    from bench.metrics import compute_image_metrics
+    from bench.metrics.image_sets import compute_image_metrics
 
     a, b = image_folders
     ours = compute_image_metrics(ImageFolder(a), ImageFolder(b), inception_weights=standin_inception,
@@ -73,7 +73,7 @@ def test_fid_equals_torch_fidelity(image_folders, standin_inception):
 
 @pytest.mark.metrics
 def test_fid_self_is_zero_and_batch_size_invariant(image_folders, standin_inception):
-    from bench.metrics import compute_image_metrics
+    from bench.metrics.image_sets import compute_image_metrics
 
     a, b = image_folders
     self_fid = compute_image_metrics(ImageFolder(a), ImageFolder(a), inception_weights=standin_inception,
@@ -88,7 +88,7 @@ def test_fid_self_is_zero_and_batch_size_invariant(image_folders, standin_incept
 def test_frechet_distance_agrees_with_clean_fid():
     from cleanfid.fid import frechet_distance as clean_frechet
 
-    from bench.metrics import frechet_distance, statistics
+    from bench.metrics.image_sets import frechet_distance, statistics
 
     rng = np.random.default_rng(0)
     f1, f2 = rng.normal(size=(300, 64)), rng.normal(0.3, 1.2, size=(300, 64))
@@ -98,8 +98,8 @@ def test_frechet_distance_agrees_with_clean_fid():
 
 @pytest.mark.metrics
 def test_all_metrics_run_and_stand_in_is_labelled(standin_inception, tmp_path):
-    from bench.metrics import compute_image_metrics, statistics
-    from bench.statistics_file import write_statistics
+    from bench.metrics.image_sets import compute_image_metrics, statistics
+    from bench.metrics.statistics_file import write_statistics
 
     a, b = builtin_images("skimage", 64, 12), builtin_images("procedural", 64, 12)
     r = compute_image_metrics(a, b, inception_weights=standin_inception, metrics=("fid", "isc", "kid", "prc"))
@@ -109,8 +109,8 @@ def test_all_metrics_run_and_stand_in_is_labelled(standin_inception, tmp_path):
     assert r.protocol["extractor"]["standin"] is True and r.protocol["num_fake"] == 12
     assert r.values["standin_isc_mean"] >= 1.0 and 0 <= r.values["standin_precision"] <= 1
     # FID against saved statistics equals FID against the images they came from.
-    from bench.inception import load_inception
-    from bench.metrics import extract_features
+    from bench.metrics.image_sets import extract_features
+    from bench.metrics.inception import load_inception
 
     ext, _ = load_inception(standin_inception)
     mu, sigma = statistics(extract_features(b, ext)["pool"])

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bench.env import environment
-from bench.metric_rules import rule_for
-from bench.records import make_record
-from bench.tables import FORMATS, MEANINGS, quality_table
+from bench.records.rules import rule_for
+from bench.records.store import make_record
+from bench.records.tables import FORMATS, MEANINGS, quality_table
+from bench.run.env import environment
 
 ENV = environment("cpu")
 

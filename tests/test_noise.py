@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from bench.tasks.common import load_model, paired_tokenizer
-from bench.tasks.gen import MANIFEST, generate_samples
+from bench.run.tasks.common import load_model, paired_tokenizer
+from bench.run.tasks.gen import MANIFEST, generate_samples
 from titok.errors import InputError
 from titok.generators.noise import (
     HASH_NOISE_SCHEME,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from bench.noise_bench import main, release_way, schemes
+from bench.devtools.noise_bench import main, release_way, schemes
 
 
 def test_noise_bench_writes_all_three_ways(tmp_path):
     out = tmp_path / "noise.md"
     assert main(["--batch", "4", "--tokens", "3", "--codes", "16", "32", "--rounds", "1", "--out", str(out)]) == 0
     text = out.read_text()
-    assert "python -m bench.noise_bench --batch 4" in text
+    assert "python -m bench.devtools.noise_bench --batch 4" in text
     for name in ("counter-icdf-v1", "counter-hash-v1", "release (uniform_ + Gumbel-max)"):
         assert text.count(f"| {name} |") == 2  # one row per K
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from bench.cli import main
-from bench.plots import gfid_vs_throughput, rfid_vs_tokens, speed_by_options, write_plots
-from bench.records import append_record
+from bench.records.plots import gfid_vs_throughput, rfid_vs_tokens, speed_by_options, write_plots
+from bench.records.store import append_record
 from tests.records_fixture import records, speed
 
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from bench.env import env_tag, environment
-from bench.records import SCHEMA_VERSION, append_record, make_record, new_run_id, read_records
+from bench.records.store import SCHEMA_VERSION, append_record, make_record, new_run_id, read_records
+from bench.run.env import env_tag, environment
 
 
 def rec(model="m", value=1.0, **kw):
@@ -73,7 +73,7 @@ def test_env_tag_is_file_name_safe():
 
 
 def test_optional_noise_fields_and_latest_records(tmp_path):
-    from bench.records import latest_records, rewrite_records
+    from bench.records.store import latest_records, rewrite_records
 
     a = rec("a", spreads={"sec_per_batch": {"n": 2, "min": 1.0, "median": 1.1, "max": 1.2, "spread": 0.18}},
             machine={"load_avg_1m": 0.3, "loaded": False})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from bench.cli import main
-from bench.suite import load_suite, select_models
+from bench.run.suite import load_suite, select_models
 
 TWO_MODELS = """
 [suite]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.statistics_file import check_protocol, read_protocol, write_statistics
+from bench.metrics.statistics_file import check_protocol, read_protocol, write_statistics
 from titok.errors import InputError
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.streaming import (
+from bench.metrics.streaming import (
     BootstrapGaussians,
     CodebookUsage,
     RunningGaussian,
@@ -87,7 +87,7 @@ def test_codebook_usage_matches_the_release_formula():
 def test_streamed_is_and_fid_equal_torch_fidelity(image_folders, standin_inception):
     import torch_fidelity
 
-    from bench.metrics import compute_image_metrics
+    from bench.metrics.image_sets import compute_image_metrics
 
     a, b = image_folders
     ref = torch_fidelity.calculate_metrics(input1=str(a), input2=str(b), fid=True, isc=True, cuda=False,
@@ -132,7 +132,7 @@ def test_bootstrap_std_of_fid_tracks_its_sampling_std():
     """The std of the bootstrap FIDs from ONE set of N features estimates the std of FID over independent sets of N
     (here 40 of them, drawn from a known Gaussian against its population statistics): within 40% on this draw,
     measured 1.10x; a bootstrap that ignored its weights, or reused one set of weights, would give 0."""
-    from bench.metrics import frechet_distance
+    from bench.metrics.image_sets import frechet_distance
 
     rng = np.random.default_rng(0)
     d, n = 16, 400

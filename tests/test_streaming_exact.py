@@ -1,5 +1,5 @@
 """The streaming accumulators compute in float64 whatever they are fed, and handle their edge cases: tests that
-killed mutmut's survivors in bench/streaming.py (results/mutation/). Expectations are numpy in float64, here."""
+killed mutmut's survivors in bench/metrics/streaming.py (results/mutation/). Expectations are numpy in float64, here."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.streaming import BootstrapGaussians, CodebookUsage, RunningGaussian
+from bench.metrics.streaming import BootstrapGaussians, CodebookUsage, RunningGaussian
 
 
 def far_from_zero(n: int = 400, d: int = 4) -> np.ndarray:
@@ -67,7 +67,7 @@ def test_running_pixel_metrics_average_per_image_values_over_batches():
 
     from skimage.metrics import structural_similarity
 
-    from bench.streaming import RunningPixelMetrics
+    from bench.metrics.streaming import RunningPixelMetrics
 
     real = torch.full((3, 3, 16, 16), 100, dtype=torch.uint8)
     real[:, :, ::2] = 140

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.streaming import (
+from bench.metrics.streaming import (
     BootstrapGaussians,
     CodebookUsage,
     FeatureStore,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.inception import MissingArtifactError
-from bench.suite import SuiteError, builtin_suites, check_paths, load_suite
+from bench.metrics.inception import MissingArtifactError
+from bench.run.suite import SuiteError, builtin_suites, check_paths, load_suite
 from titok.registry import UnknownPresetError
 
 GOOD = """

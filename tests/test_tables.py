@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from bench.tables import (
+from bench.records.tables import (
     MEANINGS,
     default_speed,
     published_table,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import copy
 
 from bench.cli import main
-from bench.compare import compare
-from bench.env import env_tag, environment
-from bench.records import append_record, make_record, read_records
-from bench.tables import Table, published_table, quality_table, render, speed_table, write_tables
+from bench.records.compare import compare
+from bench.records.store import append_record, make_record, read_records
+from bench.records.tables import Table, published_table, quality_table, render, speed_table, write_tables
+from bench.run.env import env_tag, environment
 
 ENV = environment("cpu")
 

@@ -11,10 +11,10 @@ import copy
 import json
 from pathlib import Path
 
-from bench.compare import compare
-from bench.env import environment
-from bench.records import make_record
-from bench.tables import select_records, speed_table
+from bench.records.compare import compare
+from bench.records.store import make_record
+from bench.records.tables import select_records, speed_table
+from bench.run.env import environment
 
 SMOKE = Path(__file__).parent.parent / "results" / "smoke-cpu-amd-epyc-2threads-torch2.14.1.jsonl"
 ENV = environment("cpu")

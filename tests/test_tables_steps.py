@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.records import read_records
-from bench.tables import render, speed_table, tables
+from bench.records.store import read_records
+from bench.records.tables import render, speed_table, tables
 
 SMOKE = Path(__file__).resolve().parents[1] / "results" / "smoke-cpu-amd-epyc-2threads-torch2.14.1.jsonl"
 

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from bench.timing import measure, measure_interleaved, measure_variants_with_backoff, measure_with_backoff
+from bench.run.timing import measure, measure_interleaved, measure_variants_with_backoff, measure_with_backoff
 
 
 def test_measure_counts_warmup_and_iterations():
@@ -74,8 +74,8 @@ def test_out_of_memory_in_one_variant_backs_off_all():
 
 
 def test_iterations_and_machine_state(caplog):
-    from bench.machine import is_loaded, machine_state, warn_if_loaded, worst_of
-    from bench.timing import iteration_summary
+    from bench.run.machine import is_loaded, machine_state, warn_if_loaded, worst_of
+    from bench.run.timing import iteration_summary
 
     s = iteration_summary([1.0, 3.0, 2.0])
     assert (s["n"], s["min"], s["median"], s["max"], s["spread"]) == (3, 1.0, 2.0, 3.0, 1.0)

@@ -12,7 +12,7 @@ import torch
 
 import titok.blocks
 import titok.generators.bert
-from bench.flops import count_flops  # the harness's counter, as the independent reference for --estimate
+from bench.run.flops import count_flops  # the harness's counter, as the independent reference for --estimate
 from titok.data.images import builtin_images
 from titok.train import checkpoint as ckpt_io
 from titok.train import cli

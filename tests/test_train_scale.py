@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from bench import cli as bench_cli
-from bench.tasks.common import paired_tokenizer
+from bench.run.tasks.common import paired_tokenizer
 from titok.fetch import sha256_of
 from titok.train import checkpoint as ckpt_io
 from titok.train import cli
@@ -280,7 +280,7 @@ def test_tensorboard_event_files_when_installed(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- rFID plug-in
-RFID_ENTRY_POINT = ("rfid", "bench.train_metrics:RFID")
+RFID_ENTRY_POINT = ("rfid", "bench.metrics.training:RFID")
 
 
 def test_rfid_plugin_is_declared_and_its_absence_is_one_clear_error(tmp_path, monkeypatch, capsys):

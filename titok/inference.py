@@ -24,7 +24,7 @@ checkpoint means, and two numbers measured with different options are still the 
                   (titok/quantizer.py). Worth it on CPUs with native bf16 (`cpu_bf16_flags`: avx512_bf16, AMX).
                   A module whose `keep_fp32` attribute is True runs in float32 (autocast off, floating inputs
                   cast to float32) under any precision: the layers whose bf16 error was measured to move results
-                  (bench/bf16_layers.py; today the two-stage pixel decoder's first convolution).
+                  (bench/devtools/bf16_layers.py; today the two-stage pixel decoder's first convolution).
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ class Decoder(nn.Module):
         self.conv_in = _conv3x3(cfg.z_channels, top)
         # Kept in float32 under bf16 (titok/inference.py KEEP_FP32): its input, the expected code vector, varies
         # between images by ~0.2% of its size (random weights), bf16's relative step; in bf16 this convolution
-        # moved the tiny preset's decodes by 20 uint8 levels on average, 0.7 in fp32 (bench/bf16_layers.py).
+        # moved the tiny preset's decodes by 20 uint8 levels on average, 0.7 in fp32 (bench/devtools/bf16_layers.py).
         self.conv_in.keep_fp32 = True
         self.mid = nn.ModuleList(ResnetBlock(top, top, cfg.norm_eps) for _ in range(cfg.num_res_blocks))
         # up[i] works at level i; it receives level i+1's width (the top level receives its own).

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from bench.distributed import rank_batches
-from bench.tasks.common import load_model
-from bench.tasks.gen import generate_samples, sample_batch
+from bench.metrics.distributed import rank_batches
+from bench.run.tasks.common import load_model
+from bench.run.tasks.gen import generate_samples, sample_batch
 from titok.data.files import write_png_atomic
 from titok.data.images import ImageFolder, builtin_images, iter_image_batches
 

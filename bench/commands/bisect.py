@@ -29,9 +29,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.compare import FAILS_NOW, IMPROVED, REGRESSION, SPEED_TOLERANCE, UNCHANGED, Row, compare
-from bench.metric_rules import rule_for
-from bench.records import read_records
+from bench.records.compare import FAILS_NOW, IMPROVED, REGRESSION, SPEED_TOLERANCE, UNCHANGED, Row, compare
+from bench.records.rules import rule_for
+from bench.records.store import read_records
 from titok.errors import InputError
 
 GOOD, BAD, SKIP = "good", "bad", "skip"
@@ -130,7 +130,7 @@ def bisect(repo: str | Path, good: str, bad: str, runner_args: dict, metric: str
            log=print) -> tuple[str | None, list[Step]]:
     """The first bad commit (None if git could not single one out, e.g. only skipped commits left) and the steps."""
     if rule_for(metric) is None or rule_for(metric).direction == 0:
-        raise InputError(f"metric {metric!r} has no direction to judge (see bench/metric_rules.py)")
+        raise InputError(f"metric {metric!r} has no direction to judge (see bench/records/rules.py)")
     repo = Path(_git(Path(repo), "rev-parse", "--show-toplevel"))
     good_sha, bad_sha = _resolve(repo, good), _resolve(repo, bad)
     if subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", good_sha, bad_sha],

@@ -3,7 +3,7 @@
     titok-bench compare out/smoke/results.jsonl results/smoke-cpu-amd-epyc-2threads-torch2.14.1.jsonl
 
 One line per judged measurement (one metric per kind), most severe first, after a summary line; unchanged ones
-only with --all. The noise rule is in bench/compare.py: speed beyond both records' own spreads, "machine loaded"
+only with --all. The noise rule is in bench/records/compare.py: speed beyond both records' own spreads, "machine loaded"
 and "environment differs" where those are the honest answer, FID within its recorded uncertainty not a
 regression. A comparison that matched too little of the base is an error (exit 2) saying why.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from bench.compare import (
+from bench.records.compare import (
     HOST_MEMORY_TOLERANCE,
     MEMORY_TOLERANCE,
     MIN_MATCHED_SHARE,
@@ -21,7 +21,7 @@ from bench.compare import (
     CoverageError,
     compare,
 )
-from bench.records import read_records
+from bench.records.store import read_records
 from titok.errors import InputError
 
 

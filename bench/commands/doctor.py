@@ -5,7 +5,7 @@
     titok-bench doctor recon/ --expect 50000 --json
     titok-bench doctor titok_l32.npz                    # an ADM-format sample batch (export-npz, guided-diffusion)
 
-Each finding says what it does to FID (bench/diagnose.py). Exit status 0 when the folder follows the protocol
+Each finding says what it does to FID (bench/checks/diagnose.py). Exit status 0 when the folder follows the protocol
 (warnings allowed), 1 when a check found a problem, 2 on bad input (a missing folder, an unreadable file).
 """
 
@@ -31,8 +31,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.diagnose import Protocol, check_folder, check_sample_npz
-    from bench.stack import stack_report
+    from bench.checks.diagnose import Protocol, check_folder, check_sample_npz
+    from bench.checks.stack import stack_report
 
     stack, inception_sha = stack_report()
     report = None

@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from bench.commands.argtypes import positive_int
-from bench.reference import IMAGES_KEY
+from bench.metrics.reference import IMAGES_KEY
 from titok.data.files import is_complete_png, tmp_name
 from titok.data.images import to_rgb
 from titok.errors import DataError, InputError, MissingFileError
@@ -47,7 +47,7 @@ from titok.progress import Progress
 
 LABELS_KEY = "arr_1"  # guided-diffusion's image_sample.py: np.savez(out_path, arr, label_arr)
 ORDER_KEY = "sample_index"
-_SAMPLE_NAME = re.compile(r"(\d{6,})\.png")  # bench.tasks.gen.sample_path: f"{i:06d}.png"
+_SAMPLE_NAME = re.compile(r"(\d{6,})\.png")  # bench.run.tasks.gen.sample_path: f"{i:06d}.png"
 _MAX_WORKERS = 8
 # SyntaxError: what PIL raises for a broken PNG chunk (a checksum), never a bug of ours at this point
 _UNREADABLE = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -72,7 +72,7 @@ def shuffled_order(num: int, seed: int) -> np.ndarray:
 
 def _sample_files(folder: Path, num: int | None) -> list[Path]:
     """PNGs 0..N-1 of a sample folder; N is `num`, or the number of samples there (which must then be 0..N-1)."""
-    from bench.tasks.gen import sample_path
+    from bench.run.tasks.gen import sample_path
 
     if not folder.is_dir():
         raise MissingFileError(f"sample folder not found: {folder}")
@@ -128,7 +128,7 @@ def _decode(path: Path, height: int, width: int) -> np.ndarray:
 
 def _labels(folder: Path, order: np.ndarray) -> tuple[np.ndarray | None, str]:
     """Class label of each row, from the folder's generation manifest: (labels, "") or (None, why not)."""
-    from bench.tasks.gen import MANIFEST, read_manifest, sample_classes
+    from bench.run.tasks.gen import MANIFEST, read_manifest, sample_classes
     from titok.registry import get_spec
 
     try:

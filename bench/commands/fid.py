@@ -16,10 +16,10 @@ from PIL import Image
 
 from bench.commands.argtypes import positive_int
 from bench.commands.offline import INCEPTION_HELP, add_offline_flag, apply_offline
-from bench.distributed import all_gather, current
-from bench.inception import inspect_weights, resolve_inception_weights
-from bench.metrics import compute_image_metrics, load_reference_stats
-from bench.statistics_file import check_protocol, read_protocol, run_protocol
+from bench.metrics.distributed import all_gather, current
+from bench.metrics.image_sets import compute_image_metrics, load_reference_stats
+from bench.metrics.inception import inspect_weights, resolve_inception_weights
+from bench.metrics.statistics_file import check_protocol, read_protocol, run_protocol
 from titok.data.images import ImageFolder
 from titok.errors import DataError, InputError
 
@@ -52,7 +52,7 @@ def _source(path: str, args):
 def _check_reference(folder: ImageFolder, stats: str, args) -> None:
     """A folder against a statistics file is only a distance between image sets if both were measured the same
     way: the same extractor (weights hash) and image size as the file records (ADM's batches included). Checked
-    before any image is read; a file that records no protocol is used with a warning (bench.statistics_file)."""
+    before any image is read; a file that records no protocol is used with a warning (bench.metrics.statistics_file)."""
     reference = read_protocol(stats)
     if not reference:
         return

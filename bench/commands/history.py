@@ -16,9 +16,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.compare import UNCHANGED, compare, summary_of
-from bench.metric_rules import rule_for
-from bench.records import latest_records, measurement_key, read_records, record_time
+from bench.records.compare import UNCHANGED, compare, summary_of
+from bench.records.rules import rule_for
+from bench.records.store import latest_records, measurement_key, read_records, record_time
 from titok.errors import InputError
 
 
@@ -97,7 +97,7 @@ def build_history(records: list[dict], metric: str, models: list[str] | None = N
                   repo: str | Path | None = None) -> History:
     """Series of `metric` across commits, one per measurement and environment."""
     if rule_for(metric) is None:
-        raise InputError(f"unknown metric {metric!r}; known: see bench/metric_rules.py")
+        raise InputError(f"unknown metric {metric!r}; known: see bench/records/rules.py")
     chosen = [r for r in records if (not models or r["model"] in models)
               and (metric in r["metrics"] or r.get("error"))]
     measured = {measurement_key(r) for r in chosen if metric in r["metrics"]}

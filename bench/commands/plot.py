@@ -3,7 +3,7 @@
     titok-bench plot out/smoke/results.jsonl --out out/smoke/plots
     -> gfid_vs_throughput.{png,svg}  rfid_vs_tokens.{png,svg}  speed_by_options.{png,svg}
 
-The same records make the tables (`titok-bench tables`) and `publish` draws both; see bench/plots.py for what each
+The same records make the tables (`titok-bench tables`) and `publish` draws both; see bench/records/plots.py for what each
 figure shows and how measured and published points are told apart.
 """
 
@@ -14,7 +14,7 @@ import sys
 
 from titok.errors import InputError
 
-FORMATS = ("png", "svg")  # what bench.plots writes; that module (and matplotlib) is imported only when drawing
+FORMATS = ("png", "svg")  # what bench.records.plots writes; that module (and matplotlib) is imported only when drawing
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -27,8 +27,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.plots import write_plots
-    from bench.records import read_records
+    from bench.records.plots import write_plots
+    from bench.records.store import read_records
 
     res = read_records(args.results)
     for problem in res.problems:

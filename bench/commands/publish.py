@@ -21,9 +21,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.env import env_tag
-from bench.records import append_record, measurement_key, read_records, rewrite_records
-from bench.tables import write_tables
+from bench.records.store import append_record, measurement_key, read_records, rewrite_records
+from bench.records.tables import write_tables
+from bench.run.env import env_tag
 from titok.errors import InputError
 
 
@@ -101,7 +101,7 @@ def run(args) -> int:
     for plan, records in zip(plans, [by_env[t] for t in sorted(by_env)], strict=True):
         all_records, what = _apply(plan)
         tables = write_tables(all_records, plan.target.with_suffix(""))
-        from bench.plots import write_plots  # matplotlib is imported only by the commands that draw
+        from bench.records.plots import write_plots  # matplotlib is imported only by the commands that draw
 
         write_plots(all_records, tables[0].parent)  # the figures beside the tables, from the same records
         print(f"{plan.target}: {what} ({len(records) - len(plan.new)} already filed); tables in {tables[0].parent}")

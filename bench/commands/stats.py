@@ -4,7 +4,7 @@
 
 The file records the extractor and its weights hash, the image size, the preparation (resize and crop), the
 image count and the source; a run that compares against it under another protocol stops with an error naming
-the field that differs (bench/statistics_file.py).
+the field that differs (bench/metrics/statistics_file.py).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.tasks.stats import make_statistics
+    from bench.run.tasks.stats import make_statistics
 
     protocol = make_statistics(args.images, args.out, args.image_size, inception_weights=args.inception_weights,
                                preparation=args.preparation, limit=args.limit, strict=args.strict,

@@ -46,7 +46,7 @@ LEGACY_NOISE_SCHEME = "torch-generator-per-sample-v0"
 
 TOKEN_STREAM = 0  # counter-hash-v1: noise added to the logits before picking a token: (B, N, K)
 CONFIDENCE_STREAM = 1  # noise added to the confidence that decides what is re-masked: (B, N)
-# Stream 2 is bench.streaming's bootstrap weights.
+# Stream 2 is bench.metrics.streaming's bootstrap weights.
 TOKEN_UNIFORM_STREAM = 3  # counter-icdf-v1: the one uniform that picks a token by inverse CDF: (B, N)
 
 _MASK32 = 0xFFFFFFFF

@@ -21,8 +21,8 @@ import pandas as pd
 import torch
 from tabulate import tabulate
 
-from bench.paper import PUBLISHED, SOURCES
-from bench.records import current_records
+from bench.records.paper import PUBLISHED, SOURCES
+from bench.records.store import current_records
 from titok.errors import InputError
 from titok.registry import get_spec
 
@@ -132,7 +132,7 @@ def select_records(records: list[dict]) -> list[dict]:
     """The records tables and figures are drawn from: the one place they are filtered before rendering, so a
     table and a figure made from the same file always show the same measurements. Records of tasks no table
     shows (stats, train) are left out; error records stay (the speed table lists them). A file holding several
-    commits' runs gives one row per measurement: the latest run's (bench/records.py `latest_records`; the earlier
+    commits' runs gives one row per measurement: the latest run's (bench/records/store.py `latest_records`; the earlier
     ones are what `titok-bench history` shows). A measurement a later commit redid under a newer protocol (its
     sampling settings written out, another resize) shows that commit's record only (`current_records`), not one
     row per protocol with the same visible settings."""

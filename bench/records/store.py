@@ -62,7 +62,7 @@ def make_record(*, run_id: str, model: str, task: str, metrics: dict, protocol: 
                 spreads: dict | None = None, machine: dict | None = None) -> dict:
     """One measurement. Optional fields (older records lack them, and readers must cope):
     `spreads` {metric: {values, n, min, median, max, spread} or {std, n, method}}: the measurement's own noise,
-    which `compare` judges a change against; `machine` (bench/machine.py): load and clock while it was taken."""
+    which `compare` judges a change against; `machine` (bench/run/machine.py): load and clock while it was taken."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     rec = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

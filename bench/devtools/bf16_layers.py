@@ -1,9 +1,9 @@
 """Which part of a tokenizer carries bf16's error: the stand-in FID with one region at a time kept in fp32.
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 python -m bench.bf16_layers   (the metrics env: FID needs it)
-    PYTHONPATH=. OMP_NUM_THREADS=1 python -m bench.bf16_layers --speed   (speed kept? titok_b64 decode at 256)
+    PYTHONPATH=. OMP_NUM_THREADS=1 python -m bench.devtools.bf16_layers   (the metrics env: FID needs it)
+    PYTHONPATH=. OMP_NUM_THREADS=1 python -m bench.devtools.bf16_layers --speed   (speed kept? titok_b64 decode at 256)
 
-The same set-up as bench.bf16_check's stand-in FID (titok_tiny_2stage, random weights, 32x32, smooth synthetic
+The same set-up as bench.devtools.bf16_check's stand-in FID (titok_tiny_2stage, random weights, 32x32, smooth synthetic
 images, seeded random Inception weights: NOT FID), with the real set's features computed once. Each variant runs
 the tokenizer under bf16 precision with the named submodules (or methods) run in fp32 (autocast off, inputs cast
 to float32), and reports its stand-in FID, the share of encoded tokens equal to fp32's, and the difference from
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import titok
-from bench.bf16_check import _images
+from bench.devtools.bf16_check import _images
 from titok.contract import to_uint8
 from titok.inference import KEEP_FP32, apply_inference_options
 
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
         for row in decode_probe(a.images):
             print(json.dumps(row), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        from bench.inception import make_standin_inception_weights
+        from bench.metrics.inception import make_standin_inception_weights
 
         weights = None if a.no_fid else make_standin_inception_weights(Path(tmp) / "standin-inception.pth", seed=0)
         torch.manual_seed(0)
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
             if a.no_fid:
                 print(json.dumps(row), flush=True)
                 continue
-            from bench.metrics import InceptionMetrics
+            from bench.metrics.image_sets import InceptionMetrics
 
             m = InceptionMetrics(("fid",), inception_weights=weights, bootstrap=a.bootstrap)
             if real_features is None:

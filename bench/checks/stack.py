@@ -36,7 +36,7 @@ def cuda_lines() -> list[str]:
 
 def cpu_line() -> str:
     """The CPU, the vector instructions torch dispatches to, and whether bf16 inference pays off here."""
-    from bench.env import cpu_model
+    from bench.run.env import cpu_model
     from titok.inference import cpu_bf16_flags, cpu_capability
 
     flags = cpu_bf16_flags()
@@ -74,7 +74,7 @@ def metrics_line() -> str:
 
 def inception_line() -> tuple[str, str | None]:
     """(report line, sha256 of the weights found or None). Looks where runs look; downloads nothing."""
-    from bench.inception import ENV_VAR, INCEPTION_FILE, inspect_weights, resolve_inception_weights
+    from bench.metrics.inception import ENV_VAR, INCEPTION_FILE, inspect_weights, resolve_inception_weights
     from titok.errors import InputError
 
     try:

@@ -30,10 +30,10 @@ import logging
 
 import torch
 
-from bench.machine import machine_state, warn_if_loaded, worst_of
-from bench.suite import RunSpec
-from bench.tasks.common import PRECISIONS, RunContext, free
-from bench.timing import measure_with_backoff
+from bench.run.machine import machine_state, warn_if_loaded, worst_of
+from bench.run.suite import RunSpec
+from bench.run.tasks.common import PRECISIONS, RunContext, free
+from bench.run.timing import measure_with_backoff
 from titok.contract import autocast_context
 from titok.progress import Progress
 from titok.registry import get_spec

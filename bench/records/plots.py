@@ -20,8 +20,8 @@ from matplotlib import rc_context
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from bench.paper import PUBLISHED
-from bench.tables import (
+from bench.records.paper import PUBLISHED
+from bench.records.tables import (
     default_speed,
     device_label,
     is_single_call,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from bench.records import append_record, make_record
+from bench.records.store import append_record, make_record
 from titok.errors import InputError
 from titok.fetch import sha256_of
 from titok.progress import number, track
@@ -164,8 +164,8 @@ def inception_for(settings: dict, ctx: RunContext):
     under torchrun while the others wait for it: COLLECTIVE, so outside any `together` block)."""
     if settings["inception_weights"] != "standin":
         return settings["inception_weights"]
-    from bench.distributed import barrier
-    from bench.inception import make_standin_inception_weights
+    from bench.metrics.distributed import barrier
+    from bench.metrics.inception import make_standin_inception_weights
 
     path = ctx.out_dir / "standin-inception" / "standin-seed0.pth"
     if ctx.is_main and not path.is_file():
@@ -182,7 +182,7 @@ def measured_on_main(task):
     timeout (TITOK_BENCH_DIST_TIMEOUT_S): a speed run longer than it needs a larger one."""
 
     def run(spec, ctx: RunContext) -> None:
-        from bench.distributed import broadcast_from_main, together
+        from bench.metrics.distributed import broadcast_from_main, together
 
         if not ctx.dist.distributed:
             return task(spec, ctx)
@@ -234,12 +234,12 @@ def rank_image_batches(data, batch_size: int, dist: DistContext, progress: bool 
     """This rank's share of an image set: (uint8 (B,3,H,W), positions (B,) int64) batches in order.
 
     The set is cut into global batches [j*B, (j+1)*B) and rank r reads those with j % world == r
-    (bench.distributed.rank_batches), so with no unreadable files every image is in the batch it has in one
+    (bench.metrics.distributed.rank_batches), so with no unreadable files every image is in the batch it has in one
     process. Positions are indices into `data`; they are what the metrics' `indices` take, so results do not
     depend on which rank read an image. One process reads every batch: the loop of before, positions added.
     `num_workers`: decoding processes of this rank (default: the host's default, shared among its ranks).
     """
-    from bench.distributed import rank_batches
+    from bench.metrics.distributed import rank_batches
     from titok.data.images import TensorImages, iter_image_batches
     from titok.progress import Progress
 

@@ -5,7 +5,7 @@
                                  `--set vars.NAME=...` override them
     [defaults]                   settings every [[run]] inherits (below)
     [[run]]                      task = "speed" | "recon" | "gen" | "stats" | "train", models = [...], and settings
-                                 ("train": training-step throughput, bench/tasks/train_speed.py)
+                                 ("train": training-step throughput, bench/run/tasks/train_speed.py)
 
 Settings (defaults shown in DEFAULTS): batch sizes, precisions, warm-up and timed iterations, ops, data,
 limit, strict, metrics, Inception weights ("standin" for the seeded stand-in), reference statistics, sample count,
@@ -89,7 +89,7 @@ class Suite:
 
 
 def builtin_suites() -> list[str]:
-    return sorted(p.name.removesuffix(".toml") for p in resources.files("bench.suites").iterdir()
+    return sorted(p.name.removesuffix(".toml") for p in resources.files("bench.run.suites").iterdir()
                   if p.name.endswith(".toml"))
 
 
@@ -100,7 +100,7 @@ def _read(name_or_path: str) -> tuple[dict, str]:
             raise SuiteError(f"suite file not found: {path}")
         text, source = path.read_text(), str(path)
     elif name_or_path in builtin_suites():
-        text, source = (resources.files("bench.suites") / f"{name_or_path}.toml").read_text(), name_or_path
+        text, source = (resources.files("bench.run.suites") / f"{name_or_path}.toml").read_text(), name_or_path
     else:
         raise SuiteError(f"unknown suite {name_or_path!r}; built-in: {', '.join(builtin_suites())} (or a .toml path)")
     try:
@@ -256,7 +256,7 @@ def required_paths(suite: Suite) -> list[tuple[str, str]]:
 
 def released_files(suite: Suite) -> list[tuple[str, object]]:
     """(what, source) for every "released" entry; a preset with no published checkpoint is an error now."""
-    from bench.inception import INCEPTION_SOURCE
+    from bench.metrics.inception import INCEPTION_SOURCE
     from titok.released import RELEASED, released_source
 
     found = []
@@ -269,7 +269,7 @@ def released_files(suite: Suite) -> list[tuple[str, object]]:
 
 
 def check_paths(suite: Suite) -> None:
-    from bench.inception import MissingArtifactError
+    from bench.metrics.inception import MissingArtifactError
     from titok.errors import MissingFileError
     from titok.fetch import fetch, is_offline
 

@@ -2,7 +2,7 @@
 `titok_bench.train_metrics`, name `rfid`) because the training package may not import the harness.
 
 Each evaluation streams (original, reconstruction) uint8 batches of the held-out images through the same
-Inception and FID code as `titok-bench run` (`bench.metrics.InceptionMetrics`); with no Inception weights given
+Inception and FID code as `titok-bench run` (`bench.metrics.image_sets.InceptionMetrics`); with no Inception weights given
 it uses the harness's seeded stand-in, and the value is then named `standin_rfid`, never rFID. On a few hundred
 held-out images the number is biased high against a 50,000-image rFID: it tracks a run, it is not the paper's.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from bench.inception import make_standin_inception_weights
-from bench.metrics import InceptionMetrics
+from bench.metrics.image_sets import InceptionMetrics
+from bench.metrics.inception import make_standin_inception_weights
 
 
 class RFID:

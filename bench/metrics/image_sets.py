@@ -2,7 +2,7 @@
 
 Staged like torch-fidelity: images -> Inception features -> statistics -> number. Features come from
 torch-fidelity's Inception (its port of the TF graph FID was defined with). FID, IS and KID are torch-fidelity's own
-metric functions (IS streamed, bench.streaming), so our values are torch-fidelity's on the same inputs; precision/
+metric functions (IS streamed, bench.metrics.streaming), so our values are torch-fidelity's on the same inputs; precision/
 recall and sFID are ours, written to the conventions below and checked against torch-fidelity and against
 computations written in the tests (tests/test_metric_references.py). Conventions, also written into the protocol
 (`conventions`) of every result that has sFID, IS, KID or precision/recall:
@@ -12,7 +12,7 @@ computations written in the tests (tests/test_metric_references.py). Conventions
   of generated points inside some real point's ball, recall the share of real points inside some generated
   point's ball.
 - sFID: ADM's: the Frechet distance of the first 7 channels of the 17x17 map of the TF graph's `mixed_6/conv`
-  (torch-fidelity's Mixed_6d.branch1x1; bench.inception says why), 2023-d, taken in the same pass as FID.
+  (torch-fidelity's Mixed_6d.branch1x1; bench.metrics.inception says why), 2023-d, taken in the same pass as FID.
 - KID: torch-fidelity's: unbiased MMD^2 with the cubic polynomial kernel (gamma 1/2048, coef0 1) on pool3
   features, 100 subsets of min(1000, N) images, seed 2020. IS: torch-fidelity's: 1008 logits, 10 splits.
 Result keys are constant; a number computed with a stand-in Inception carries the prefix `standin_` and is never
@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench import distributed
-from bench.inception import (
+from bench.metrics import distributed
+from bench.metrics.inception import (
     SPATIAL_DIM,
     SPATIAL_LAYER,
     SPATIAL_TF_TENSOR,
@@ -42,7 +42,13 @@ from bench.inception import (
     require_torch_fidelity,
     sha256_of,
 )
-from bench.streaming import BootstrapGaussians, FeatureStore, RunningGaussian, RunningInceptionScore, batch_positions
+from bench.metrics.streaming import (
+    BootstrapGaussians,
+    FeatureStore,
+    RunningGaussian,
+    RunningInceptionScore,
+    batch_positions,
+)
 from titok.data.images import RESIZE_MODE, TensorImages, Unreadable, iter_image_batches
 from titok.errors import InputError
 from titok.train.distributed import DistContext
@@ -264,7 +270,7 @@ class InceptionMetrics:
     """Inception-based metrics fed one batch at a time: FID, sFID, IS, KID, precision/recall.
 
     Memory does not grow with the number of images for FID, sFID and IS (running statistics, see
-    bench.streaming; sFID's 2023-d features are hooked from the same forward pass as FID's pool features);
+    bench.metrics.streaming; sFID's 2023-d features are hooked from the same forward pass as FID's pool features);
     KID and precision/recall keep float32 pool features, since they compare all pairs (the distances themselves
     are computed in bounded blocks of rows). `num_fake` announces the
     size of the fake set, which the Inception Score's seeded split assignment needs (torch-fidelity's).
@@ -273,7 +279,7 @@ class InceptionMetrics:
     reference batches and `titok-bench stats` files hold them; without them sFID is left out, and the protocol
     says why). `keep_fake_features` keeps the fake set's pool features
     (`titok-bench stats --features`). `bootstrap` R >= 2 adds FID's sampling uncertainty (the std of R Poisson-
-    bootstrap replicates over images, bench.streaming.BootstrapGaussians) to the result's `spreads`, which
+    bootstrap replicates over images, bench.metrics.streaming.BootstrapGaussians) to the result's `spreads`, which
     `titok-bench compare` judges FID changes against; 0 (the default) skips the R-fold covariance work.
 
     Positions: `add_fake`/`add_real` take `indices`, the images' positions in the whole set (default: the next
@@ -302,7 +308,7 @@ class InceptionMetrics:
         self.reference_stats = load_reference_stats(self.reference) if self.reference is not None else None
         self.reference_features = None
         if self.reference is not None and {"kid", "prc"} & set(metrics):
-            from bench.statistics_file import reference_features
+            from bench.metrics.statistics_file import reference_features
 
             self.reference_features = reference_features(self.reference)
             if self.reference_features is None:
@@ -312,7 +318,7 @@ class InceptionMetrics:
             raise ValueError("the Inception Score needs num_fake (the size of the set) up front")
         self.reference_spatial = None
         if self.reference is not None and "sfid" in metrics:
-            from bench.statistics_file import reference_spatial_stats
+            from bench.metrics.statistics_file import reference_spatial_stats
 
             self.reference_spatial = reference_spatial_stats(self.reference)
             if self.reference_spatial is None:
@@ -403,7 +409,7 @@ class InceptionMetrics:
                     "num_fake": self.fake.n, "batch_size": self.batch_size, "metrics": sorted(self.metrics),
                     "streaming": True}
         # FID's convention is the extractor's (pool3, 2048-d), already recorded; the others' are written out. A run
-        # of FID alone keeps the protocol it had, so its records still match older ones (bench.records).
+        # of FID alone keeps the protocol it had, so its records still match older ones (bench.records.store).
         if conventions := {m: CONVENTIONS[m] for m in self.metrics if m in CONVENTIONS}:
             protocol["conventions"] = conventions
         if self.real.n:
@@ -617,7 +623,7 @@ class _FeatureSums:
             self.store.update(pool, positions)
 
     def reduce(self) -> None:
-        """Collective (bench.streaming's reduce of each part); on rank 0 the digest of the gathered features."""
+        """Collective (bench.metrics.streaming's reduce of each part); on rank 0 the digest of the gathered features."""
         total = distributed.sum_arrays({"n": np.array([self.n], np.int64)})
         self.n = int(total["n"][0])
         for part in (self.gaussian, self.spatial, self.bootstrap, self.store):
@@ -702,10 +708,10 @@ def compute_image_metrics(fake, real=None, *, inception_weights=None, metrics=("
     numbers are only compared when they were measured the same way. Streams: images pass through in batches
     (decoded in DataLoader workers) and only running statistics stay.
 
-    Under torchrun every rank calls it: each reads only its global batches of each set (bench.distributed.
+    Under torchrun every rank calls it: each reads only its global batches of each set (bench.metrics.distributed.
     rank_batches: the same batches of `batch_size` images as one process reads), the ranks' sums are combined
     (InceptionMetrics.reduce), rank 0 computes the metrics and every rank returns the same result. An error on any
-    rank (an unreadable image under strict, too few images) is raised on every rank (bench.distributed.RankFailure,
+    rank (an unreadable image under strict, too few images) is raised on every rank (bench.metrics.distributed.RankFailure,
     RankInputError for bad input), naming the rank. An image's position is its index in the data set, so a file
     skipped as unreadable leaves its place empty rather than shifting the images after it.
     """

@@ -1,13 +1,13 @@
 """Speed and memory: images/sec of tokenizer encode/decode, generator token sampling and end-to-end
 generation (sample + decode), per batch size, precision and inference-option variant, with peak memory
-(bench/timing.py), and counted FLOPs per image with the achieved TFLOP/s and fraction of the device's peak
-(bench/flops.py). bf16 runs through `InferenceOptions.precision` (bf16 autocast inside the heavy methods, on CPU
+(bench/run/timing.py), and counted FLOPs per image with the achieved TFLOP/s and fraction of the device's peak
+(bench/run/flops.py). bf16 runs through `InferenceOptions.precision` (bf16 autocast inside the heavy methods, on CPU
 too; fp16 stays CUDA-only autocast around the call); a variant `{"precision": "bf16"}` beside `{}` times bf16
 against fp32 interleaved in one run. Every record's `precision` says what it computed in. Each option variant is its own
 record, timed in rounds interleaved with the other variants,
 so every fast-path gain is a ratio measured in one run against the reference path (`options = [{...}, {}]` in a
-suite; see bench/suites/fast-cpu.toml). Every record keeps its per-iteration times (`spreads.sec_per_batch`) and
-the machine's state (`machine`, bench/machine.py); a run on a loaded machine warns, and `compare` reads both.
+suite; see bench/run/suites/fast-cpu.toml). Every record keeps its per-iteration times (`spreads.sec_per_batch`) and
+the machine's state (`machine`, bench/run/machine.py); a run on a loaded machine warns, and `compare` reads both.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import logging
 
 import torch
 
-from bench.flops import count_flops, utilisation_metrics
-from bench.machine import machine_state, warn_if_loaded, worst_of
-from bench.suite import OPS, RunSpec
-from bench.tasks.common import PRECISIONS, RunContext, free, load_model, paired_tokenizer, parameter_millions
-from bench.timing import measure_variants_with_backoff
+from bench.run.flops import count_flops, utilisation_metrics
+from bench.run.machine import machine_state, warn_if_loaded, worst_of
+from bench.run.suite import OPS, RunSpec
+from bench.run.tasks.common import PRECISIONS, RunContext, free, load_model, paired_tokenizer, parameter_millions
+from bench.run.timing import measure_variants_with_backoff
 from titok.contract import autocast_context
 from titok.errors import NotSupportedError
 from titok.inference import PRECISIONS as OPTION_PRECISIONS

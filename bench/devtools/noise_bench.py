@@ -12,7 +12,7 @@ figure is the median over rounds, with the fastest beside it. Minor page faults 
 before and after each timed call: a fresh (B, N, K) tensor costs one fault per 4 KiB page the first time it is
 written, which is most of the kernel time of a path that allocates one per step.
 
-    python -m bench.noise_bench --out results/noise-pick-TAG.md   (TAG: bench.env.env_tag of the machine)
+    python -m bench.devtools.noise_bench --out results/noise-pick-TAG.md   (TAG: bench.run.env.env_tag of the machine)
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.env import env_tag, environment
-from bench.machine import machine_state
+from bench.run.env import env_tag, environment
+from bench.run.machine import machine_state
 from titok.generators.config import SamplingConfig
 from titok.generators.noise import confidence_noise, seed_tensor
 from titok.generators.sampler import _gumbel, _inverse_cdf_pick, _noisy_argmax, _Scratch, choice_noise, sample_tokens
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res["sampler"]), flush=True)
     res["machine_after"] = machine_state()
     if a.out:
-        command = "python -m bench.noise_bench " + " ".join(argv if argv is not None else sys.argv[1:])
+        command = "python -m bench.devtools.noise_bench " + " ".join(argv if argv is not None else sys.argv[1:])
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(_markdown(res, command))
     return 0

@@ -1,6 +1,6 @@
 """bf16 against fp32 inference on this machine, in one run: speed ratios and agreement (`InferenceOptions.precision`).
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 python -m bench.bf16_check --out results   (the metrics env: FID needs it)
+    PYTHONPATH=. OMP_NUM_THREADS=1 python -m bench.devtools.bf16_check --out results   (the metrics env: FID needs it)
 
 Speed: encode, decode and generate (sample + decode) at 256 with titok_b64 and titok_l32, RANDOM weights (speed
 does not depend on the values). fp32 and bf16 calls alternate round by round, the order flipped every round, so a
@@ -10,10 +10,10 @@ their range, never absolute times alone.
 Agreement on the same calls: the share of tokens equal (encode; generate from the same seeds), the max and mean
 absolute difference of decoded pixels on [0, 1], and the share of uint8 pixels equal after rounding.
 
-FID: a STAND-IN FID (seeded random Inception weights, bench.inception.make_standin_inception_weights; not FID)
+FID: a STAND-IN FID (seeded random Inception weights, bench.metrics.inception.make_standin_inception_weights; not FID)
 of titok_tiny_2stage reconstructions (random weights, the same layer types at 32x32) of smooth synthetic
 images against the images themselves, fp32 and bf16, with the fp32 value's Poisson-bootstrap std
-(bench.metrics.InceptionMetrics(bootstrap=R)). At 256 one fp32 decode takes ~10 s per image per thread here, so
+(bench.metrics.image_sets.InceptionMetrics(bootstrap=R)). At 256 one fp32 decode takes ~10 s per image per thread here, so
 a few hundred 256-pixel images per precision did not fit the run.
 """
 
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 import titok
-from bench.env import env_tag, environment
+from bench.run.env import env_tag, environment
 from titok.contract import to_uint8
 from titok.inference import apply_inference_options, cpu_bf16_flags, cpu_capability
 
@@ -113,8 +113,8 @@ def generate_row(preset: str, batch: int, rounds: int) -> dict:
 
 @torch.no_grad()
 def standin_fid(n: int, bootstrap: int, workdir: Path) -> dict:
-    from bench.inception import make_standin_inception_weights
-    from bench.metrics import InceptionMetrics
+    from bench.metrics.image_sets import InceptionMetrics
+    from bench.metrics.inception import make_standin_inception_weights
 
     weights = make_standin_inception_weights(workdir / "standin-inception.pth", seed=0)
     torch.manual_seed(0)
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             report["fid"] = standin_fid(a.fid_images, a.bootstrap, Path(tmp))
         print(json.dumps(report["fid"]), flush=True)
-    command = "PYTHONPATH=. OMP_NUM_THREADS=1 python -m bench.bf16_check " + shlex.join(argv or sys.argv[1:])
+    command = "PYTHONPATH=. OMP_NUM_THREADS=1 python -m bench.devtools.bf16_check " + shlex.join(argv or sys.argv[1:])
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"bf16-vs-fp32-{env_tag(env)}"

@@ -9,7 +9,7 @@ torch.hub convention), which we check.
 
 Tests and smoke runs use a *stand-in*: seeded random weights with the same keys, saved to a file and loaded
 through the same path, with a sidecar `<file>.standin.json` saying so. Numbers computed with a stand-in are
-labelled `standin_*` everywhere (bench/metrics.py); they are never FID.
+labelled `standin_*` everywhere (bench/metrics/image_sets.py); they are never FID.
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ import time
 import numpy as np
 import torch
 
-from bench.suite import RunSpec
-from bench.tasks.common import RunContext, free, inception_for, load_model, rank_image_batches
-from bench.timing import PeakMemory
+from bench.run.suite import RunSpec
+from bench.run.tasks.common import RunContext, free, inception_for, load_model, rank_image_batches
+from bench.run.timing import PeakMemory
 from titok.contract import to_uint8, to_unit_float
 from titok.data.images import DEFAULT_PREPARATION, DataError, open_dataset
 
@@ -36,15 +36,15 @@ def run_recon(spec: RunSpec, ctx: RunContext) -> None:
     `reduce`), and rank 0 computes the numbers and writes the record; its `eval_wall_s` is rank 0's wall time
     and the peak memory the largest of any rank's.
     """
-    from bench.distributed import all_gather, sum_arrays, together
-    from bench.metrics import InceptionMetrics
-    from bench.streaming import CodebookUsage, RunningPixelMetrics
+    from bench.metrics.distributed import all_gather, sum_arrays, together
+    from bench.metrics.image_sets import InceptionMetrics
+    from bench.metrics.streaming import CodebookUsage, RunningPixelMetrics
 
     s = spec.settings
     limit = min(s["limit"], ctx.limit) if ctx.limit else s["limit"]
     inception_metrics = [m for m in s["metrics"] if m in ("fid", "kid", "prc")]
     if inception_metrics:
-        from bench.inception import require_torch_fidelity
+        from bench.metrics.inception import require_torch_fidelity
 
         require_torch_fidelity()  # before the reconstructions, not after
     for preset in ctx.each_model(spec.models, "recon"):

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.inception import FID_EXTRACTOR, SPATIAL_DIM
-from bench.metrics import FEATURE_DIM, MetricError, load_reference_stats
-from bench.reference import IMAGES_KEY, npy_header
+from bench.metrics.image_sets import FEATURE_DIM, MetricError, load_reference_stats
+from bench.metrics.inception import FID_EXTRACTOR, SPATIAL_DIM
+from bench.metrics.reference import IMAGES_KEY, npy_header
 from titok.data.files import tmp_name
 from titok.data.prepare import ADM
 

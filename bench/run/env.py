@@ -73,7 +73,7 @@ def run_environment(device: str | torch.device, world_size: int = 1) -> dict:
     """`environment(device)` plus the process group a run spans: `world_size` (1 outside torchrun) and `devices`,
     every rank's device name in rank order (gathered once, at the start of a run). COLLECTIVE under torchrun:
     every rank calls it."""
-    from bench.distributed import all_gather
+    from bench.metrics.distributed import all_gather
 
     env = environment(device)
     env["world_size"] = int(world_size)

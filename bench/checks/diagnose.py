@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from bench.tasks.gen import MANIFEST, read_manifest
+from bench.run.tasks.gen import MANIFEST, read_manifest
 from titok.data.images import IMAGE_EXTENSIONS
 from titok.data.prepare import ADM
 from titok.errors import DataError
@@ -136,7 +136,7 @@ def check_sample_npz(path: str | Path, protocol: Protocol = Protocol(), referenc
                      inception_sha256: str | None = None) -> FolderReport:
     """The same checks on an ADM-format sample batch (`export-npz`, guided-diffusion): images `arr_0` (N, H, W, 3)
     uint8, labels `arr_1` where present. Only the header of `arr_0` is read, never its pixels."""
-    from bench.reference import IMAGES_KEY, npy_header
+    from bench.metrics.reference import IMAGES_KEY, npy_header
 
     path = Path(path)
     report = FolderReport(path)
@@ -248,7 +248,7 @@ def sample_indices(files: list[Path]) -> np.ndarray | None:
 
 
 def check_class_balance(report: FolderReport, files: list[Path], manifest: dict, protocol: Protocol) -> None:
-    from bench.tasks.gen import sample_classes
+    from bench.run.tasks.gen import sample_classes
 
     idx = sample_indices(files)
     if idx is None:
@@ -325,7 +325,7 @@ def check_weights(report: FolderReport, manifest: dict) -> None:
 
 def check_reference(report: FolderReport, path: str | Path, size: tuple[int, int] | None, generated: bool,
                     inception_sha256: str | None) -> None:
-    from bench.statistics_file import read_protocol
+    from bench.metrics.statistics_file import read_protocol
 
     info = read_protocol(path)  # checks keys, shapes and values first, with errors naming the file
     if not info:

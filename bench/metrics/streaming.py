@@ -18,7 +18,7 @@ Each accumulator takes one batch at a time and keeps only sums and counts; the i
   (bytedance/1d-tokenizer `evaluator/evaluator.py`: usage = distinct codes / codebook size, entropy in bits
   of the code frequencies with its 1e-8), plus the perplexity 2**entropy.
 
-Under torchrun each rank streams its own images (bench.distributed.rank_batches) and every accumulator's
+Under torchrun each rank streams its own images (bench.metrics.distributed.rank_batches) and every accumulator's
 `reduce()` combines the ranks' sums into the whole set's: a COLLECTIVE, called once by every rank after its last
 update, and the identity (no change at all) in one process. Where an image's place in the set matters (the
 Inception Score's split, the bootstrap's weights, the order of kept features) the updates take `indices`, the
@@ -32,7 +32,7 @@ import math
 import numpy as np
 import torch
 
-from bench import distributed
+from bench.metrics import distributed
 
 
 class RunningGaussian:
@@ -281,7 +281,7 @@ class RunningPixelMetrics:
         self.n = 0
 
     def update(self, recon: torch.Tensor, real: torch.Tensor) -> None:
-        from bench.metrics import psnr_per_image, ssim_per_image
+        from bench.metrics.image_sets import psnr_per_image, ssim_per_image
 
         if "psnr" in self.sums:
             self.sums["psnr"] += float(psnr_per_image(recon, real).sum())

@@ -27,7 +27,7 @@ class MetricRule:
 HIGHER, LOWER, INFO = 1, -1, 0
 
 RULES: dict[str, MetricRule] = {
-    # speed records (bench/timing.py, bench/flops.py)
+    # speed records (bench/run/timing.py, bench/run/flops.py)
     "images_per_sec": MetricRule(HIGHER, "speed", "judged against the per-iteration times (spreads.sec_per_batch)"),
     "sec_per_batch": MetricRule(INFO, "speed", "1 / images_per_sec: the same measurement"),
     "sec_per_batch_min": MetricRule(INFO, "speed", "part of the spread of images_per_sec"),
@@ -38,7 +38,7 @@ RULES: dict[str, MetricRule] = {
     "params_m": MetricRule(INFO, "size", "a property of the model, not a result"),
     "peak_memory_mb": MetricRule(LOWER, "memory"),
     "nvml_used_mb": MetricRule(INFO, "memory", "the device as NVML sees it, other processes included"),
-    # evaluation records (bench/tasks/recon.py, gen.py, stats.py, bench/metrics.py, bench/streaming.py)
+    # evaluation records (bench/run/tasks/recon.py, gen.py, stats.py, bench/metrics/image_sets.py, bench/metrics/streaming.py)
     "fid": MetricRule(LOWER, "fid"),
     "rfid": MetricRule(LOWER, "fid"),
     "gfid": MetricRule(LOWER, "fid"),

@@ -1,6 +1,6 @@
 """Inception feature extraction over a folder of PNGs: ours against torch-fidelity and clean-fid (issue 22, part 4).
 
-    python -m bench.eval_throughput --out results/eval-throughput-TAG.md   (the metrics env; TAG: bench.env.env_tag)
+    python -m bench.devtools.eval_throughput --out results/eval-throughput-TAG.md   (the metrics env; TAG: bench.run.env.env_tag)
 
 What is timed is each tool's call that extracts the Inception features of every image of one folder once and
 reduces them to the statistics an FID or IS needs, in the tool's own pipeline (its file listing, decoding,
@@ -19,7 +19,7 @@ One Inception network for all three: no internet, so the stand-in weights (`make
 seeded random values with the real keys) go through the real loading path: `--inception-weights` for ours,
 `feature_extractor_weights_path` for torch-fidelity. clean-fid's network is swapped for `CleanFidInception`,
 passed as `get_folder_features`'s model, which is where compute_fid puts its `custom_feat_extractor`:
-torch-fidelity's module loaded from the same file by `bench.inception.load_inception`, entered after its resize,
+torch-fidelity's module loaded from the same file by `bench.metrics.inception.load_inception`, entered after its resize,
 at the step clean-fid's own wrapper (InceptionV3W, clean mode) starts from: x -> (x - 128) / 128 -> the layers
 -> 2048 pool features. Speed does not depend on weight values; every number here is labelled "stand-in weights".
 
@@ -98,7 +98,7 @@ def clean_fid_inception(weights: str):
     import torch
     from torch import nn
 
-    from bench.inception import load_inception
+    from bench.metrics.inception import load_inception
 
     class CleanFidInception(nn.Module):
         """float (B, 3, 299, 299) in [0, 255] (clean-fid's resized batch) -> (B, 2048) pool features."""
@@ -158,7 +158,7 @@ def run_tool(tool: str, folder: str, weights: str, batch: int, workers: int | No
     """Features of every image of `folder` by `tool`'s own call, reduced to the statistic the call ends with;
     (a short summary of that statistic, workers used)."""
     if tool == "ours":
-        from bench.metrics import InceptionMetrics
+        from bench.metrics.image_sets import InceptionMetrics
         from titok.data.images import ImageFolder, default_num_workers, iter_image_batches
 
         acc = InceptionMetrics(("fid",), inception_weights=weights, batch_size=batch)
@@ -195,8 +195,8 @@ def _import_tool(tool: str) -> None:
     """The tool's modules, imported before the clock starts: import time is the interpreter's, not throughput."""
     import importlib
 
-    for name in {"ours": ("bench.metrics", "titok.data.images"), "torch-fidelity": ("torch_fidelity",),
-                 "clean-fid": ("cleanfid.fid", "bench.inception")}[tool]:
+    for name in {"ours": ("bench.metrics.image_sets", "titok.data.images"), "torch-fidelity": ("torch_fidelity",),
+                 "clean-fid": ("cleanfid.fid", "bench.metrics.inception")}[tool]:
         importlib.import_module(name)
 
 
@@ -227,7 +227,7 @@ def measure(spec: dict, in_process: bool = False) -> dict:
         return {**child(spec), "process_seconds": time.perf_counter() - t0}
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"])}
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "bench.eval_throughput", "--child", json.dumps(spec)], env=env,
+    proc = subprocess.run([sys.executable, "-m", "bench.devtools.eval_throughput", "--child", json.dumps(spec)], env=env,
                           capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -249,9 +249,9 @@ def prepare(work: Path, sizes: list[int], count: int, scale: int) -> dict:
 
 
 def run_benchmark(a: argparse.Namespace, work: Path) -> dict:
-    from bench.env import env_tag, environment
-    from bench.inception import make_standin_inception_weights
-    from bench.machine import machine_state
+    from bench.metrics.inception import make_standin_inception_weights
+    from bench.run.env import env_tag, environment
+    from bench.run.machine import machine_state
 
     weights = str(make_standin_inception_weights(work / "inception-standin.pth", seed=0))
     sets = prepare(work, a.sizes, a.count, a.scale)
@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     res["rows"] = rows
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(_markdown(res, rows, "python -m bench.eval_throughput " + shlex.join(argv), commit))
+        a.out.write_text(_markdown(res, rows, "python -m bench.devtools.eval_throughput " + shlex.join(argv), commit))
     return 0
 
 

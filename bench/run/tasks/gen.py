@@ -15,7 +15,7 @@ images):
   The folder's manifest (`generation.json`) is created atomically, once, by whichever process gets there first;
   every other process checks its settings against it, so two runs are never mixed in one folder.
 - in memory (`run_gen`, a suite's gen run): the uint8 batch goes straight to the Inception statistics, which are
-  checkpointed per rank (bench/tasks/gen_state.py) instead of the images. The PNG route (generate, then score the
+  checkpointed per rank (bench/run/tasks/gen_state.py) instead of the images. The PNG route (generate, then score the
   folder in batches of the same B in index order) gives the same features and statistics, bit for bit
   (tests/test_gen_in_memory.py).
 """
@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.distributed import broadcast_from_main, rank_batches, together
-from bench.suite import RunSpec
-from bench.tasks.common import (
+from bench.metrics.distributed import broadcast_from_main, rank_batches, together
+from bench.run.suite import RunSpec
+from bench.run.tasks.common import (
     RunContext,
     check_tokenizer_file,
     free,
@@ -41,8 +41,8 @@ from bench.tasks.common import (
     load_model,
     paired_tokenizer,
 )
-from bench.tasks.gen_state import GenCheckpoint, state_folder
-from bench.timing import PeakMemory
+from bench.run.tasks.gen_state import GenCheckpoint, state_folder
+from bench.run.timing import PeakMemory
 from titok.contract import to_uint8
 from titok.data.files import TMP_SUFFIX, is_complete_png, tmp_name, write_png_atomic
 from titok.data.images import open_rgb, pil_to_uint8
@@ -235,20 +235,20 @@ def _gfid(key: str) -> str:
 def run_gen(spec: RunSpec, ctx: RunContext) -> None:
     """Class-balanced samples scored in memory: gFID/sFID/IS (and precision/recall, KID where asked).
 
-    Each rank samples its global batches (bench.distributed.rank_batches at the eval batch size, per-sample seeds,
+    Each rank samples its global batches (bench.metrics.distributed.rank_batches at the eval batch size, per-sample seeds,
     so the images are the same at any world size), quantizes them with `to_uint8` as the PNG writer would, and
     feeds them to its Inception statistics at their positions in the whole set; after its last batch every rank
     joins the reduce, and rank 0 scores and emits. No sample touches the disk unless `save_images` is set (then
     they are also written as PNGs, atomically, with the folder's manifest, for ADM export or looking at them;
     scoring stays in memory). Every `checkpoint_every` batches a rank checkpoints its statistics
-    (bench/tasks/gen_state.py), so a killed run redoes at most that many batches per rank.
+    (bench/run/tasks/gen_state.py), so a killed run redoes at most that many batches per rank.
 
     Everything scoring needs (metrics stack, Inception weights, the reference and the protocol it was made
     under) is checked before the first sample, not after hours of sampling.
     """
-    from bench.inception import inspect_weights, require_torch_fidelity, resolve_inception_weights
-    from bench.metrics import InceptionMetrics
-    from bench.statistics_file import check_protocol, read_protocol, run_protocol
+    from bench.metrics.image_sets import InceptionMetrics
+    from bench.metrics.inception import inspect_weights, require_torch_fidelity, resolve_inception_weights
+    from bench.metrics.statistics_file import check_protocol, read_protocol, run_protocol
 
     s = spec.settings
     n = min(s["num_samples"], ctx.limit) if ctx.limit else s["num_samples"]

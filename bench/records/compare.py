@@ -2,7 +2,7 @@
 
 Records match when model, task, weights and protocol agree (volatile fields such as the batch size a run backed
 off to aside); the latest record of each measurement in each file is used. Every metric has a direction
-(bench/metric_rules.py); a record shows one judged metric per kind, so throughput is judged once, not again as
+(bench/records/rules.py); a record shows one judged metric per kind, so throughput is judged once, not again as
 seconds per batch. The noise rule:
 
 * Speed (images/sec) is judged on the per-iteration times a record keeps (`spreads.sec_per_batch`, or the
@@ -39,8 +39,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from bench.metric_rules import MACHINE_METRICS, SPEED_METRICS, rule_for
-from bench.records import VOLATILE, latest_records, measurement_key, record_time, superseded
+from bench.records.rules import MACHINE_METRICS, SPEED_METRICS, rule_for
+from bench.records.store import VOLATILE, latest_records, measurement_key, record_time, superseded
 from titok.errors import InputError
 
 SPEED_TOLERANCE = 0.15  # a real slowdown this large must show beyond both records' spreads (minute-scale drift)

@@ -16,7 +16,7 @@ import os
 
 import torch
 
-from bench.env import cpu_model
+from bench.run.env import cpu_model
 
 log = logging.getLogger(__name__)
 

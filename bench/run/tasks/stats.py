@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.suite import RunSpec
-from bench.tasks.common import RunContext, inception_for, rank_image_batches
-from bench.timing import PeakMemory
+from bench.run.suite import RunSpec
+from bench.run.tasks.common import RunContext, inception_for, rank_image_batches
+from bench.run.timing import PeakMemory
 from titok.data.images import DEFAULT_PREPARATION, DataError, open_dataset
 from titok.train.distributed import DistContext
 
@@ -33,9 +33,9 @@ def make_statistics(data_spec: str, out: str | Path, image_size: int, *, incepti
     Under torchrun (`dist`, default the running process's place) each rank reads its global batches, the sums are
     added across ranks, and rank 0 writes the file; every rank returns the same protocol. COLLECTIVE there.
     """
-    from bench.distributed import broadcast_from_main, current, sum_arrays, together
-    from bench.metrics import InceptionMetrics, few_images_warning
-    from bench.statistics_file import STATS_FORMAT, write_statistics
+    from bench.metrics.distributed import broadcast_from_main, current, sum_arrays, together
+    from bench.metrics.image_sets import InceptionMetrics, few_images_warning
+    from bench.metrics.statistics_file import STATS_FORMAT, write_statistics
 
     dist = dist or current()
     data = open_dataset(data_spec, image_size, limit=limit, strict=strict,

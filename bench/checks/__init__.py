@@ -1,0 +1,1 @@
+"""What `titok-bench doctor` checks: the installed stack, a folder or file of samples."""

@@ -1,0 +1,1 @@
+"""Developer measurements (`python -m bench.devtools.X`); nothing of the harness imports them."""

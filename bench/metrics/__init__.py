@@ -1,0 +1,1 @@
+"""Image-set metrics: Inception features, running statistics, statistics files, numbers."""
