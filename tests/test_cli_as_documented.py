@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from bench.cli import build_parser, main
-from bench.metrics.image_sets import FEATURE_DIM, few_images_warning
+from bench.metrics.base import FEATURE_DIM
+from bench.metrics.image_sets import few_images_warning
 from bench.records.output_names import png_names
 from bench.run.tasks import common
 

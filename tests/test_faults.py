@@ -359,7 +359,8 @@ def test_non_finite_logits_and_pixels_stop_generation(tmp_path, capsys):
 
 
 def test_non_finite_features_are_an_error():
-    from bench.metrics.image_sets import MetricError, extract_features
+    from bench.metrics.base import MetricError
+    from bench.metrics.image_sets import extract_features
 
     def nan_extractor(x):  # what an Inception with damaged weights hands back
         return torch.full((x.shape[0], 2048), float("nan")), torch.zeros(x.shape[0], 1008)

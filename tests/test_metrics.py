@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench.metrics.image_sets import MetricError, load_reference_stats, psnr, ssim
+from bench.metrics.base import MetricError
 from bench.metrics.inception import MissingArtifactError, inspect_weights, resolve_inception_weights
+from bench.metrics.pixel import psnr, ssim
+from bench.metrics.statistics_file import load_reference_stats
 from titok.data.images import ImageFolder, builtin_images
 
 

@@ -17,9 +17,9 @@ from PIL import Image
 from bench.commands.argtypes import positive_int
 from bench.commands.offline import INCEPTION_HELP, add_offline_flag, apply_offline
 from bench.metrics.distributed import all_gather, current
-from bench.metrics.image_sets import compute_image_metrics, load_reference_stats
+from bench.metrics.image_sets import compute_image_metrics
 from bench.metrics.inception import inspect_weights, resolve_inception_weights
-from bench.metrics.statistics_file import check_protocol, read_protocol, run_protocol
+from bench.metrics.statistics_file import check_protocol, load_reference_stats, read_protocol, run_protocol
 from titok.data.images import ImageFolder
 from titok.errors import DataError, InputError
 

@@ -24,8 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +31,7 @@ import numpy as np
 import torch
 
 from bench.metrics import distributed
+from bench.metrics.base import FEATURE_DIM, LOGITS_DIM, MetricError
 from bench.metrics.inception import (
     SPATIAL_DIM,
     SPATIAL_LAYER,
@@ -42,6 +41,7 @@ from bench.metrics.inception import (
     require_torch_fidelity,
     sha256_of,
 )
+from bench.metrics.statistics_file import load_reference_stats, reference_features, reference_spatial_stats
 from bench.metrics.streaming import (
     BootstrapGaussians,
     FeatureStore,
@@ -54,8 +54,6 @@ from titok.errors import InputError
 from titok.train.distributed import DistContext
 
 log = logging.getLogger(__name__)
-FEATURE_DIM = 2048
-LOGITS_DIM = 1008  # torch-fidelity's "logits_unbiased": the 1008 outputs of the TF Inception graph
 PAPER_NUM_IMAGES = 50_000  # the paper's gFID/rFID: 50,000 samples, or the 50,000 ImageNet val images
 _said: set[str] = set()
 
@@ -90,10 +88,6 @@ CONVENTIONS = {
              "features": f"inception {SPATIAL_TF_TENSOR}[..., :7] (torch-fidelity {SPATIAL_LAYER}), 17x17x7 "
                          f"flattened NHWC", "dims": SPATIAL_DIM},
 }
-
-
-class MetricError(InputError, ValueError):
-    """Inputs a metric can't be computed from (non-finite features, wrong statistics shape, too few samples)."""
 
 
 @dataclass
@@ -229,39 +223,6 @@ def precision_recall(fake, real, k: int = PRC_NEIGHBORHOOD, block_bytes: int = P
     return float(precision.double().mean()), float(recall.double().mean())
 
 
-def load_reference_stats(path) -> tuple[np.ndarray, np.ndarray]:
-    """mu/sigma from a statistics .npz: ours, torch-fidelity's and clean-fid's, or ADM's reference batch
-    (VIRTUAL_imagenet256_labeled.npz, keys mu, sigma beside the images arr_0).
-
-    Read as data only (no pickled objects), and checked: both keys, shapes for the 2048-d pool features, finite.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MetricError(f"statistics file not found: {path}")
-    try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise MetricError(f"{path}: not a readable .npz statistics file: {exc}") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise MetricError(f"{path}: a statistics file must be an .npz archive (np.savez) holding 'mu' and 'sigma', "
-                          f"found a single array of shape {getattr(z, 'shape', '?')}")
-    try:
-        with z:
-            if "mu" not in z or "sigma" not in z:
-                raise MetricError(f"{path}: a statistics file needs arrays 'mu' and 'sigma', found {list(z.keys())}")
-            mu, sigma = z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
-    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        if isinstance(exc, MetricError):
-            raise
-        raise MetricError(f"{path}: not a readable .npz statistics file: {exc}") from None
-    if mu.shape != (FEATURE_DIM,) or sigma.shape != (FEATURE_DIM, FEATURE_DIM):
-        raise MetricError(f"{path}: expected mu ({FEATURE_DIM},) and sigma ({FEATURE_DIM}, {FEATURE_DIM}) for the "
-                          f"{FEATURE_DIM}-d Inception pool features, got {mu.shape} and {sigma.shape}")
-    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-        raise MetricError(f"{path}: statistics hold non-finite values (NaN/inf)")
-    return mu, sigma
-
-
 def _prefixed(values: dict[str, float], standin: bool) -> dict[str, float]:
     return {("standin_" + k if standin else k): v for k, v in values.items()}
 
@@ -308,8 +269,6 @@ class InceptionMetrics:
         self.reference_stats = load_reference_stats(self.reference) if self.reference is not None else None
         self.reference_features = None
         if self.reference is not None and {"kid", "prc"} & set(metrics):
-            from bench.metrics.statistics_file import reference_features
-
             self.reference_features = reference_features(self.reference)
             if self.reference_features is None:
                 raise MetricError(f"KID and precision/recall need real images or a statistics file with their "
@@ -318,8 +277,6 @@ class InceptionMetrics:
             raise ValueError("the Inception Score needs num_fake (the size of the set) up front")
         self.reference_spatial = None
         if self.reference is not None and "sfid" in metrics:
-            from bench.metrics.statistics_file import reference_spatial_stats
-
             self.reference_spatial = reference_spatial_stats(self.reference)
             if self.reference_spatial is None:
                 log.warning("%s holds no sFID statistics (mu_s, sigma_s): sFID is left out; remake the file with "
@@ -771,28 +728,3 @@ def _rank_image_batches(source, batch_size: int, ctx, progress: bool, desc: str,
     mine = [i for r in distributed.rank_batches(len(source), batch_size, ctx.rank, ctx.world_size) for i in r]
     for batch, positions in iter_image_batches(_Positioned(source, mine), batch_size, progress, desc, num_workers):
         yield batch, positions.tolist()
-
-
-def psnr_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(B,) PSNR in dB between uint8 image batches (B,3,H,W); inf for identical images."""
-    mse = (a.double() - b.double()).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(255.0**2 / mse)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean over images of PSNR in dB between uint8 image batches (B,3,H,W); inf for identical images."""
-    return float(psnr_per_image(a, b).mean())
-
-
-def ssim_per_image(a: torch.Tensor, b: torch.Tensor) -> list[float]:
-    """SSIM of each image pair (scikit-image, Gaussian window as in Wang et al. 2004), uint8 (B,3,H,W)."""
-    from skimage.metrics import structural_similarity
-
-    return [structural_similarity(x.permute(1, 2, 0).numpy(), y.permute(1, 2, 0).numpy(), channel_axis=2,
-                                  data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
-            for x, y in zip(a, b, strict=True)]
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean over images of SSIM for uint8 (B,3,H,W)."""
-    return float(np.mean(ssim_per_image(a, b)))

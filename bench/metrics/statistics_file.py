@@ -20,11 +20,12 @@ import json
 import logging
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from bench.metrics.image_sets import FEATURE_DIM, MetricError, load_reference_stats
+from bench.metrics.base import FEATURE_DIM, MetricError
 from bench.metrics.inception import FID_EXTRACTOR, SPATIAL_DIM
 from bench.metrics.reference import IMAGES_KEY, npy_header
 from titok.data.files import tmp_name
@@ -34,6 +35,39 @@ log = logging.getLogger(__name__)
 STATS_FORMAT = "titok-bench-stats-v1"
 # The fields a run and its reference must agree on, in the order an error reports them.
 CHECKED_FIELDS = ("extractor", "extractor_sha256", "image_size", "preparation")
+
+
+def load_reference_stats(path) -> tuple[np.ndarray, np.ndarray]:
+    """mu/sigma from a statistics .npz: ours, torch-fidelity's and clean-fid's, or ADM's reference batch
+    (VIRTUAL_imagenet256_labeled.npz, keys mu, sigma beside the images arr_0).
+
+    Read as data only (no pickled objects), and checked: both keys, shapes for the 2048-d pool features, finite.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MetricError(f"statistics file not found: {path}")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise MetricError(f"{path}: not a readable .npz statistics file: {exc}") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise MetricError(f"{path}: a statistics file must be an .npz archive (np.savez) holding 'mu' and 'sigma', "
+                          f"found a single array of shape {getattr(z, 'shape', '?')}")
+    try:
+        with z:
+            if "mu" not in z or "sigma" not in z:
+                raise MetricError(f"{path}: a statistics file needs arrays 'mu' and 'sigma', found {list(z.keys())}")
+            mu, sigma = z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
+    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        if isinstance(exc, MetricError):
+            raise
+        raise MetricError(f"{path}: not a readable .npz statistics file: {exc}") from None
+    if mu.shape != (FEATURE_DIM,) or sigma.shape != (FEATURE_DIM, FEATURE_DIM):
+        raise MetricError(f"{path}: expected mu ({FEATURE_DIM},) and sigma ({FEATURE_DIM}, {FEATURE_DIM}) for the "
+                          f"{FEATURE_DIM}-d Inception pool features, got {mu.shape} and {sigma.shape}")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise MetricError(f"{path}: statistics hold non-finite values (NaN/inf)")
+    return mu, sigma
 
 
 def write_statistics(path: str | Path, mu: np.ndarray, sigma: np.ndarray, protocol: dict,

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from bench.metrics import distributed
+from bench.metrics.pixel import psnr_per_image, ssim_per_image
 
 
 class RunningGaussian:
@@ -281,8 +282,6 @@ class RunningPixelMetrics:
         self.n = 0
 
     def update(self, recon: torch.Tensor, real: torch.Tensor) -> None:
-        from bench.metrics.image_sets import psnr_per_image, ssim_per_image
-
         if "psnr" in self.sums:
             self.sums["psnr"] += float(psnr_per_image(recon, real).sum())
         if "ssim" in self.sums:
