@@ -184,8 +184,8 @@ def test_cpu_bf16_detection_and_doctor_line():
 
 @torch.no_grad()
 def test_pixel_decoders_first_conv_stays_fp32_under_bf16_option():
-    """The layer measured to carry bf16's error (bench/devtools/bf16_layers.py) computes in float32 under bf16, while the
-    convolutions after it still compute in bf16; applying fp32 again removes the wrapper, and a second bf16 round
+    """The layer measured to carry bf16's error (bench/devtools/bf16_layers.py) computes in float32 under bf16, while
+    the convolutions after it still compute in bf16; applying fp32 again removes the wrapper, and a second bf16 round
     does not stack a second one."""
     torch.manual_seed(0)
     tok = titok.load_tokenizer("titok_tiny_2stage").eval()

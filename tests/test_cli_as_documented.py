@@ -132,6 +132,6 @@ def test_fid_over_a_few_images_warns_once(image_folders, standin_inception, capl
     with caplog.at_level(logging.WARNING):
         for _ in range(2):  # a suite scoring a second model on the same set is not warned twice
             bench.metrics.image_sets.compute_image_metrics(a, b, inception_weights=standin_inception, metrics=("fid",),
-                                                batch_size=6)
+                                                           batch_size=6)
     said = [r.getMessage() for r in caplog.records if "FID statistics over 12" in r.getMessage()]
     assert len(said) == 2, caplog.text  # the images and the reference images

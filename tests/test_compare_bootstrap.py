@@ -84,12 +84,14 @@ def test_rfid_bootstrap_pairs_image_i_of_both_sets(standin_inception, monkeypatc
 
     monkeypatch.setattr(bench.metrics.image_sets, "frechet_distance", distance)
     images = builtin_images("skimage", 32, 8, seed=0)
-    same = bench.metrics.image_sets.compute_image_metrics(images, images.clone(), inception_weights=standin_inception,
-                                               metrics=("fid",), batch_size=4, bootstrap=3).spreads["standin_fid"]
+    same = bench.metrics.image_sets.compute_image_metrics(
+        images, images.clone(), inception_weights=standin_inception, metrics=("fid",), batch_size=4, bootstrap=3
+    ).spreads["standin_fid"]
     # The scale an unpairing would show: the same images in another order, so that image i of one side and
     # image i of the other are different images under the same weight.
     shuffled = images[torch.tensor([1, 0, 3, 2, 5, 4, 7, 6])]
-    other = bench.metrics.image_sets.compute_image_metrics(images, shuffled, inception_weights=standin_inception,
-                                                metrics=("fid",), batch_size=4, bootstrap=3).spreads["standin_fid"]
+    other = bench.metrics.image_sets.compute_image_metrics(
+        images, shuffled, inception_weights=standin_inception, metrics=("fid",), batch_size=4, bootstrap=3
+    ).spreads["standin_fid"]
     assert same["n"] == other["n"] == 3
     assert other["mean"] > 0 and same["mean"] <= 1e-9 * other["mean"], (same, other)

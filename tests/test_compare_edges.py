@@ -1,5 +1,6 @@
-"""`compare` at its exact edges and in the words it prints: tests that killed mutmut's survivors in bench/records/compare.py
-(results/mutation/). Values are chosen exactly representable in binary, so "at the bound" means equal."""
+"""`compare` at its exact edges and in the words it prints: tests that killed mutmut's survivors in
+bench/records/compare.py (results/mutation/). Values are chosen exactly representable in binary, so "at the bound"
+means equal."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """`compare`'s bounds, each probed just inside and just outside, with the documented numbers written here.
 
-The module docstring of bench/records/compare.py promises: speed 15% beyond both records' spreads (25% on medians where a
-record has no spread), memory 10% on a GPU's allocator and 30% for a CPU's peak resident set, other metrics 5%, and
-twice the combined std where records carry one. A bound moved in the code (or a `>` turned `>=` far enough to
+The module docstring of bench/records/compare.py promises: speed 15% beyond both records' spreads (25% on medians
+where a record has no spread), memory 10% on a GPU's allocator and 30% for a CPU's peak resident set, other metrics
+5%, and twice the combined std where records carry one. A bound moved in the code (or a `>` turned `>=` far enough to
 matter) makes one of the pairs below flip, so these numbers change only together with the README and the docstring.
 """
 

@@ -3,8 +3,8 @@
     titok-bench plot out/smoke/results.jsonl --out out/smoke/plots
     -> gfid_vs_throughput.{png,svg}  rfid_vs_tokens.{png,svg}  speed_by_options.{png,svg}
 
-The same records make the tables (`titok-bench tables`) and `publish` draws both; see bench/records/plots.py for what each
-figure shows and how measured and published points are told apart.
+The same records make the tables (`titok-bench tables`) and `publish` draws both; see bench/records/plots.py for
+what each figure shows and how measured and published points are told apart.
 """
 
 from __future__ import annotations

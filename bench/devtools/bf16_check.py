@@ -13,8 +13,8 @@ absolute difference of decoded pixels on [0, 1], and the share of uint8 pixels e
 FID: a STAND-IN FID (seeded random Inception weights, bench.metrics.inception.make_standin_inception_weights; not FID)
 of titok_tiny_2stage reconstructions (random weights, the same layer types at 32x32) of smooth synthetic
 images against the images themselves, fp32 and bf16, with the fp32 value's Poisson-bootstrap std
-(bench.metrics.image_sets.InceptionMetrics(bootstrap=R)). At 256 one fp32 decode takes ~10 s per image per thread here, so
-a few hundred 256-pixel images per precision did not fit the run.
+(bench.metrics.image_sets.InceptionMetrics(bootstrap=R)). At 256 one fp32 decode takes ~10 s per image per thread
+here, so a few hundred 256-pixel images per precision did not fit the run.
 """
 
 from __future__ import annotations

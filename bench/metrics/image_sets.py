@@ -2,8 +2,8 @@
 
 Staged like torch-fidelity: images -> Inception features -> statistics -> number. Features come from
 torch-fidelity's Inception (its port of the TF graph FID was defined with). FID, IS and KID are torch-fidelity's own
-metric functions (IS streamed, bench.metrics.streaming), so our values are torch-fidelity's on the same inputs; precision/
-recall and sFID are ours, written to the conventions below and checked against torch-fidelity and against
+metric functions (IS streamed, bench.metrics.streaming), so our values are torch-fidelity's on the same inputs;
+precision/recall and sFID are ours, written to the conventions below and checked against torch-fidelity and against
 computations written in the tests (tests/test_metric_references.py). Conventions, also written into the protocol
 (`conventions`) of every result that has sFID, IS, KID or precision/recall:
 - precision/recall: improved precision and recall (Kynkaanniemi et al. 2019) with k = 3 on Inception pool3

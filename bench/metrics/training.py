@@ -2,8 +2,8 @@
 `titok_bench.train_metrics`, name `rfid`) because the training package may not import the harness.
 
 Each evaluation streams (original, reconstruction) uint8 batches of the held-out images through the same
-Inception and FID code as `titok-bench run` (`bench.metrics.image_sets.InceptionMetrics`); with no Inception weights given
-it uses the harness's seeded stand-in, and the value is then named `standin_rfid`, never rFID. On a few hundred
+Inception and FID code as `titok-bench run` (`bench.metrics.image_sets.InceptionMetrics`); with no Inception weights
+given it uses the harness's seeded stand-in, and the value is then named `standin_rfid`, never rFID. On a few hundred
 held-out images the number is biased high against a 50,000-image rFID: it tracks a run, it is not the paper's.
 """
 

@@ -38,7 +38,8 @@ RULES: dict[str, MetricRule] = {
     "params_m": MetricRule(INFO, "size", "a property of the model, not a result"),
     "peak_memory_mb": MetricRule(LOWER, "memory"),
     "nvml_used_mb": MetricRule(INFO, "memory", "the device as NVML sees it, other processes included"),
-    # evaluation records (bench/run/tasks/recon.py, gen.py, stats.py, bench/metrics/image_sets.py, bench/metrics/streaming.py)
+    # evaluation records (bench/run/tasks/recon.py, gen.py, stats.py, bench/metrics/image_sets.py,
+    # bench/metrics/streaming.py)
     "fid": MetricRule(LOWER, "fid"),
     "rfid": MetricRule(LOWER, "fid"),
     "gfid": MetricRule(LOWER, "fid"),
