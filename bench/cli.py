@@ -351,7 +351,7 @@ def _run(args, quiet_errors: bool = False) -> int:
 
 
 def _rank_0_has_spoken(exc: Exception) -> None:
-    """After an error every rank agreed on (bench.metrics.distributed.together), meet once more: torchrun stops the other
+    """After an error every rank agreed on (distributed.together), meet once more: torchrun stops the other
     ranks as soon as one exits with an error, which could cut rank 0 off before its message is out."""
     from bench.metrics.distributed import RankFailure, barrier
 

@@ -1,5 +1,5 @@
-"""bench.metrics.distributed: the split of work over ranks, sums and gathers across 2 gloo processes, and one rank's error
-raised on every rank. Expected values are written here (a batch list by hand, sums by numpy)."""
+"""bench.metrics.distributed: the split of work over ranks, sums and gathers across 2 gloo processes, and one
+rank's error raised on every rank. Expected values are written here (a batch list by hand, sums by numpy)."""
 
 from __future__ import annotations
 

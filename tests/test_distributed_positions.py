@@ -73,7 +73,8 @@ def test_skipped_files_keep_every_other_image_in_its_place_at_any_world_size(fol
 
 def test_a_grouped_accumulator_refuses_partial_results_and_a_local_one_ignores_the_group(standin_inception,
                                                                                         monkeypatch):
-    from bench.metrics.image_sets import InceptionMetrics, MetricError
+    from bench.metrics.base import MetricError
+    from bench.metrics.image_sets import InceptionMetrics
 
     images = builtin_images("procedural", 32, 12, seed=5)
 

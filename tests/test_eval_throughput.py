@@ -1,5 +1,5 @@
-"""The eval-throughput benchmark (bench.devtools.eval_throughput) runs end to end on a tiny folder and writes its report:
-every tool, every size and count, each tool's images all through the Inception network. Not a timed test."""
+"""The eval-throughput benchmark (bench.devtools.eval_throughput) runs end to end on a tiny folder and writes its
+report: every tool, every size and count, each tool's images all through the Inception network. Not a timed test."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The memory-mapped safety check of an Inception weights file (bench.metrics.inception.load_inception): a file in torch's
-zip format that holds code is refused before torch-fidelity unpickles it, as a raw pickle is (tests/test_faults.py)."""
+"""The memory-mapped safety check of an Inception weights file (bench.metrics.inception.load_inception): a file in
+torch's zip format that holds code is refused before torch-fidelity unpickles it, as a raw pickle is
+(tests/test_faults.py)."""
 
 from __future__ import annotations
 

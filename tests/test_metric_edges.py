@@ -1,5 +1,5 @@
-"""Edges of bench.metrics.image_sets' numeric helpers that the reference tests do not reach: precision/recall's input checks,
-k-NN radii dtype and block sizes, the statistics file's checks and messages, the few-images threshold, the sFID
+"""Edges of bench.metrics.image_sets' numeric helpers that the reference tests do not reach: precision/recall's input
+checks, k-NN radii dtype and block sizes, the statistics file's checks and messages, the few-images threshold, the sFID
 tap's checks, per-image PSNR and SSIM's window. Each was a mutant that survived `tox -e mutation`
 (results/mutation/2026-12-06-numeric-core.md); expected values are written here or come from scikit-image.
 """

@@ -73,7 +73,7 @@ def test_positions_out_of_order_give_the_in_order_sums(standin_inception, refere
 
 
 def test_a_state_of_other_settings_is_refused_naming_the_difference(standin_inception, reference):
-    from bench.metrics.image_sets import MetricError
+    from bench.metrics.base import MetricError
     from titok.errors import InputError
 
     state = _make(standin_inception, reference).state_dict()
@@ -92,7 +92,8 @@ def test_a_state_of_other_settings_is_refused_naming_the_difference(standin_ince
 
 
 def test_the_real_images_running_digest_cannot_be_saved_part_way(standin_inception):
-    from bench.metrics.image_sets import InceptionMetrics, MetricError
+    from bench.metrics.base import MetricError
+    from bench.metrics.image_sets import InceptionMetrics
 
     m = InceptionMetrics(("fid",), inception_weights=standin_inception)
     m.state_dict()  # nothing hashed yet: fine
@@ -102,7 +103,7 @@ def test_the_real_images_running_digest_cannot_be_saved_part_way(standin_incepti
 
 
 def test_positions_must_be_one_per_image(standin_inception, reference):
-    from bench.metrics.image_sets import MetricError
+    from bench.metrics.base import MetricError
 
     m = _make(standin_inception, reference)
     images = builtin_images("procedural", 32, 2, seed=3)

@@ -1,4 +1,5 @@
-"""A group of ranks made of threads of this process, standing in for bench.metrics.distributed's collectives in fast tests.
+"""A group of ranks made of threads of this process, standing in for bench.metrics.distributed's collectives in fast
+tests.
 
 Each thread is one rank; `sum_arrays` and `gather_to_main` meet at a barrier, as the gloo collectives do, and add
 the ranks' arrays in rank order (for two ranks a + b, which is what an all-reduce of two gives). The real
@@ -46,7 +47,8 @@ class ThreadWorld:
         return out
 
     def sum_arrays(self, arrays: dict) -> dict:
-        """As bench.metrics.distributed.sum_arrays: float64 or int64 arrays only, the same keys and shapes on every rank."""
+        """As bench.metrics.distributed.sum_arrays: float64 or int64 arrays only, the same keys and shapes on every
+        rank."""
         mine = {k: np.array(v, copy=True) for k, v in arrays.items()}
         for key, value in mine.items():
             if value.dtype not in (np.float64, np.int64):

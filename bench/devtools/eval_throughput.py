@@ -1,6 +1,6 @@
 """Inception feature extraction over a folder of PNGs: ours against torch-fidelity and clean-fid (issue 22, part 4).
 
-    python -m bench.devtools.eval_throughput --out results/eval-throughput-TAG.md   (the metrics env; TAG: bench.run.env.env_tag)
+    python -m bench.devtools.eval_throughput --out results/eval-throughput-TAG.md  (metrics env)
 
 What is timed is each tool's call that extracts the Inception features of every image of one folder once and
 reduces them to the statistics an FID or IS needs, in the tool's own pipeline (its file listing, decoding,
@@ -227,8 +227,8 @@ def measure(spec: dict, in_process: bool = False) -> dict:
         return {**child(spec), "process_seconds": time.perf_counter() - t0}
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"])}
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "bench.devtools.eval_throughput", "--child", json.dumps(spec)], env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "bench.devtools.eval_throughput", "--child", json.dumps(spec)],
+                          env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{spec['tool']} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")

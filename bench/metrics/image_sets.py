@@ -50,7 +50,6 @@ from bench.metrics.streaming import (
     batch_positions,
 )
 from titok.data.images import RESIZE_MODE, TensorImages, Unreadable, iter_image_batches
-from titok.errors import InputError
 from titok.train.distributed import DistContext
 
 log = logging.getLogger(__name__)
@@ -668,7 +667,7 @@ def compute_image_metrics(fake, real=None, *, inception_weights=None, metrics=("
     Under torchrun every rank calls it: each reads only its global batches of each set (bench.metrics.distributed.
     rank_batches: the same batches of `batch_size` images as one process reads), the ranks' sums are combined
     (InceptionMetrics.reduce), rank 0 computes the metrics and every rank returns the same result. An error on any
-    rank (an unreadable image under strict, too few images) is raised on every rank (bench.metrics.distributed.RankFailure,
+    rank (an unreadable image under strict, too few images) is raised on every rank (distributed.RankFailure,
     RankInputError for bad input), naming the rank. An image's position is its index in the data set, so a file
     skipped as unreadable leaves its place empty rather than shifting the images after it.
     """

@@ -235,7 +235,7 @@ def _gfid(key: str) -> str:
 def run_gen(spec: RunSpec, ctx: RunContext) -> None:
     """Class-balanced samples scored in memory: gFID/sFID/IS (and precision/recall, KID where asked).
 
-    Each rank samples its global batches (bench.metrics.distributed.rank_batches at the eval batch size, per-sample seeds,
+    Each rank samples its global batches (distributed.rank_batches at the eval batch size, per-sample seeds,
     so the images are the same at any world size), quantizes them with `to_uint8` as the PNG writer would, and
     feeds them to its Inception statistics at their positions in the whole set; after its last batch every rank
     joins the reduce, and rank 0 scores and emits. No sample touches the disk unless `save_images` is set (then
