@@ -13,19 +13,10 @@ import pytest
 import torch
 
 from bench.metrics import image_sets as metrics
-from bench.metrics.image_sets import (
-    FEATURE_DIM,
-    MetricError,
-    few_images_warning,
-    inside_any_ball,
-    knn_radii,
-    load_reference_stats,
-    precision_recall,
-    psnr,
-    psnr_per_image,
-    spatial_features,
-    ssim_per_image,
-)
+from bench.metrics.base import FEATURE_DIM, MetricError
+from bench.metrics.image_sets import few_images_warning, inside_any_ball, knn_radii, precision_recall, spatial_features
+from bench.metrics.pixel import psnr, psnr_per_image, ssim_per_image
+from bench.metrics.statistics_file import load_reference_stats
 
 
 def test_few_images_warning_threshold_and_rank():
