@@ -30,3 +30,16 @@ def image_folders(tmp_path_factory):
     write_pngs(root / "a", builtin_images("skimage", 64, 12, seed=0))
     write_pngs(root / "b", builtin_images("procedural", 64, 12, seed=0))
     return root / "a", root / "b"
+
+
+@pytest.fixture
+def one_torch_thread():
+    """The test's in-process reference runs with one torch thread, as the ranks it spawns do (OMP_NUM_THREADS=1).
+
+    A convolution's float32 sums depend on how its work is split over threads, so one process and two give
+    bitwise-equal Inception features (and so equal digests, and statistics to 1e-6) only at equal thread counts;
+    tox runs the tests with 2 threads by default."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

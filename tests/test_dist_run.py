@@ -25,6 +25,8 @@ from tests.conftest import write_pngs
 from titok.data.images import ImageFolder, builtin_images
 from titok.train.distributed import DistContext
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the ranks run one thread each
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 180  # a hang fails the test instead of stalling the suite
 VOLATILE = ("eval_wall_s", "peak_host_mb", "peak_device_mb")  # time and memory differ between runs by nature

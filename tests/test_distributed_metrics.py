@@ -24,7 +24,7 @@ NF, NR, B = 22, 12, 4  # fake set: 6 batches (the last of 2) -> ranks 0/1 read 3
 METRICS = ("fid", "sfid", "isc", "kid", "prc")
 REPLICATES, KID_SUBSET = 3, 8
 
-pytestmark = [pytest.mark.metrics]
+pytestmark = [pytest.mark.metrics, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def _free_port() -> int:

@@ -15,7 +15,7 @@ from tests.conftest import write_pngs
 from tests.thread_world import ThreadWorld
 from titok.data.images import builtin_images
 
-pytestmark = [pytest.mark.metrics]
+pytestmark = [pytest.mark.metrics, pytest.mark.usefixtures("one_torch_thread")]
 N, BAD, B = 24, (3, 8), 4  # 2 of 24 files unreadable, both in rank 0's batches (0 and 2) at world 2
 
 

@@ -21,6 +21,8 @@ from bench.cli import main
 from bench.records.store import read_records
 from tests.test_gen_in_memory import gen_suite
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the ranks run one thread each
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("sampling_wall_s", "eval_wall_s", "peak_host_mb", "peak_device_mb")
 
