@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.metrics.distributed import broadcast_from_main, rank_batches, together
+from bench.metrics.distributed import all_gather, broadcast_from_main, rank_batches, together
 from bench.run.suite import RunSpec
 from bench.run.tasks.common import (
     RunContext,
@@ -297,11 +297,13 @@ def run_gen(spec: RunSpec, ctx: RunContext) -> None:
             if r is not None and r.protocol["num_fake"] != n:
                 raise RuntimeError(f"gen {preset}: {r.protocol['num_fake']} of {n} samples were scored")
         r = broadcast_from_main(r)
+        peaks = all_gather(memory.read())  # peak memory: the largest of any rank's, as recon records it
         values = {_gfid(k): v for k, v in r.values.items()}
         spreads = {_gfid(k): v for k, v in r.spreads.items()} or None
         # This process's own time in this session (a resumed run counts only the batches it redid).
         values.update({"sampling_wall_s": sampling_s,
-                       "eval_wall_s": scoring_s + time.perf_counter() - reduce_start, **memory.read()})
+                       "eval_wall_s": scoring_s + time.perf_counter() - reduce_start,
+                       **{k: max(p[k] for p in peaks) for k in peaks[0]}})
         protocol = {**r.protocol, "num_samples": n, "seed": s["seed"], "resolution": tok.image_size,
                     "class_balanced": True, "sampling": {**gen.sampling.to_dict(), **s["sampling"]},
                     "tokenizer": tok.preset, "tokenizer_weights": tok_tag,
