@@ -12,13 +12,14 @@ returns a cheap function of them) and the folder run computes one real FID on ea
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 
 import numpy as np
 import pytest
 import torch
+
+from tests.reference_scores import inception_score_by_definition
 
 NF, NR, B = 22, 12, 4  # fake set: 6 batches (the last of 2) -> ranks 0/1 read 3/3; real set: 3 batches -> 2/1
 METRICS = ("fid", "sfid", "isc", "kid", "prc")
@@ -132,16 +133,6 @@ def _rank(rank: int, port: int, out: str, weights: str, folders) -> None:
         distributed.stop(ctx)
 
 
-def _isc_split_definition(logits: np.ndarray, splits=10, seed=2020):
-    n = logits.shape[0]
-    shuffled = torch.from_numpy(logits[np.random.RandomState(seed).permutation(n)])
-    scores = []
-    for i in range(splits):
-        chunk = shuffled[i * n // splits:(i + 1) * n // splits]
-        p, log_p = chunk.softmax(1), chunk.log_softmax(1)
-        scores.append(math.exp(float((p * (log_p - p.mean(0, keepdim=True).log())).sum(1).mean())))
-    return float(np.mean(scores)), float(np.std(scores))
-
 
 def _precision_recall(fake: np.ndarray, real: np.ndarray, k: int = 3):
     """Improved precision/recall written out: k-th neighbour radii (self included at distance 0), then balls."""
@@ -232,7 +223,7 @@ def test_two_gloo_processes_equal_one_for_every_statistic(standin_inception, tmp
         np.testing.assert_allclose(call[1], np.cov(f["pool"], rowvar=False, fweights=w_fake[r]), rtol=1e-8,
                                    atol=1e-12)
         np.testing.assert_allclose(call[2], (w_real[r] @ g["pool"]) / w_real[r].sum(), rtol=1e-9, atol=1e-12)
-    isc = _isc_split_definition(f["logits_unbiased"])
+    isc = inception_score_by_definition(f["logits_unbiased"])
     assert (two["values"]["standin_isc_mean"], two["values"]["standin_isc_std"]) == pytest.approx(isc, rel=1e-9)
     kid = kid_features_to_metric(torch.from_numpy(f["pool"].astype(np.float32)).double(),
                                  torch.from_numpy(g["pool"].astype(np.float32)).double(), kid_subset_size=KID_SUBSET,

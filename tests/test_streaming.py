@@ -17,6 +17,7 @@ from bench.metrics.streaming import (
     isc_split_of_index,
     poisson1_weights,
 )
+from tests.reference_scores import inception_score_by_definition
 from titok.data.images import ImageFolder
 
 
@@ -40,23 +41,11 @@ def test_running_gaussian_equals_np_cov_for_any_batching():
         np.testing.assert_allclose(sigma, want_sigma, rtol=1e-9, atol=1e-12)
 
 
-def _isc_all_at_once(logits: torch.Tensor, splits=10, seed=2020):
-    """The Inception Score as torch-fidelity's isc_features_to_metric defines it, written out independently."""
-    n = logits.shape[0]
-    shuffled = logits[np.random.RandomState(seed).permutation(n)].double()
-    scores = []
-    for i in range(splits):
-        chunk = shuffled[i * n // splits : (i + 1) * n // splits]
-        p, log_p = chunk.softmax(1), chunk.log_softmax(1)
-        q = p.mean(0, keepdim=True)
-        scores.append(math.exp(float((p * (log_p - q.log())).sum(1).mean())))
-    return float(np.mean(scores)), float(np.std(scores))
-
 
 @pytest.mark.parametrize("n", [10, 37, 1003])
 def test_running_inception_score_equals_the_split_definition(n):
     logits = torch.randn(n, 1008, generator=torch.Generator().manual_seed(n)) * 3
-    want = _isc_all_at_once(logits)
+    want = inception_score_by_definition(logits)
     for sizes in ([n], [1] * n if n < 100 else [7] * (n // 7) + [n % 7], [n // 2, n - n // 2]):
         isc = RunningInceptionScore(n, 1008)
         for b in _batched(logits, sizes):

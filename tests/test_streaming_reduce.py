@@ -8,8 +8,6 @@ batches j*B .. (j+1)*B - 1 with j % 2 == r, written out here (`_mine`), and pass
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -24,6 +22,7 @@ from bench.metrics.streaming import (
     poisson1_weights,
     poisson1_weights_at,
 )
+from tests.reference_scores import inception_score_by_definition
 from tests.thread_world import ThreadWorld
 
 N, B = 23, 4  # 6 batches, the last of 3: rank 0 gets batches 0, 2, 4 (12 images), rank 1 gets 1, 3, 5 (11)
@@ -136,21 +135,10 @@ def test_bootstrap_replicates_of_two_ranks_weight_each_image_by_its_position(wor
             np.testing.assert_allclose(sigma, np.cov(x, rowvar=False, fweights=fw), rtol=1e-10, atol=1e-13)
 
 
-def _isc_split_definition(logits: torch.Tensor, splits=10, seed=2020):
-    """torch-fidelity's Inception Score of a whole set, written out: splits of a seeded permutation."""
-    n = logits.shape[0]
-    shuffled = logits[np.random.RandomState(seed).permutation(n)].double()
-    scores = []
-    for i in range(splits):
-        chunk = shuffled[i * n // splits:(i + 1) * n // splits]
-        p, log_p = chunk.softmax(1), chunk.log_softmax(1)
-        scores.append(math.exp(float((p * (log_p - p.mean(0, keepdim=True).log())).sum(1).mean())))
-    return float(np.mean(scores)), float(np.std(scores))
-
 
 def test_inception_score_of_two_ranks_uses_each_image_position_for_its_split(world):
     logits = torch.randn(N, 1008, generator=torch.Generator().manual_seed(5)) * 3
-    want = _isc_split_definition(logits)
+    want = inception_score_by_definition(logits)
 
     def work(rank):
         isc = RunningInceptionScore(N, 1008)
