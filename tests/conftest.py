@@ -15,6 +15,15 @@ def write_pngs(folder, images: torch.Tensor, prefix: str = "img") -> None:
         Image.fromarray(img.permute(1, 2, 0).numpy()).save(folder / f"{prefix}{i:03d}.png")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Marks every test that runs the (stand-in) Inception network `inception`: seconds to a minute each on CPU.
+    Mutation testing leaves them out (tox -e mutation), since mutmut reruns a survivor's every test; the
+    accumulator's arithmetic has fast tests of its own (tests/test_inception_metrics_arithmetic.py)."""
+    for item in items:
+        if "standin_inception" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.inception)
+
+
 @pytest.fixture(scope="session")
 def standin_inception(tmp_path_factory):
     """Seeded random-weight Inception saved to a file and loaded through the real path (metrics stack only)."""

@@ -1,8 +1,14 @@
-"""The Inception Score written out from its definition, for tests to compare the streamed one against.
+"""Inception-based scores written out from their definitions, for tests to compare the harness's numbers against.
 
-torch-fidelity's `isc_features_to_metric`: the set is shuffled by a permutation seeded `seed` and cut into `splits`
-consecutive chunks; each chunk's score is exp(mean over its images of KL(p(y|x) || p_chunk(y))). Written here once,
-independently of bench.metrics.streaming, so the tests that check it share one reference."""
+Each is written here once, independently of bench.metrics, in the plainest form of its paper or reference
+implementation, so a test's expectation never comes from the code it checks:
+- the Inception Score as torch-fidelity's `isc_features_to_metric` defines it (seeded permutation, 10 chunks);
+- the Fréchet distance through the symmetric form tr sqrt(S1^1/2 S2 S1^1/2) (eigh, not scipy's sqrtm, which the
+  harness uses through torch-fidelity: the two agree to float noise on well-conditioned covariances);
+- KID as the unbiased MMD^2 with the cubic polynomial kernel (x.y / d + 1)^3, for a subset size equal to both
+  sets' sizes (every subset is then a permutation of the whole set, so torch-fidelity's mean is this one number);
+- improved precision/recall (Kynkäänniemi et al. 2019): k-th neighbour radii, self included at distance 0.
+"""
 
 from __future__ import annotations
 
@@ -24,3 +30,46 @@ def inception_score_by_definition(logits, splits: int = 10, seed: int = 2020) ->
         q = p.mean(0, keepdim=True)
         scores.append(math.exp(float((p * (log_p - q.log())).sum(1).mean())))
     return float(np.mean(scores)), float(np.std(scores))
+
+
+def frechet_by_definition(mu1, sigma1, mu2, sigma2) -> float:
+    """|mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr sqrt(S1 S2), the last term from the eigenvalues of S1^1/2 S2 S1^1/2."""
+    mu1, mu2, sigma1, sigma2 = (np.asarray(a, np.float64) for a in (mu1, mu2, sigma1, sigma2))
+    w, v = np.linalg.eigh(sigma1)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.linalg.eigvalsh(root1 @ sigma2 @ root1)
+    root_trace = np.sqrt(np.clip(cross, 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * root_trace)
+
+
+def fid_of_features(a, b) -> float:
+    """The Fréchet distance between two (N, D) feature sets (np.cov's N - 1 normalisation)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return frechet_by_definition(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+
+
+def kid_by_definition(fake, real) -> float:
+    """Unbiased MMD^2 of two equal-sized (m, d) sets with the kernel k(x, y) = (x.y / d + 1)^3."""
+    x, y = np.asarray(fake, np.float64), np.asarray(real, np.float64)
+    m, d = x.shape
+    if y.shape != (m, d):
+        raise ValueError("written for two sets of the same size")
+
+    def kernel(a, b):
+        return (a @ b.T / d + 1) ** 3
+
+    kxx, kyy, kxy = kernel(x, x), kernel(y, y), kernel(x, y)
+    within = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+    return float(within - 2 * kxy.sum() / (m * m))
+
+
+def precision_recall_by_definition(fake, real, k: int = 3) -> tuple[float, float]:
+    """(precision, recall): the share of fake points inside some real point's k-NN ball, and the reverse."""
+    fake, real = np.asarray(fake, np.float64), np.asarray(real, np.float64)
+
+    def dist(a, b):
+        return np.sqrt(np.maximum(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1), 0))
+
+    r_real, r_fake = np.sort(dist(real, real), 1)[:, k], np.sort(dist(fake, fake), 1)[:, k]
+    return (float((dist(fake, real) <= r_real[None, :]).any(1).mean()),
+            float((dist(real, fake) <= r_fake[None, :]).any(1).mean()))

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.reference_scores import inception_score_by_definition
+from tests.reference_scores import inception_score_by_definition, precision_recall_by_definition
 
 NF, NR, B = 22, 12, 4  # fake set: 6 batches (the last of 2) -> ranks 0/1 read 3/3; real set: 3 batches -> 2/1
 METRICS = ("fid", "sfid", "isc", "kid", "prc")
@@ -133,17 +133,6 @@ def _rank(rank: int, port: int, out: str, weights: str, folders) -> None:
         distributed.stop(ctx)
 
 
-
-def _precision_recall(fake: np.ndarray, real: np.ndarray, k: int = 3):
-    """Improved precision/recall written out: k-th neighbour radii (self included at distance 0), then balls."""
-    def dist(a, b):
-        return np.sqrt(np.maximum(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1), 0))
-
-    r_real, r_fake = np.sort(dist(real, real), 1)[:, k], np.sort(dist(fake, fake), 1)[:, k]
-    return (float((dist(fake, real) <= r_real[None, :]).any(1).mean()),
-            float((dist(real, fake) <= r_fake[None, :]).any(1).mean()))
-
-
 @pytest.mark.slow
 def test_two_gloo_processes_equal_one_for_every_statistic(standin_inception, tmp_path, monkeypatch):
     """About a minute on a quiet machine: 4 Inception passes over 34 images and two FIDs of 2048-d statistics."""
@@ -231,7 +220,7 @@ def test_two_gloo_processes_equal_one_for_every_statistic(standin_inception, tmp
                                  kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None, kid_kernel_poly_coef0=1)
     assert two["values"]["standin_kid_mean"] == pytest.approx(kid["kernel_inception_distance_mean"], rel=1e-6)
     assert two["values"]["standin_kid_std"] == pytest.approx(kid["kernel_inception_distance_std"], rel=1e-6)
-    precision, recall = _precision_recall(f["pool"].astype(np.float32).astype(np.float64),
+    precision, recall = precision_recall_by_definition(f["pool"].astype(np.float32).astype(np.float64),
                                           g["pool"].astype(np.float32).astype(np.float64))
     assert (two["values"]["standin_precision"], two["values"]["standin_recall"]) == (precision, recall)
     assert 0 < precision < 1 or 0 < recall < 1  # a set where the balls decide something

@@ -244,7 +244,9 @@ class InceptionMetrics:
 
     Positions: `add_fake`/`add_real` take `indices`, the images' positions in the whole set (default: the next
     ones in order). They decide the Inception Score's split, the bootstrap weights and the order of kept features
-    and of the real set's digest, so the same image counts the same whatever rank adds it, and when.
+    and of the real set's digest, so the same image counts the same whatever rank adds it, and when; one exception:
+    in one process, when FID is against real images, the real set's digest is a running sha256, so real images
+    must come in increasing position order there (gaps allowed; out of order is a MetricError).
     Several processes (torchrun): each rank adds its own images with their positions, then every rank calls
     `reduce()` once (a collective); `result()` is then rank 0's, and raises MetricError on the other ranks
     (`compute_image_metrics` hands rank 0's result to every rank). In one process `reduce()` changes nothing.
@@ -564,6 +566,13 @@ class _FeatureSums:
 
     def update(self, pool: np.ndarray, spatial: np.ndarray | None = None, positions=None) -> None:
         positions = self.positions(positions, pool.shape[0])
+        if self.hash is not None and positions.size and (
+                positions.min() < self.following or (np.diff(positions) <= 0).any()):
+            # A running sha256 cannot be reordered afterwards: hashed as they come, features added out of order
+            # would give another digest for the same set (under torchrun it is made from gathered features).
+            raise MetricError(f"real images added out of position order in one process (positions {positions.min()}"
+                              f"..{positions.max()} after {self.following - 1}): the real set's digest is hashed as "
+                              f"they come, so add them in increasing position order (gaps are fine)")
         self.n += pool.shape[0]
         if positions.size:
             self.following = max(self.following, int(positions.max()) + 1)
