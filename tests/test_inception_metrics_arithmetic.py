@@ -13,6 +13,7 @@ sizes. The real network's values against torch-fidelity are tests/test_metric_re
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -95,9 +96,11 @@ def lookup(monkeypatch):
     monkeypatch.setattr(image_sets, "LOGITS_DIM", CLASSES)
 
     def install(tables: dict, standin: bool = True):
-        extractor = _Lookup(tables["pool"], tables["logits"], tables["spatial"]).eval()
-        info = ExtractorInfo("lookup", "", "ab" * 32, standin)
-        monkeypatch.setattr(image_sets, "load_inception", lambda weights, device="cpu": (extractor, info))
+        def load(weights, device="cpu"):  # a network of its own for each accumulator, as each process has
+            extractor = _Lookup(tables["pool"], tables["logits"], tables["spatial"]).eval()
+            return extractor, ExtractorInfo("lookup", "", "ab" * 32, standin)
+
+        monkeypatch.setattr(image_sets, "load_inception", load)
         return tables
 
     return install
@@ -338,3 +341,229 @@ def test_results_that_cannot_be_computed_are_errors_not_numbers(lookup):
     with pytest.raises(MetricError, match="non-finite"):
         acc.add_fake(_images(range(8)))
     assert acc.isc.seen == 0 and acc.fake.n == 0
+
+
+class _Rows(torch.utils.data.Dataset):
+    """A data set of lookup images read one at a time, as a folder is: rows in `unreadable` come back as such."""
+
+    def __init__(self, rows, unreadable=()):
+        from titok.data.images import Unreadable
+
+        self.rows, self.bad, self.skipped, self.unreadable = list(rows), set(unreadable), [], Unreadable
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def read(self, i: int):
+        if i in self.bad:
+            return self.unreadable(f"row{i}.png", "truncated")
+        return _images([self.rows[i]])[0], 0
+
+    __getitem__ = read
+
+
+def test_compute_image_metrics_reads_tensors_and_data_sets_into_the_same_values(lookup):
+    from bench.metrics.image_sets import compute_image_metrics
+
+    n = 70
+    t = lookup(_features(n, n, seed=7))
+    fake, real = t["pool"][:n].astype(np.float64), t["pool"][n:].astype(np.float64)
+    from_tensors = compute_image_metrics(_images(range(n)), _images(range(n, 2 * n)), metrics=ALL, batch_size=32)
+    from_sets = compute_image_metrics(_Rows(range(n)), _Rows(range(n, 2 * n)), metrics=ALL, batch_size=32,
+                                      num_workers=0)
+    assert from_sets.values == from_tensors.values and from_sets.protocol == from_tensors.protocol
+    v = from_tensors.values
+    assert v["standin_fid"] == pytest.approx(fid_of_features(fake, real), rel=1e-7)
+    assert (v["standin_precision"], v["standin_recall"]) == precision_recall_by_definition(fake, real)
+    assert from_tensors.protocol["batch_size"] == 32 and from_tensors.protocol["num_fake"] == n
+
+
+def test_an_unreadable_image_leaves_its_place_empty(lookup):
+    """Row 5 of the fake set cannot be read: the rest keep their positions, so the Inception Score's splits are those
+    of the announced set with image 5 left out, not of a set shifted by one."""
+    from bench.metrics.image_sets import compute_image_metrics
+    from bench.metrics.streaming import isc_split_of_index
+
+    n = 40
+    t = lookup(_features(n, n, seed=8))
+    source = _Rows(range(n), unreadable={5})
+    got = compute_image_metrics(source, _Rows(range(n, 2 * n)), metrics=("fid", "isc"), batch_size=16, num_workers=0)
+    kept = [i for i in range(n) if i != 5]
+    assert source.skipped == ["row5.png"] and got.protocol["num_fake"] == n - 1
+    assert got.values["standin_fid"] == pytest.approx(fid_of_features(t["pool"][kept], t["pool"][n:]), rel=1e-7)
+    split = isc_split_of_index(n)[kept]
+    probs = torch.from_numpy(t["logits"][kept]).double().softmax(1)
+    scores = []
+    for s in range(10):
+        p = probs[torch.from_numpy(split == s)]
+        scores.append(float(torch.exp((p * (p.log() - p.mean(0, keepdim=True).log())).sum(1).mean())))
+    assert got.values["standin_isc_mean"] == pytest.approx(np.mean(scores), rel=1e-9)
+    assert "40 announced, 39 read" in got.protocol["isc_splits"]
+
+
+@pytest.fixture
+def two_thread_ranks(monkeypatch):
+    from tests.thread_world import ThreadWorld
+
+    world = ThreadWorld(2)
+    world.install(monkeypatch)
+    return world
+
+
+@pytest.mark.parametrize("as_set", [False, True], ids=["tensors", "data-set"])
+def test_two_ranks_give_every_rank_the_one_process_values(lookup, two_thread_ranks, as_set):
+    """Two ranks (threads standing in for processes) each read their global batches and reduce: every rank
+    returns what one process computes, the real set's digest included (gathered, then hashed in position order)."""
+    from bench.metrics.image_sets import compute_image_metrics
+
+    n = 75  # 3 global batches of 32: rank 0 reads two (one of them short), rank 1 one
+
+    def sets():
+        if as_set:
+            return _Rows(range(n)), _Rows(range(n, 2 * n))
+        return _images(range(n)), _images(range(n, 2 * n))
+
+    t = lookup(_features(n, n, seed=9))
+    kw = {"metrics": ALL, "batch_size": 32, "bootstrap": 3, "num_workers": 0}
+    one = compute_image_metrics(*sets(), **kw)
+    ranks = two_thread_ranks.run(lambda rank: compute_image_metrics(*sets(), **kw))
+    for got in ranks:
+        assert got.protocol == one.protocol
+        for key, want in one.values.items():
+            assert got.values[key] == pytest.approx(want, rel=1e-9, abs=1e-12), key
+        assert got.spreads["standin_fid"]["std"] == pytest.approx(one.spreads["standin_fid"]["std"], rel=1e-9)
+    assert one.values["standin_fid"] == pytest.approx(fid_of_features(t["pool"][:n], t["pool"][n:]), rel=1e-7)
+
+
+def test_two_ranks_fake_statistics_are_the_whole_sets_after_reduce_and_refused_before(lookup, two_thread_ranks):
+    from bench.metrics.base import MetricError
+    from bench.metrics.distributed import rank_batches
+
+    n = 50
+    t = lookup(_features(n, 0, seed=10))
+    fake = t["pool"][:n].astype(np.float64)
+
+    def work(rank: int):
+        acc = _accumulator(("fid", "sfid"), n, reference=None)
+        for r in rank_batches(n, 16, rank, 2):
+            acc.add_fake(_images(r), indices=r)
+        with pytest.raises(MetricError, match="before reduce"):
+            acc.fake_statistics()
+        with pytest.raises(MetricError, match="before reduce"):
+            acc.result()
+        acc.reduce()
+        with pytest.raises(MetricError, match="after reduce"):
+            acc.add_fake(_images([0]), indices=[0])
+        return acc.fake_statistics(), acc.fake_spatial_statistics(), acc.fake.n
+
+    for (mu, sigma), (mu_s, sigma_s), count in two_thread_ranks.run(work):
+        assert count == n
+        np.testing.assert_allclose(mu, fake.mean(0), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(sigma, np.cov(fake, rowvar=False), rtol=1e-10, atol=1e-12)
+        spatial = t["spatial"][:n].astype(np.float64)
+        np.testing.assert_allclose(mu_s, spatial.mean(0), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(sigma_s, np.cov(spatial, rowvar=False), rtol=1e-10, atol=1e-12)
+
+
+def test_a_checkpoints_layout_is_the_documented_one(lookup, tmp_path):
+    """The saved settings and keys are a file format: a checkpoint written by an earlier run must still load, so a
+    renamed key is a break, caught here against the layout written out."""
+    n = 24
+    t = lookup(_features(n, n))
+    ref = tmp_path / "ref.npz"
+    _write_reference(ref, t["pool"][n:])
+    acc = _feed(_accumulator(("fid", "isc", "kid"), n, reference=ref, bootstrap=2), range(12))
+    state = acc.state_dict()
+    settings = {"version": 1, "metrics": ["fid", "isc", "kid"], "num_fake": n, "bootstrap": 2,
+                "dims": {"pool": POOL, "spatial": SPATIAL, "logits": CLASSES},
+                "reference": hashlib.sha256(ref.read_bytes()).hexdigest(), "extractor": "ab" * 32,
+                "keep_fake_features": False}
+    assert state["settings"] == json.dumps(settings, sort_keys=True)
+    fake = [f"fake.{k}" for k in ("n", "following", "gaussian.n", "gaussian.mean", "gaussian.m2", "bootstrap.weight",
+                                  "bootstrap.mean", "bootstrap.m2", "bootstrap.seen", "store.indices",
+                                  "store.features")]
+    assert sorted(state) == sorted(["settings", "rank", "world_size", *fake, "real.n", "real.following", "isc.plogp",
+                                    "isc.psum", "isc.count", "isc.seen"])
+    assert (state["rank"], state["world_size"], state["fake.n"], state["fake.following"]) == (0, 1, 12, 12)
+    assert state["fake.store.features"].dtype == np.float32 and state["isc.count"].dtype == np.int64
+
+
+def test_a_loaded_checkpoint_is_a_copy_with_the_saved_types(lookup, tmp_path):
+    """Loading copies: adding images afterwards leaves the caller's state as it was, and every array keeps its dtype
+    (integer counts stay integers), so a state saved again equals one of a straight run, key by key."""
+    n = 32
+    t = lookup(_features(n, n))
+    _write_reference(tmp_path / "ref.npz", t["pool"][n:])
+    settings = {"reference": tmp_path / "ref.npz", "bootstrap": 2, "keep_fake_features": True}
+    metrics = ("fid", "isc")
+    straight = _feed(_accumulator(metrics, n, **settings), range(n), batch=8).state_dict()
+    saved = _feed(_accumulator(metrics, n, **settings), range(16), batch=8).state_dict()
+    before = {k: np.array(v, copy=True) for k, v in saved.items()}
+    resumed = _accumulator(metrics, n, **settings)
+    resumed.load_state_dict(saved)
+    _feed(resumed, range(16, n), batch=8)  # positions follow the saved ones
+    for key, value in before.items():
+        np.testing.assert_array_equal(np.asarray(saved[key]), value, err_msg=f"the caller's {key} changed")
+    again = resumed.state_dict()
+    assert sorted(again) == sorted(straight)
+    for key, want in straight.items():
+        got = np.asarray(again[key])
+        assert got.dtype == np.asarray(want).dtype, key
+        np.testing.assert_array_equal(got, np.asarray(want), err_msg=key)
+
+
+def test_checkpoint_refusals_name_what_is_wrong(lookup, tmp_path, two_thread_ranks):
+    from bench.metrics.base import MetricError
+
+    n = 24
+    t = lookup(_features(n, n))
+    _write_reference(tmp_path / "ref.npz", t["pool"][n:])
+    keep = {"reference": tmp_path / "ref.npz", "keep_fake_features": True}
+    state = _feed(_accumulator(("fid",), n, **keep), range(8)).state_dict()
+    target = _accumulator(("fid",), n, **keep)
+    for change, message in (({"settings": "{not json"}, "settings are not JSON"),
+                            ({"settings": None}, r"not an InceptionMetrics state \(no settings; keys \['fake\."),
+                            ({"fake.store.indices": None}, "lacks fake.store.indices"),
+                            ({"fake.store.features": None}, "lacks fake.store.features"),
+                            ({"fake.n": None}, "lacks fake.n")):
+        broken = {k: v for k, v in {**state, **change}.items() if v is not None}
+        with pytest.raises(MetricError, match=message):
+            target.load_state_dict(broken)
+    other = _accumulator(("fid",), n, reference=tmp_path / "ref.npz")  # keep_fake_features differs
+    with pytest.raises(MetricError, match=r"^the saved metrics state was made under other settings: "
+                                          r"keep_fake_features: state True, here False$"):
+        other.load_state_dict(state)
+    against_images = _feed(_accumulator(("fid",), n), range(8), range(n, n + 8))
+    with pytest.raises(MetricError, match=r"^the real images' digest is a running sha256 that cannot be saved "
+                                          r"part-way; checkpoint runs that score against a statistics file$"):
+        against_images.state_dict()
+
+    def work(rank: int):
+        acc = _accumulator(("fid",), n, **keep)
+        acc.add_fake(_images([rank, rank + 2]), indices=[rank, rank + 2])
+        acc.reduce()
+        with pytest.raises(MetricError, match=r"^state_dict\(\) after reduce\(\): the state would count"):
+            acc.state_dict()
+        with pytest.raises(MetricError, match=r"^load_state_dict\(\) after reduce\(\)"):
+            acc.load_state_dict(state)
+        return acc.fake.n
+
+    assert two_thread_ranks.run(work) == [4, 4]
+
+
+def test_extract_features_returns_every_row_in_order(lookup):
+    from bench.metrics.base import MetricError
+    from bench.metrics.image_sets import extract_features
+
+    n = 23
+    t = lookup(_features(n, 0))
+    extractor = _Lookup(t["pool"], t["logits"], t["spatial"])
+    got = extract_features(_images(range(n)), extractor, batch_size=5, spatial=True)
+    assert sorted(got) == ["logits_unbiased", "pool", "spatial"]
+    for key, table in (("pool", "pool"), ("logits_unbiased", "logits"), ("spatial", "spatial")):
+        assert got[key].dtype == np.float64
+        np.testing.assert_array_equal(got[key], t[table][:n].astype(np.float64), err_msg=key)
+    assert sorted(extract_features(_images(range(3)), extractor)) == ["logits_unbiased", "pool"]
+    with pytest.raises(MetricError, match="^no images to compute features from$"):
+        extract_features(_Rows([]), extractor)
+    assert not extractor._forward_hooks and not extractor.get_submodule(extractor.layer)._forward_hooks

@@ -636,8 +636,11 @@ class _FeatureSums:
             b.seen = _state_int(state, prefix + "bootstrap.seen")
             out.bootstrap = b
         if like.store is not None:
-            indices = np.asarray(state.get(prefix + "store.indices", np.zeros(0, np.int64)), np.int64)
-            features = np.asarray(state.get(prefix + "store.features", np.zeros((0, 0), np.float32)), np.float32)
+            for key in ("store.indices", "store.features"):
+                if prefix + key not in state:
+                    raise MetricError(f"the saved metrics state lacks {prefix + key}")
+            indices = np.asarray(state[prefix + "store.indices"], np.int64)
+            features = np.asarray(state[prefix + "store.features"], np.float32)
             if features.shape[0] != indices.shape[0] or (indices.size and features.shape[1] != FEATURE_DIM):
                 raise MetricError(f"the saved metrics state's {prefix}store holds {features.shape} features for "
                                   f"{indices.shape[0]} positions")
