@@ -19,8 +19,9 @@ import pytest
 import torch
 
 from bench.cli import main
+from bench.metrics.image_batches import rank_image_batches
 from bench.records.store import read_records
-from bench.run.tasks.common import RunContext, rank_image_batches
+from bench.run.tasks.common import RunContext
 from tests.conftest import write_pngs
 from titok.data.images import ImageFolder, builtin_images
 from titok.train.distributed import DistContext

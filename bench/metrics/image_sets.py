@@ -32,6 +32,7 @@ import torch
 
 from bench.metrics import distributed
 from bench.metrics.base import FEATURE_DIM, LOGITS_DIM, MetricError
+from bench.metrics.image_batches import rank_image_batches
 from bench.metrics.inception import (
     SPATIAL_DIM,
     SPATIAL_LAYER,
@@ -49,7 +50,7 @@ from bench.metrics.streaming import (
     RunningInceptionScore,
     batch_positions,
 )
-from titok.data.images import RESIZE_MODE, TensorImages, Unreadable, iter_image_batches
+from titok.data.images import RESIZE_MODE, iter_image_batches
 from titok.train.distributed import DistContext
 
 log = logging.getLogger(__name__)
@@ -684,20 +685,16 @@ def compute_image_metrics(fake, real=None, *, inception_weights=None, metrics=("
     skipped as unreadable leaves its place empty rather than shifting the images after it.
     """
     ctx = distributed.current()
-    if isinstance(fake, torch.Tensor):
-        fake = TensorImages(fake)
-    if isinstance(real, torch.Tensor):
-        real = TensorImages(real)
     stats_file = real if isinstance(real, (str, Path)) else None
     show = progress and ctx.is_main
     with distributed.together("Inception features"):
         acc = InceptionMetrics(metrics, inception_weights=inception_weights, device=device, reference=stats_file,
                                num_fake=len(fake), kid_subset_size=kid_subset_size, batch_size=batch_size,
                                bootstrap=bootstrap)
-        for batch, positions in _rank_image_batches(fake, batch_size, ctx, show, "inception (fake)", num_workers):
+        for batch, positions in rank_image_batches(fake, batch_size, ctx, show, "inception (fake)", num_workers):
             acc.add_fake(batch, positions)
         if real is not None and stats_file is None:
-            for batch, positions in _rank_image_batches(real, batch_size, ctx, show, "inception (real)", num_workers):
+            for batch, positions in rank_image_batches(real, batch_size, ctx, show, "inception (real)", num_workers):
                 acc.add_real(batch, positions)
     acc.reduce()
     result = None
@@ -705,37 +702,3 @@ def compute_image_metrics(fake, real=None, *, inception_weights=None, metrics=("
         if ctx.is_main:
             result = acc.result()
     return distributed.broadcast_from_main(result)
-
-
-class _Positioned(torch.utils.data.Dataset):
-    """The items of `source` at `indices`, each labelled with its index in `source` (its position in the set).
-
-    Reads through `source.read` where it has one, so an unreadable file comes back as such and is counted in
-    `source.skipped` by iter_image_batches."""
-
-    def __init__(self, source, indices: list[int]):
-        self.source, self.indices = source, indices
-        self.skipped = getattr(source, "skipped", [])
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def read(self, k: int):
-        i = self.indices[k]
-        item = self.source.read(i) if hasattr(self.source, "read") else self.source[i]
-        return item if item is None or isinstance(item, Unreadable) else (item[0], i)
-
-
-def _rank_image_batches(source, batch_size: int, ctx, progress: bool, desc: str, num_workers):
-    """(uint8 batch, positions) of this rank's global batches of `source` (all of them in one process)."""
-    if isinstance(source, TensorImages):
-        if ctx.world_size == 1:
-            for batch, _ in iter_image_batches(source, batch_size, progress, desc):
-                yield batch, None
-            return
-        for r in distributed.rank_batches(len(source), batch_size, ctx.rank, ctx.world_size):
-            yield source.batch(r.start, r.stop)[0], r
-        return
-    mine = [i for r in distributed.rank_batches(len(source), batch_size, ctx.rank, ctx.world_size) for i in r]
-    for batch, positions in iter_image_batches(_Positioned(source, mine), batch_size, progress, desc, num_workers):
-        yield batch, positions.tolist()

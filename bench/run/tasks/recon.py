@@ -10,8 +10,9 @@ import time
 import numpy as np
 import torch
 
+from bench.metrics.image_batches import rank_image_batches
 from bench.run.suite import RunSpec
-from bench.run.tasks.common import RunContext, free, inception_for, load_model, rank_image_batches
+from bench.run.tasks.common import RunContext, free, inception_for, load_model
 from bench.run.timing import PeakMemory
 from titok.contract import to_uint8, to_unit_float
 from titok.data.images import DEFAULT_PREPARATION, DataError, open_dataset

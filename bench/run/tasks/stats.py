@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.metrics.image_batches import rank_image_batches
 from bench.run.suite import RunSpec
-from bench.run.tasks.common import RunContext, inception_for, rank_image_batches
+from bench.run.tasks.common import RunContext, inception_for
 from bench.run.timing import PeakMemory
 from titok.data.images import DEFAULT_PREPARATION, DataError, open_dataset
 from titok.train.distributed import DistContext
