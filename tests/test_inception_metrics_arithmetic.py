@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import numpy as np
 import pytest
@@ -447,8 +448,10 @@ def test_two_ranks_fake_statistics_are_the_whole_sets_after_reduce_and_refused_b
         acc = _accumulator(("fid", "sfid"), n, reference=None)
         for r in rank_batches(n, 16, rank, 2):
             acc.add_fake(_images(r), indices=r)
-        with pytest.raises(MetricError, match="before reduce"):
+        with pytest.raises(MetricError, match=rf"^fake_statistics\(\) before reduce\(\): rank {rank} holds only"):
             acc.fake_statistics()
+        with pytest.raises(MetricError, match=r"^fake_spatial_statistics\(\) before reduce\(\)"):
+            acc.fake_spatial_statistics()
         with pytest.raises(MetricError, match="before reduce"):
             acc.result()
         acc.reduce()
@@ -456,6 +459,10 @@ def test_two_ranks_fake_statistics_are_the_whole_sets_after_reduce_and_refused_b
             acc.add_fake(_images([0]), indices=[0])
         return acc.fake_statistics(), acc.fake_spatial_statistics(), acc.fake.n
 
+    one = _accumulator(("fid", "sfid"), n)  # one process: the statistics so far, no reduce() needed
+    _feed(one, range(n))
+    np.testing.assert_allclose(one.fake_statistics()[0], fake.mean(0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(one.fake_spatial_statistics()[0], t["spatial"][:n].mean(0), rtol=1e-6, atol=1e-6)
     for (mu, sigma), (mu_s, sigma_s), count in two_thread_ranks.run(work):
         assert count == n
         np.testing.assert_allclose(mu, fake.mean(0), rtol=1e-12, atol=1e-12)
@@ -521,17 +528,19 @@ def test_checkpoint_refusals_name_what_is_wrong(lookup, tmp_path, two_thread_ran
     keep = {"reference": tmp_path / "ref.npz", "keep_fake_features": True}
     state = _feed(_accumulator(("fid",), n, **keep), range(8)).state_dict()
     target = _accumulator(("fid",), n, **keep)
-    for change, message in (({"settings": "{not json"}, "settings are not JSON"),
-                            ({"settings": None}, r"not an InceptionMetrics state \(no settings; keys \['fake\."),
+    first_eight = sorted(k for k in state if k != "settings")[:8]
+    for change, message in (({"settings": "{not json"}, r"^an InceptionMetrics state whose settings are not JSON$"),
+                            ({"settings": None}, "^" + re.escape(f"not an InceptionMetrics state (no settings; keys "
+                                                                 f"{first_eight})") + "$"),
                             ({"fake.store.indices": None}, "lacks fake.store.indices"),
                             ({"fake.store.features": None}, "lacks fake.store.features"),
                             ({"fake.n": None}, "lacks fake.n")):
         broken = {k: v for k, v in {**state, **change}.items() if v is not None}
         with pytest.raises(MetricError, match=message):
             target.load_state_dict(broken)
-    other = _accumulator(("fid",), n, reference=tmp_path / "ref.npz")  # keep_fake_features differs
+    other = _accumulator(("fid",), n, reference=tmp_path / "ref.npz", bootstrap=2)  # two settings differ
     with pytest.raises(MetricError, match=r"^the saved metrics state was made under other settings: "
-                                          r"keep_fake_features: state True, here False$"):
+                                          r"bootstrap: state 0, here 2; keep_fake_features: state True, here False$"):
         other.load_state_dict(state)
     against_images = _feed(_accumulator(("fid",), n), range(8), range(n, n + 8))
     with pytest.raises(MetricError, match=r"^the real images' digest is a running sha256 that cannot be saved "
