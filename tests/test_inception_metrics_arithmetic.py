@@ -98,6 +98,8 @@ def lookup(monkeypatch):
 
     def install(tables: dict, standin: bool = True):
         def load(weights, device="cpu"):  # a network of its own for each accumulator, as each process has
+            if weights != WEIGHTS or device is None:  # what the callers were asked to pass on
+                raise AssertionError(f"Inception loaded with weights {weights!r} on device {device!r}")
             extractor = _Lookup(tables["pool"], tables["logits"], tables["spatial"]).eval()
             return extractor, ExtractorInfo("lookup", "", "ab" * 32, standin)
 
@@ -107,10 +109,19 @@ def lookup(monkeypatch):
     return install
 
 
+WEIGHTS = "lookup-weights.pth"  # a name only: the lookup installed by the fixture stands in for the file
+
+
 def _accumulator(metrics, num_fake, **kw):
     from bench.metrics.image_sets import InceptionMetrics
 
-    return InceptionMetrics(metrics, num_fake=num_fake, **kw)
+    return InceptionMetrics(metrics, num_fake=num_fake, inception_weights=WEIGHTS, **kw)
+
+
+def _metrics(fake, real=None, **kw):
+    from bench.metrics.image_sets import compute_image_metrics
+
+    return compute_image_metrics(fake, real, inception_weights=WEIGHTS, **kw)
 
 
 def _feed(acc, fake_rows, real_rows=(), batch: int = 32):
@@ -364,14 +375,11 @@ class _Rows(torch.utils.data.Dataset):
 
 
 def test_compute_image_metrics_reads_tensors_and_data_sets_into_the_same_values(lookup):
-    from bench.metrics.image_sets import compute_image_metrics
-
     n = 70
     t = lookup(_features(n, n, seed=7))
     fake, real = t["pool"][:n].astype(np.float64), t["pool"][n:].astype(np.float64)
-    from_tensors = compute_image_metrics(_images(range(n)), _images(range(n, 2 * n)), metrics=ALL, batch_size=32)
-    from_sets = compute_image_metrics(_Rows(range(n)), _Rows(range(n, 2 * n)), metrics=ALL, batch_size=32,
-                                      num_workers=0)
+    from_tensors = _metrics(_images(range(n)), _images(range(n, 2 * n)), metrics=ALL, batch_size=32)
+    from_sets = _metrics(_Rows(range(n)), _Rows(range(n, 2 * n)), metrics=ALL, batch_size=32, num_workers=0)
     assert from_sets.values == from_tensors.values and from_sets.protocol == from_tensors.protocol
     v = from_tensors.values
     assert v["standin_fid"] == pytest.approx(fid_of_features(fake, real), rel=1e-7)
@@ -382,13 +390,12 @@ def test_compute_image_metrics_reads_tensors_and_data_sets_into_the_same_values(
 def test_an_unreadable_image_leaves_its_place_empty(lookup):
     """Row 5 of the fake set cannot be read: the rest keep their positions, so the Inception Score's splits are those
     of the announced set with image 5 left out, not of a set shifted by one."""
-    from bench.metrics.image_sets import compute_image_metrics
     from bench.metrics.streaming import isc_split_of_index
 
     n = 40
     t = lookup(_features(n, n, seed=8))
     source = _Rows(range(n), unreadable={5})
-    got = compute_image_metrics(source, _Rows(range(n, 2 * n)), metrics=("fid", "isc"), batch_size=16, num_workers=0)
+    got = _metrics(source, _Rows(range(n, 2 * n)), metrics=("fid", "isc"), batch_size=16, num_workers=0)
     kept = [i for i in range(n) if i != 5]
     assert source.skipped == ["row5.png"] and got.protocol["num_fake"] == n - 1
     assert got.values["standin_fid"] == pytest.approx(fid_of_features(t["pool"][kept], t["pool"][n:]), rel=1e-7)
@@ -415,8 +422,6 @@ def two_thread_ranks(monkeypatch):
 def test_two_ranks_give_every_rank_the_one_process_values(lookup, two_thread_ranks, as_set):
     """Two ranks (threads standing in for processes) each read their global batches and reduce: every rank
     returns what one process computes, the real set's digest included (gathered, then hashed in position order)."""
-    from bench.metrics.image_sets import compute_image_metrics
-
     n = 75  # 3 global batches of 32: rank 0 reads two (one of them short), rank 1 one
 
     def sets():
@@ -426,8 +431,8 @@ def test_two_ranks_give_every_rank_the_one_process_values(lookup, two_thread_ran
 
     t = lookup(_features(n, n, seed=9))
     kw = {"metrics": ALL, "batch_size": 32, "bootstrap": 3, "num_workers": 0}
-    one = compute_image_metrics(*sets(), **kw)
-    ranks = two_thread_ranks.run(lambda rank: compute_image_metrics(*sets(), **kw))
+    one = _metrics(*sets(), **kw)
+    ranks = two_thread_ranks.run(lambda rank: _metrics(*sets(), **kw))
     for got in ranks:
         assert got.protocol == one.protocol
         for key, want in one.values.items():
@@ -576,3 +581,110 @@ def test_extract_features_returns_every_row_in_order(lookup):
     with pytest.raises(MetricError, match="^no images to compute features from$"):
         extract_features(_Rows([]), extractor)
     assert not extractor._forward_hooks and not extractor.get_submodule(extractor.layer)._forward_hooks
+
+
+def test_compute_image_metrics_against_a_statistics_file_and_without_real_images(lookup, tmp_path, capsys,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("TITOK_PROGRESS_INTERVAL", "0")  # a line per update, so short blocks show too
+    n = 40
+    t = lookup(_features(n, n, seed=11))
+    ref = _write_reference(tmp_path / "ref.npz", t["pool"][n:], t["spatial"][n:])
+    fake = t["pool"][:n].astype(np.float64)
+    got = _metrics(_images(range(n)), tmp_path / "ref.npz", metrics=("fid", "sfid", "kid"), kid_subset_size=30,
+                   batch_size=16)
+    assert got.values["standin_fid"] == pytest.approx(
+        frechet_by_definition(fake.mean(0), np.cov(fake, rowvar=False), ref["mu"], ref["sigma"]), rel=1e-7)
+    assert got.protocol["reference"]["path"] == str(tmp_path / "ref.npz") and "num_real" not in got.protocol
+    assert got.protocol["kid_subset_size"] == 30 and got.values["standin_kid_mean"] > 0.5
+    alone = _metrics(_images(range(n)), None, metrics=("isc",), batch_size=16)  # the Inception Score needs no real set
+    assert alone.values["standin_isc_mean"] == pytest.approx(inception_score_by_definition(t["logits"][:n])[0],
+                                                             rel=1e-9)
+    assert capsys.readouterr().err == ""  # no progress unless asked for
+    _metrics(_images(range(n)), _images(range(n, 2 * n)), metrics=("fid",), batch_size=16, progress=True)
+    err = capsys.readouterr().err
+    assert "inception (fake)" in err and "inception (real)" in err
+
+
+def test_a_rank_whose_features_fail_is_named_on_every_rank(lookup, two_thread_ranks):
+    from bench.metrics.distributed import RankFailure
+
+    n = 64
+    t = _features(n, n)
+    t["logits"][40] = np.nan  # in global batch 2 of 16: rank 0's
+    lookup(t)
+
+    def work(rank: int):
+        with pytest.raises(RankFailure) as raised:
+            _metrics(_images(range(n)), _images(range(n, 2 * n)), metrics=("fid",), batch_size=16)
+        return str(raised.value)
+
+    messages = two_thread_ranks.run(work)
+    assert messages[0] == messages[1]
+    assert re.match(r"^Inception features failed on 1 of 2 ranks: rank 0: MetricError: non-finite Inception logits",
+                    messages[0]), messages[0]
+
+
+def test_reduce_refuses_another_group_and_a_second_call(lookup, two_thread_ranks):
+    from bench.metrics.base import MetricError
+
+    n = 32
+    lookup(_features(n, n))
+    made_alone = _accumulator(("fid",), n)
+
+    def work(rank: int):
+        if rank == 0:
+            with pytest.raises(MetricError, match=r"^made in a group of 1 processes, reduced in one of 2$"):
+                made_alone.reduce()
+        acc = _accumulator(("fid",), n)
+        acc.add_fake(_images([rank]), indices=[rank])
+        acc.reduce()
+        with pytest.raises(MetricError, match=r"^reduce\(\) after reduce\(\): the ranks' sums were already combined$"):
+            acc.reduce()
+        return acc.fake.n
+
+    assert two_thread_ranks.run(work) == [2, 2]
+
+
+def test_bootstrap_fids_that_are_not_finite_are_an_error(lookup, monkeypatch):
+    import bench.metrics.image_sets as image_sets
+    from bench.metrics.base import MetricError
+
+    n = 20
+    lookup(_features(n, n))
+    monkeypatch.setattr(image_sets, "frechet_distance", lambda *a: float("nan"))
+    acc = _feed(_accumulator(("fid",), n, bootstrap=2), range(n), range(n, 2 * n))
+    with pytest.raises(MetricError, match=r"^bootstrap FIDs are not finite: \[nan, nan\]$"):
+        acc.result()
+
+
+def test_a_checkpoint_keeps_kept_features_at_their_positions_and_restarts_the_real_digest(lookup, tmp_path):
+    """Saved after images at positions 8..15 only, loaded, then 0..7: the kept features are in position order, as
+    a straight run's. Saved before any real image (FID against images), the real set's digest starts afresh."""
+    n = 16
+    lookup(_features(n, n))
+    first = _accumulator(("fid", "kid"), n)
+    first.add_fake(_images(range(8, 16)), indices=range(8, 16))
+    resumed = _accumulator(("fid", "kid"), n)
+    resumed.load_state_dict(first.state_dict())
+    resumed.add_fake(_images(range(8)), indices=range(8))
+    _feed(resumed, (), range(n, 2 * n), batch=8)
+    straight = _feed(_accumulator(("fid", "kid"), n), range(n), range(n, 2 * n), batch=8)
+    np.testing.assert_array_equal(resumed.fake.store.array(), straight.fake.store.array())
+    for key, want in straight.result().values.items():  # the same sums, added in another order
+        assert resumed.result().values[key] == pytest.approx(want, rel=1e-12), key
+    assert resumed.result().protocol["reference"] == straight.result().protocol["reference"]
+
+
+def test_a_checkpoints_kept_features_must_match_their_positions(lookup, tmp_path):
+    from bench.metrics.base import MetricError
+
+    n = 16
+    t = lookup(_features(n, n))
+    _write_reference(tmp_path / "ref.npz", t["pool"][n:])
+    acc = _feed(_accumulator(("fid", "kid"), n, reference=tmp_path / "ref.npz"), range(3))
+    state = acc.state_dict()
+    for rows, columns in ((2, POOL), (3, POOL + 1)):
+        broken = {**state, "fake.store.features": np.zeros((rows, columns), np.float32)}
+        with pytest.raises(MetricError, match="^" + re.escape(f"the saved metrics state's fake.store holds "
+                                                              f"{(rows, columns)} features for 3 positions") + "$"):
+            _accumulator(("fid", "kid"), n, reference=tmp_path / "ref.npz").load_state_dict(broken)
