@@ -169,10 +169,10 @@ def test_every_value_against_images_equals_its_written_definition(lookup):
 
 
 def test_kid_subset_is_the_smaller_set_and_names_have_no_prefix_for_real_weights(lookup):
-    lookup(_features(40, 64), standin=False)
-    got = _feed(_accumulator(("fid", "kid"), 40, kid_subset_size=50), range(40), range(40, 104), batch=16).result()
+    lookup(_features(64, 40), standin=False)  # more generated images than real ones
+    got = _feed(_accumulator(("fid", "kid"), 64, kid_subset_size=50), range(64), range(64, 104), batch=16).result()
     assert sorted(got.values) == ["fid", "kid_mean", "kid_std"]
-    assert got.protocol["kid_subset_size"] == 40 and got.protocol["num_real"] == 64
+    assert got.protocol["kid_subset_size"] == 40 and got.protocol["num_real"] == 40
     assert got.values["kid_mean"] > 0.5 and got.values["kid_std"] > 0  # subsets of the larger set differ
     assert "isc_splits" not in got.protocol and "sfid" not in got.values
 
@@ -688,3 +688,60 @@ def test_a_checkpoints_kept_features_must_match_their_positions(lookup, tmp_path
         with pytest.raises(MetricError, match="^" + re.escape(f"the saved metrics state's fake.store holds "
                                                               f"{(rows, columns)} features for 3 positions") + "$"):
             _accumulator(("fid", "kid"), n, reference=tmp_path / "ref.npz").load_state_dict(broken)
+
+
+def test_two_images_are_enough_for_the_statistics_and_one_is_not(lookup, tmp_path):
+    from bench.metrics.base import MetricError
+
+    n = 8
+    t = lookup(_features(n, n))
+    _write_reference(tmp_path / "ref.npz", t["pool"][n:], t["spatial"][n:])
+    two = _feed(_accumulator(("fid", "sfid"), n, reference=tmp_path / "ref.npz"), range(2)).result()
+    assert two.values["standin_fid"] > 0 and two.values["standin_sfid"] > 0
+    one = _feed(_accumulator(("sfid",), n, reference=tmp_path / "ref.npz"), range(1))
+    with pytest.raises(MetricError, match=r"^sFID statistics need at least 2 samples, got 1$"):
+        one.result()
+    with pytest.raises(MetricError, match=r"^sFID needs real images or reference statistics$"):
+        _feed(_accumulator(("sfid",), n), range(4)).result()
+
+
+def test_adding_after_reduce_is_refused_by_name(lookup, two_thread_ranks):
+    from bench.metrics.base import MetricError
+
+    n = 8
+    lookup(_features(n, n))
+
+    def work(rank: int):
+        acc = _accumulator(("fid",), n)
+        acc.add_real(_images([n + rank]), indices=[rank])
+        acc.reduce()
+        with pytest.raises(MetricError, match=r"^add_real after reduce\(\): the ranks' sums were already combined$"):
+            acc.add_real(_images([n]), indices=[5])
+        with pytest.raises(MetricError, match=r"^add_fake after reduce\(\)"):
+            acc.add_fake(_images([0]), indices=[5])
+        return acc.real.n
+
+    assert two_thread_ranks.run(work) == [2, 2]
+
+
+@pytest.mark.gpu
+def test_images_reach_the_network_on_the_accumulators_device(lookup):
+    """On a GPU the images are moved to the network's device before it runs (on CPU a lost device argument cannot
+    show: every tensor is already there)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    n = 12
+    t = lookup(_features(n, n))
+    seen = []
+    forward = _Lookup.forward
+
+    def recording(self, images):
+        seen.append(images.device.type)
+        return forward(self, images.cpu())
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_Lookup, "forward", recording)
+        got = _metrics(_images(range(n)), _images(range(n, 2 * n)), metrics=("fid",), device="cuda", batch_size=4)
+        _feed(_accumulator(("fid",), n, device="cuda"), range(4), range(n, n + 4))
+    assert seen and set(seen) == {"cuda"}
+    assert got.values["standin_fid"] == pytest.approx(fid_of_features(t["pool"][:n], t["pool"][n:]), rel=1e-7)
