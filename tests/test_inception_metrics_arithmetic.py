@@ -745,3 +745,86 @@ def test_images_reach_the_network_on_the_accumulators_device(lookup):
         _feed(_accumulator(("fid",), n, device="cuda"), range(4), range(n, n + 4))
     assert seen and set(seen) == {"cuda"}
     assert got.values["standin_fid"] == pytest.approx(fid_of_features(t["pool"][:n], t["pool"][n:]), rel=1e-7)
+
+
+def test_construction_checks_and_defaults(lookup, tmp_path):
+    from bench.metrics.base import MetricError
+    from bench.metrics.image_sets import InceptionMetrics
+
+    n = 1001  # one more than KID's default subset
+    t = lookup(_features(n, n))
+    with pytest.raises(MetricError, match=r"^unknown metrics \['fud'\]; known: fid, sfid, isc, kid, prc$"):
+        _accumulator(("fid", "fud"), 10)
+    with pytest.raises(ValueError, match=r"^the Inception Score needs num_fake \(the size of the set\) up front$"):
+        InceptionMetrics(("isc",), inception_weights=WEIGHTS)
+    assert InceptionMetrics(("fid",), inception_weights=WEIGHTS).isc is None  # no set size needed without IS
+    _write_reference(tmp_path / "pool-only.npz", t["pool"][n:n + 20])
+    np.savez(tmp_path / "no-features.npz", **{k: v for k, v in np.load(tmp_path / "pool-only.npz").items()
+                                              if k != "features"})
+    assert _accumulator(("fid",), 10, reference=tmp_path / "no-features.npz").reference_features is None
+    for metric in ("kid", "prc"):
+        with pytest.raises(MetricError, match="^" + re.escape(
+                f"KID and precision/recall need real images or a statistics file with their features (`titok-bench "
+                f"stats --features`); {tmp_path / 'no-features.npz'} has none") + "$"):
+            _accumulator(("fid", metric), 10, reference=tmp_path / "no-features.npz")
+    got = _feed(InceptionMetrics(("kid",), inception_weights=WEIGHTS, num_fake=n), range(n), range(n, 2 * n),
+                batch=256).result()
+    assert got.protocol["kid_subset_size"] == 1000 and got.protocol["batch_size"] == 64
+    assert got.protocol["resize"] == "pil-bicubic-shorter-side+center-crop"  # the default preparation's name
+    prepared = _feed(_accumulator(("fid",), 20, preparation="center-crop"), range(20), range(n, n + 20)).result()
+    assert prepared.protocol["resize"] == "center-crop"
+
+
+def test_the_inception_score_takes_ten_images_and_refuses_nine(lookup):
+    from bench.metrics.base import MetricError
+
+    lookup(_features(10, 0))
+    # Ten splits of one image each: every split's score is exp(KL(p || p)) = 1.
+    assert _feed(_accumulator(("isc",), 10), range(10)).result().values["standin_isc_mean"] == pytest.approx(1.0)
+    with pytest.raises(MetricError, match=r"^the Inception Score uses 10 splits and needs at least 10 images, got 9$"):
+        _feed(_accumulator(("isc",), 10), range(9)).result()
+
+
+def test_result_refusals_name_what_is_missing(lookup, monkeypatch, two_thread_ranks):
+    import bench.metrics.image_sets as image_sets
+    from bench.metrics.base import MetricError
+
+    n = 20
+    lookup(_features(n, n))
+    with pytest.raises(MetricError, match=r"^no images to compute features from$"):
+        _accumulator(("fid",), n).result()
+    with pytest.raises(MetricError, match=r"^FID needs real images or reference statistics$"):
+        _feed(_accumulator(("fid",), n), range(n)).result()
+    with pytest.raises(MetricError, match=r"^KID and precision/recall need real images or reference features$"):
+        _feed(_accumulator(("kid",), n), range(n)).result()
+
+    def work(rank: int):
+        acc = _accumulator(("fid",), n)
+        acc.add_fake(_images([rank, rank + 2]), indices=[rank, rank + 2])
+        acc.add_real(_images([n + rank, n + rank + 2]), indices=[rank, rank + 2])
+        acc.reduce()
+        if rank == 1:
+            with pytest.raises(MetricError, match=r"^the whole set's metrics are on rank 0 after reduce\(\); this is "
+                                                  r"rank 1 \(compute_image_metrics hands them to every rank\)$"):
+                acc.result()
+        return rank
+
+    two_thread_ranks.run(work)
+    monkeypatch.setattr(image_sets, "frechet_distance", lambda *a: float("inf"))
+    with pytest.raises(MetricError, match=r"^metric values are not finite: \{'fid': inf\}$"):
+        _feed(_accumulator(("fid",), n), range(n), range(n, 2 * n)).result()
+
+
+def test_fid_over_fewer_images_than_feature_dimensions_warns_once_per_count(lookup, monkeypatch, caplog):
+    import bench.metrics.image_sets as image_sets
+
+    monkeypatch.setattr(image_sets, "_said", set())
+    n = 10  # below the (shrunk) 12 feature dimensions
+    lookup(_features(n, n))
+    with caplog.at_level("WARNING", logger=image_sets.log.name):
+        for _ in range(2):
+            _feed(_accumulator(("fid",), n), range(n), range(n, 2 * n - 1)).result()
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2, said  # the generated set's and the reference set's, once each
+    assert said[0].startswith("FID statistics over 10 images: fewer than 12, the Inception feature dimension")
+    assert said[1].startswith("FID statistics over 9 reference images: fewer than 12")
