@@ -828,3 +828,56 @@ def test_fid_over_fewer_images_than_feature_dimensions_warns_once_per_count(look
     assert len(said) == 2, said  # the generated set's and the reference set's, once each
     assert said[0].startswith("FID statistics over 10 images: fewer than 12, the Inception feature dimension")
     assert said[1].startswith("FID statistics over 9 reference images: fewer than 12")
+
+
+def test_a_local_accumulator_counts_its_own_images_on_any_rank_without_a_collective(lookup, two_thread_ranks):
+    """Training's held-out rFID: each rank scores its own images with `local=True`; reduce() is no collective (rank 1
+    never calls it here, and nothing waits), and result() works on every rank, over that rank's images only."""
+    n = 24
+    t = lookup(_features(n, n))
+
+    def work(rank: int):
+        acc = _accumulator(("fid",), n, local=True)
+        rows = range(rank * 12, rank * 12 + 12)
+        _feed(acc, rows, [r + n for r in rows], batch=5)
+        if rank == 0:
+            acc.reduce()
+        return acc.result().values["standin_fid"], (acc.dist.rank, acc.dist.world_size, acc.dist.device.type)
+
+    for rank, (fid, dist) in enumerate(two_thread_ranks.run(work)):
+        rows = list(range(rank * 12, rank * 12 + 12))
+        assert fid == pytest.approx(fid_of_features(t["pool"][rows], t["pool"][[r + n for r in rows]]), rel=1e-7)
+        assert dist == (0, 1, "cpu")
+
+
+def test_bootstrap_settings_are_checked_and_only_pairwise_metrics_keep_features(lookup):
+    from bench.metrics.base import MetricError
+
+    n = 12
+    lookup(_features(n, n))
+    for bootstrap, metrics in ((1, ("fid",)), (3, ("isc", "kid"))):
+        with pytest.raises(MetricError, match="^" + re.escape(
+                f"an FID bootstrap needs FID among the metrics and at least 2 replicates, got {bootstrap} replicates "
+                f"for {sorted(metrics)}") + "$"):
+            _accumulator(metrics, n, bootstrap=bootstrap)
+    streamed = _accumulator(("fid", "sfid", "isc"), n)  # memory that does not grow with the set
+    assert streamed.fake.store is None and streamed.real.store is None
+    assert json.loads(_accumulator(("isc",), n).state_dict()["settings"])["bootstrap"] == 0
+    for metric in ("kid", "prc"):
+        assert _accumulator((metric,), n).fake.store is not None
+
+
+def test_a_statistics_file_without_spatial_statistics_says_so_when_sfid_is_asked_for(lookup, tmp_path, caplog):
+    import bench.metrics.image_sets as image_sets
+
+    n = 12
+    t = lookup(_features(n, n))
+    _write_reference(tmp_path / "full.npz", t["pool"][n:], t["spatial"][n:])
+    _write_reference(tmp_path / "pool.npz", t["pool"][n:])
+    with caplog.at_level("WARNING", logger=image_sets.log.name):
+        _accumulator(("fid", "sfid"), n, reference=tmp_path / "full.npz")
+        assert caplog.records == []
+        _accumulator(("fid", "sfid"), n, reference=tmp_path / "pool.npz")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'pool.npz'} holds no sFID statistics (mu_s, sigma_s): sFID is left out; remake the file with "
+        f"`titok-bench stats` to get them"]
