@@ -207,8 +207,11 @@ def test_real_images_out_of_order_in_one_process_are_refused_not_hashed_in_anoth
     lookup(_features(n, n))
     acc = _accumulator(("fid",), n)
     acc.add_real(_images(range(n + 16, n + 32)), indices=range(16, 32))
-    for rows, message in ((range(0, 16), "out of position order"), ([33, 32, 34], "out of position order")):
-        with pytest.raises(MetricError, match=message):
+    for rows, first, last in ((range(0, 16), 0, 15), ([33, 32, 34], 32, 34), ([35, 35], 35, 35)):
+        with pytest.raises(MetricError, match="^" + re.escape(
+                f"real images added out of position order in one process (positions {first}..{last} after 31): the "
+                f"real set's digest is hashed as they come, so add them in increasing position order (gaps are "
+                f"fine)") + "$"):
             acc.add_real(_images([r + n for r in rows]), indices=rows)
     assert acc.real.n == 16 and acc.real.following == 32
     acc.add_real(_images(range(n + 36, n + 40)), indices=range(36, 40))  # a gap (unreadable images) is fine
@@ -701,6 +704,9 @@ def test_two_images_are_enough_for_the_statistics_and_one_is_not(lookup, tmp_pat
     one = _feed(_accumulator(("sfid",), n, reference=tmp_path / "ref.npz"), range(1))
     with pytest.raises(MetricError, match=r"^sFID statistics need at least 2 samples, got 1$"):
         one.result()
+    one = _feed(_accumulator(("fid",), n, reference=tmp_path / "ref.npz"), range(1))
+    with pytest.raises(MetricError, match=r"^FID statistics need at least 2 samples, got 1$"):
+        one.result()
     with pytest.raises(MetricError, match=r"^sFID needs real images or reference statistics$"):
         _feed(_accumulator(("sfid",), n), range(4)).result()
 
@@ -881,3 +887,30 @@ def test_a_statistics_file_without_spatial_statistics_says_so_when_sfid_is_asked
     assert [r.getMessage() for r in caplog.records] == [
         f"{tmp_path / 'pool.npz'} holds no sFID statistics (mu_s, sigma_s): sFID is left out; remake the file with "
         f"`titok-bench stats` to get them"]
+
+
+def test_positions_that_do_not_fit_are_refused_by_name(lookup):
+    from bench.metrics.base import MetricError
+
+    n = 8
+    lookup(_features(n, n))
+    acc = _accumulator(("fid", "isc"), n)
+    with pytest.raises(MetricError, match=r"^more images than the 8 announced \(position 8\)$"):
+        acc.add_fake(_images([6, 7]), indices=[7, 8])
+    with pytest.raises(MetricError, match=r"^indices must be 2 non-negative integer positions, one per image of the "
+                                          r"batch, got int64 of shape \(3,\)$"):
+        acc.add_fake(_images([6, 7]), indices=np.array([1, 2, 3]))
+    assert acc.fake.n == 0 and acc.isc.seen == 0
+
+
+def test_frechet_distance_computes_in_float64_and_prints_nothing(capsys):
+    """Statistics handed over in float32 (a statistics file written so) are computed with in float64, as the
+    definition is; torch-fidelity's own report line stays off."""
+    from bench.metrics.image_sets import frechet_distance
+
+    rng = np.random.default_rng(12)
+    a, b = rng.normal(size=(200, 16)), 1.5 * rng.normal(size=(200, 16)) + 0.3
+    stats = [(x.mean(0).astype(np.float32), np.cov(x, rowvar=False).astype(np.float32)) for x in (a, b)]
+    want = frechet_by_definition(*(np.float64(v) for v in (*stats[0], *stats[1])))
+    assert frechet_distance(*stats[0], *stats[1]) == pytest.approx(want, rel=1e-10)
+    assert capsys.readouterr().err == "" and capsys.readouterr().out == ""
