@@ -53,8 +53,10 @@ class _Lookup(torch.nn.Module):
             parent = parent.get_submodule(name)
         parent.add_module(leaf, torch.nn.Identity())
         self.layer = SPATIAL_LAYER
+        self.batches: list[int] = []  # the size of each batch the network saw
 
     def forward(self, images: torch.Tensor):
+        self.batches.append(len(images))
         rows = images[:, 0, 0, 0].long() + 256 * images[:, 1, 0, 0].long()
         nhwc = self.spatial_table[rows].reshape(-1, SIDE, SIDE, CHANNELS)
         extra = torch.full((len(rows), 2, SIDE, SIDE), 1e3)
@@ -519,6 +521,11 @@ def test_a_loaded_checkpoint_is_a_copy_with_the_saved_types(lookup, tmp_path):
     _feed(resumed, range(16, n), batch=8)  # positions follow the saved ones
     for key, value in before.items():
         np.testing.assert_array_equal(np.asarray(saved[key]), value, err_msg=f"the caller's {key} changed")
+    untouched = _accumulator(metrics, n, **settings)
+    untouched.load_state_dict(saved)
+    for key, want in untouched.state_dict().items():  # saved again at once: the same state, types included
+        assert np.asarray(want).dtype == np.asarray(before[key]).dtype, key
+        np.testing.assert_array_equal(np.asarray(want), before[key], err_msg=key)
     again = resumed.state_dict()
     assert sorted(again) == sorted(straight)
     for key, want in straight.items():
@@ -542,7 +549,8 @@ def test_checkpoint_refusals_name_what_is_wrong(lookup, tmp_path, two_thread_ran
                                                                  f"{first_eight})") + "$"),
                             ({"fake.store.indices": None}, "lacks fake.store.indices"),
                             ({"fake.store.features": None}, "lacks fake.store.features"),
-                            ({"fake.n": None}, "lacks fake.n")):
+                            ({"fake.n": None}, "lacks fake.n"),
+                            ({"fake.gaussian.m2": None}, r"^the saved metrics state lacks fake\.gaussian\.m2$")):
         broken = {k: v for k, v in {**state, **change}.items() if v is not None}
         with pytest.raises(MetricError, match=message):
             target.load_state_dict(broken)
@@ -568,7 +576,7 @@ def test_checkpoint_refusals_name_what_is_wrong(lookup, tmp_path, two_thread_ran
     assert two_thread_ranks.run(work) == [4, 4]
 
 
-def test_extract_features_returns_every_row_in_order(lookup):
+def test_extract_features_returns_every_row_in_order(lookup, capsys, monkeypatch):
     from bench.metrics.base import MetricError
     from bench.metrics.image_sets import extract_features
 
@@ -581,8 +589,15 @@ def test_extract_features_returns_every_row_in_order(lookup):
         assert got[key].dtype == np.float64
         np.testing.assert_array_equal(got[key], t[table][:n].astype(np.float64), err_msg=key)
     assert sorted(extract_features(_images(range(3)), extractor)) == ["logits_unbiased", "pool"]
+    extractor.batches.clear()
+    extract_features(_images([i % n for i in range(130)]), extractor)
+    assert extractor.batches == [64, 64, 2]  # the default batch size
     with pytest.raises(MetricError, match="^no images to compute features from$"):
         extract_features(_Rows([]), extractor)
+    assert capsys.readouterr().err == ""  # quiet unless asked
+    monkeypatch.setenv("TITOK_PROGRESS_INTERVAL", "0")
+    extract_features(_images(range(3)), extractor, progress=True)
+    assert re.search(r"^inception: 3/3 img", capsys.readouterr().err, re.M)
     assert not extractor._forward_hooks and not extractor.get_submodule(extractor.layer)._forward_hooks
 
 
@@ -605,7 +620,7 @@ def test_compute_image_metrics_against_a_statistics_file_and_without_real_images
     assert capsys.readouterr().err == ""  # no progress unless asked for
     _metrics(_images(range(n)), _images(range(n, 2 * n)), metrics=("fid",), batch_size=16, progress=True)
     err = capsys.readouterr().err
-    assert "inception (fake)" in err and "inception (real)" in err
+    assert re.search(r"^inception \(fake\): ", err, re.M) and re.search(r"^inception \(real\): ", err, re.M), err
 
 
 def test_a_rank_whose_features_fail_is_named_on_every_rank(lookup, two_thread_ranks):
@@ -749,6 +764,9 @@ def test_images_reach_the_network_on_the_accumulators_device(lookup):
         patch.setattr(_Lookup, "forward", recording)
         got = _metrics(_images(range(n)), _images(range(n, 2 * n)), metrics=("fid",), device="cuda", batch_size=4)
         _feed(_accumulator(("fid",), n, device="cuda"), range(4), range(n, n + 4))
+        from bench.metrics.image_sets import extract_features
+
+        extract_features(_images(range(4)), _Lookup(t["pool"], t["logits"], t["spatial"]), device="cuda")
     assert seen and set(seen) == {"cuda"}
     assert got.values["standin_fid"] == pytest.approx(fid_of_features(t["pool"][:n], t["pool"][n:]), rel=1e-7)
 
@@ -777,6 +795,8 @@ def test_construction_checks_and_defaults(lookup, tmp_path):
                 batch=256).result()
     assert got.protocol["kid_subset_size"] == 1000 and got.protocol["batch_size"] == 64
     assert got.protocol["resize"] == "pil-bicubic-shorter-side+center-crop"  # the default preparation's name
+    by_default = _metrics(_images(range(n)), _images(range(n, 2 * n)), metrics=("kid",))
+    assert by_default.protocol["kid_subset_size"] == 1000 and by_default.protocol["batch_size"] == 64
     prepared = _feed(_accumulator(("fid",), 20, preparation="center-crop"), range(20), range(n, n + 20)).result()
     assert prepared.protocol["resize"] == "center-crop"
 
@@ -914,3 +934,18 @@ def test_frechet_distance_computes_in_float64_and_prints_nothing(capsys):
     want = frechet_by_definition(*(np.float64(v) for v in (*stats[0], *stats[1])))
     assert frechet_distance(*stats[0], *stats[1]) == pytest.approx(want, rel=1e-10)
     assert capsys.readouterr().err == "" and capsys.readouterr().out == ""
+
+
+def test_a_result_that_fails_on_rank_zero_is_raised_on_every_rank(lookup, two_thread_ranks):
+    from bench.metrics.distributed import RankInputError
+
+    n = 16
+    lookup(_features(n, n))
+
+    def work(rank: int):
+        with pytest.raises(RankInputError) as raised:  # FID with neither real images nor a statistics file
+            _metrics(_images(range(n)), None, metrics=("fid",), batch_size=4)
+        return str(raised.value)
+
+    assert two_thread_ranks.run(work) == ["metrics failed on 1 of 2 ranks: rank 0: MetricError: FID needs real images "
+                                          "or reference statistics"] * 2
