@@ -176,6 +176,9 @@ def test_kid_subset_is_the_smaller_set_and_names_have_no_prefix_for_real_weights
     assert sorted(got.values) == ["fid", "kid_mean", "kid_std"]
     assert got.protocol["kid_subset_size"] == 40 and got.protocol["num_real"] == 40
     assert got.values["kid_mean"] > 0.5 and got.values["kid_std"] > 0  # subsets of the larger set differ
+    lookup(_features(40, 64), standin=False)  # and fewer
+    fewer = _feed(_accumulator(("kid",), 40, kid_subset_size=50), range(40), range(40, 104), batch=16).result()
+    assert fewer.protocol["kid_subset_size"] == 40
     assert "isc_splits" not in got.protocol and "sfid" not in got.values
 
 
