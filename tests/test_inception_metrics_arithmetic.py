@@ -99,7 +99,7 @@ def lookup(monkeypatch):
     monkeypatch.setattr(image_sets, "LOGITS_DIM", CLASSES)
 
     def install(tables: dict, standin: bool = True):
-        def load(weights, device="cpu"):  # a network of its own for each accumulator, as each process has
+        def load(weights, device):  # a network of its own for each accumulator, as each process has
             if weights != WEIGHTS or device is None:  # what the callers were asked to pass on
                 raise AssertionError(f"Inception loaded with weights {weights!r} on device {device!r}")
             extractor = _Lookup(tables["pool"], tables["logits"], tables["spatial"]).eval()
@@ -591,14 +591,14 @@ def test_extract_features_returns_every_row_in_order(lookup, capsys, monkeypatch
     for key, table in (("pool", "pool"), ("logits_unbiased", "logits"), ("spatial", "spatial")):
         assert got[key].dtype == np.float64
         np.testing.assert_array_equal(got[key], t[table][:n].astype(np.float64), err_msg=key)
+    monkeypatch.setenv("TITOK_PROGRESS_INTERVAL", "0")  # a line per update where progress is on
     assert sorted(extract_features(_images(range(3)), extractor)) == ["logits_unbiased", "pool"]
+    assert capsys.readouterr().err == ""  # quiet unless asked
     extractor.batches.clear()
     extract_features(_images([i % n for i in range(130)]), extractor)
     assert extractor.batches == [64, 64, 2]  # the default batch size
     with pytest.raises(MetricError, match="^no images to compute features from$"):
         extract_features(_Rows([]), extractor)
-    assert capsys.readouterr().err == ""  # quiet unless asked
-    monkeypatch.setenv("TITOK_PROGRESS_INTERVAL", "0")
     extract_features(_images(range(3)), extractor, progress=True)
     assert re.search(r"^inception: 3/3 img", capsys.readouterr().err, re.M)
     assert not extractor._forward_hooks and not extractor.get_submodule(extractor.layer)._forward_hooks
@@ -952,3 +952,18 @@ def test_a_result_that_fails_on_rank_zero_is_raised_on_every_rank(lookup, two_th
 
     assert two_thread_ranks.run(work) == ["metrics failed on 1 of 2 ranks: rank 0: MetricError: FID needs real images "
                                           "or reference statistics"] * 2
+
+
+def test_only_what_was_asked_for_is_accumulated(lookup):
+    """No Inception Score sums without IS, and no running digest of the real set without FID against it: KID alone
+    against real images checkpoints (its real features are kept, not hashed)."""
+    n = 12
+    lookup(_features(n, n))
+    fid_only = _accumulator(("fid",), n)
+    assert fid_only.isc is None
+    _feed(fid_only, range(4))
+    kid_only = _feed(_accumulator(("kid",), n), range(4), range(n, n + 4))
+    assert kid_only.real.hash is None
+    state = kid_only.state_dict()
+    assert int(state["real.n"]) == 4 and state["real.store.features"].shape == (4, POOL)
+    assert not [k for k in state if k.startswith("isc.")]
