@@ -204,3 +204,29 @@ def test_the_hint_for_a_base_record_without_a_partner(case):
         want = "m recon was not run"
     rep = compare(new, [base])
     assert rep.matched == 0 and want in rep.mismatch_hints, rep.mismatch_hints
+
+
+def test_stand_in_metrics_of_one_kind_are_judged_once_too():
+    rows = compare([record({"standin_rfid": 60.0, "standin_gfid": 10.0})],
+                   [record({"standin_rfid": 30.0, "standin_gfid": 5.0})]).rows
+    assert [r.metric for r in rows] == ["standin_rfid"]
+
+
+def test_rows_are_ordered_by_severity_then_size_of_change():
+    base = [record({"rfid": 2.0}, model="a"), record({"rfid": 2.0}, model="b"), record({"psnr": 20.0}, model="c"),
+            record({"psnr": 20.0}, model="d")]
+    new = [record({"rfid": 2.2}, model="a"), record({"rfid": 3.0}, model="b"), record({"psnr": 20.0}, model="c"),
+           record({"psnr": 20.1}, model="d")]
+    rows = compare(new, base, tolerance=0.05).rows
+    assert [(r.verdict, r.model) for r in rows] == [(REGRESSION, "b"), (REGRESSION, "a"), (UNCHANGED, "d"),
+                                                    (UNCHANGED, "c")]
+
+
+def test_unmatched_base_records_hint_once_each_and_another_environment_first():
+    other = dict(ENV, device="cuda")
+    base = [record({"rfid": 2.0}, model="gone", protocol={"data": "d"}),
+            record({"rfid": 2.0}, model="gone", protocol={"data": "e"}), record({"rfid": 2.0})]
+    rep = compare([record({"rfid": 2.0}, env=other)], base)
+    assert rep.mismatch_hints == [f"other environment (device {ENV['device']} -> cuda)", "gone recon was not run"]
+    assert compare([], base).mismatch_hints == ["gone recon was not run", "m recon was not run"]
+    assert compare([record({"rfid": 2.0})], []).rows == [] and compare([], []).summary().startswith("0 of 0")
