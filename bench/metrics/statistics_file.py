@@ -62,12 +62,8 @@ def load_reference_stats(path) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(exc, MetricError):
             raise
         raise MetricError(f"{path}: not a readable .npz statistics file: {exc}") from None
-    if mu.shape != (FEATURE_DIM,) or sigma.shape != (FEATURE_DIM, FEATURE_DIM):
-        raise MetricError(f"{path}: expected mu ({FEATURE_DIM},) and sigma ({FEATURE_DIM}, {FEATURE_DIM}) for the "
-                          f"{FEATURE_DIM}-d Inception pool features, got {mu.shape} and {sigma.shape}")
-    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-        raise MetricError(f"{path}: statistics hold non-finite values (NaN/inf)")
-    return mu, sigma
+    return _checked_gaussian(path, mu, sigma, FEATURE_DIM, ("mu", "sigma"),
+                             f"the {FEATURE_DIM}-d Inception pool features", "statistics")
 
 
 def write_statistics(path: str | Path, mu: np.ndarray, sigma: np.ndarray, protocol: dict,
@@ -154,11 +150,19 @@ def reference_spatial_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray] |
         if "mu_s" not in z.files or "sigma_s" not in z.files:
             raise MetricError(f"{path}: sFID statistics need both 'mu_s' and 'sigma_s', found {z.files}")
         mu, sigma = z["mu_s"].astype(np.float64), z["sigma_s"].astype(np.float64)
-    if mu.shape != (SPATIAL_DIM,) or sigma.shape != (SPATIAL_DIM, SPATIAL_DIM):
-        raise MetricError(f"{path}: expected mu_s ({SPATIAL_DIM},) and sigma_s ({SPATIAL_DIM}, {SPATIAL_DIM}) for "
-                          f"sFID's spatial features, got {mu.shape} and {sigma.shape}")
+    return _checked_gaussian(path, mu, sigma, SPATIAL_DIM, ("mu_s", "sigma_s"), "sFID's spatial features",
+                             "sFID statistics")
+
+
+def _checked_gaussian(path, mu: np.ndarray, sigma: np.ndarray, dim: int, names: tuple[str, str], features: str,
+                      what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) of a statistics file once they have the shapes of `dim`-d features and are finite; else a
+    MetricError that names the file, the arrays and what they describe."""
+    if mu.shape != (dim,) or sigma.shape != (dim, dim):
+        raise MetricError(f"{path}: expected {names[0]} ({dim},) and {names[1]} ({dim}, {dim}) for {features}, got "
+                          f"{mu.shape} and {sigma.shape}")
     if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-        raise MetricError(f"{path}: sFID statistics hold non-finite values (NaN/inf)")
+        raise MetricError(f"{path}: {what} hold non-finite values (NaN/inf)")
     return mu, sigma
 
 
