@@ -29,6 +29,7 @@ from bench.cli import main
 from bench.records.store import append_record, make_record, read_records
 from bench.run.suite import load_suite
 from bench.run.tasks.gen import _check_manifest
+from tests.untrusted import RunsCode
 from titok.data.images import ImageFolder
 from titok.errors import InputError
 from titok.registry import save_checkpoint
@@ -455,16 +456,6 @@ def test_output_path_that_is_a_file(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------ 4. untrusted files
-class RunsCode:
-    """Unpickling this runs a shell command: what a malicious checkpoint does."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
 def test_pickled_code_in_a_checkpoint_is_never_run(tmp_path, capsys):
     marker = tmp_path / "PWNED"
     savers = {"evil.bin": lambda p, o: p.write_bytes(pickle.dumps(o)), "evil.pt": lambda p, o: torch.save(o, p)}

@@ -5,24 +5,15 @@ torch's zip format that holds code is refused before torch-fidelity unpickles it
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.untrusted import RunsCode
+
 pytestmark = pytest.mark.metrics
-
-
-class _RunsCode:
-    """Unpickling this runs a shell command, as a malicious checkpoint would."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
 
 
 def test_zip_format_weights_holding_code_are_refused_unrun(tmp_path, standin_inception):
@@ -30,7 +21,7 @@ def test_zip_format_weights_holding_code_are_refused_unrun(tmp_path, standin_inc
     from titok.weights import WeightsError
 
     marker, path = tmp_path / "PWNED", tmp_path / "tampered.pth"
-    torch.save({**torch.load(standin_inception, weights_only=True), "fc.bias": _RunsCode(marker)}, path)
+    torch.save({**torch.load(standin_inception, weights_only=True), "fc.bias": RunsCode(marker)}, path)
     assert zipfile.is_zipfile(path)  # the memory-mapped branch of the check
     Path(str(path) + STANDIN_SUFFIX).write_text(json.dumps({"standin": True, "seed": 0, "sha256": sha256_of(path)}))
     with pytest.raises(WeightsError, match="refusing an Inception weights file"):
