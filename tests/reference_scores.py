@@ -5,6 +5,7 @@ implementation, so a test's expectation never comes from the code it checks:
 - the Inception Score as torch-fidelity's `isc_features_to_metric` defines it (seeded permutation, 10 chunks);
 - the Fréchet distance through the symmetric form tr sqrt(S1^1/2 S2 S1^1/2) (eigh, not scipy's sqrtm, which the
   harness uses through torch-fidelity: the two agree to float noise on well-conditioned covariances);
+- a bootstrap replicate's weighted mean and covariance (frequency weights, N - 1);
 - KID as the unbiased MMD^2 with the cubic polynomial kernel (x.y / d + 1)^3, for a subset size equal to both
   sets' sizes (every subset is then a permutation of the whole set, so torch-fidelity's mean is this one number);
 - improved precision/recall (Kynkäänniemi et al. 2019): k-th neighbour radii, self included at distance 0.
@@ -46,6 +47,15 @@ def fid_of_features(a, b) -> float:
     """The Fréchet distance between two (N, D) feature sets (np.cov's N - 1 normalisation)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return frechet_by_definition(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+
+
+def weighted_statistics(x, w) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) of (N, D) points where point i counts w[i] times: np.cov's N - 1 normalisation with frequency
+    weights (a bootstrap replicate's statistics)."""
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    mu = (w[:, None] * x).sum(0) / w.sum()
+    xc = x - mu
+    return mu, (w[:, None] * xc).T @ xc / (w.sum() - 1)
 
 
 def kid_by_definition(fake, real) -> float:

@@ -13,20 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy import linalg
 
 from bench.metrics.streaming import BootstrapGaussians
-
-
-def frechet(mu1, s1, mu2, s2) -> float:
-    covmean = linalg.sqrtm(s1 @ s2).real
-    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2 * covmean))
-
-
-def weighted_stats(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mu = (w[:, None] * x).sum(0) / w.sum()
-    xc = x - mu
-    return mu, (w[:, None] * xc).T @ xc / (w.sum() - 1)
+from tests.reference_scores import frechet_by_definition, weighted_statistics
 
 
 def correlated_sets(n: int = 200, d: int = 6) -> tuple[np.ndarray, np.ndarray]:
@@ -44,8 +33,8 @@ def test_paired_bootstrap_of_correlated_sets_is_narrower_than_an_unpaired_one():
     paired, unpaired = [], []
     for _ in range(replicates):
         w, w_other = rng.poisson(1.0, n).astype(float), rng.poisson(1.0, n).astype(float)
-        paired.append(frechet(*weighted_stats(fake, w), *weighted_stats(real, w)))
-        unpaired.append(frechet(*weighted_stats(fake, w), *weighted_stats(real, w_other)))
+        paired.append(frechet_by_definition(*weighted_statistics(fake, w), *weighted_statistics(real, w)))
+        unpaired.append(frechet_by_definition(*weighted_statistics(fake, w), *weighted_statistics(real, w_other)))
     paired_std, unpaired_std = np.std(paired, ddof=1), np.std(unpaired, ddof=1)
     assert unpaired_std > 4 * paired_std  # the data make the difference plain (measured: 9x)
 
@@ -56,7 +45,7 @@ def test_paired_bootstrap_of_correlated_sets_is_narrower_than_an_unpaired_one():
         b_fake.update(fake[i : i + 32])
     for i in range(0, n, 50):
         b_real.update(real[i : i + 50])
-    ours = [frechet(*b_fake.statistics(r), *b_real.statistics(r)) for r in range(replicates)]
+    ours = [frechet_by_definition(*b_fake.statistics(r), *b_real.statistics(r)) for r in range(replicates)]
     ours_std = np.std(ours, ddof=1)
     assert 0.6 * paired_std < ours_std < 1.6 * paired_std, (ours_std, paired_std, unpaired_std)
     # The same image carries the same weight on both sides: the replicate means of the two sets differ by the

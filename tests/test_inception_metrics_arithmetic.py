@@ -26,7 +26,9 @@ from tests.reference_scores import (
     inception_score_by_definition,
     kid_by_definition,
     precision_recall_by_definition,
+    weighted_statistics,
 )
+from titok.data.images import Unreadable
 
 pytestmark = pytest.mark.metrics  # the accumulator needs torch-fidelity (KID, the Fréchet distance)
 
@@ -184,7 +186,7 @@ def test_kid_subset_is_the_smaller_set_and_names_have_no_prefix_for_real_weights
 
 def test_positions_given_out_of_order_give_the_in_order_values(lookup):
     n = 60
-    lookup(_features(n, n))
+    t = lookup(_features(n, n))
     straight = _feed(_accumulator(ALL, n, bootstrap=3), range(n), range(n, 2 * n), batch=16).result()
     shuffled = _accumulator(ALL, n, bootstrap=3)
     batches = [range(s, min(s + 16, n)) for s in range(0, n, 16)]
@@ -198,11 +200,7 @@ def test_positions_given_out_of_order_give_the_in_order_values(lookup):
     assert got.protocol["reference"] == straight.protocol["reference"]
     for key in ("mean", "std"):
         assert got.spreads["standin_fid"][key] == pytest.approx(straight.spreads["standin_fid"][key], rel=1e-9)
-    np.testing.assert_array_equal(shuffled.fake.store.array(), straight_store(n))
-
-
-def straight_store(n: int) -> np.ndarray:
-    return _features(n, n)["pool"][:n]
+    np.testing.assert_array_equal(shuffled.fake.store.array(), t["pool"][:n])
 
 
 def test_real_images_out_of_order_in_one_process_are_refused_not_hashed_in_another_order(lookup):
@@ -225,10 +223,6 @@ def test_real_images_out_of_order_in_one_process_are_refused_not_hashed_in_anoth
     assert acc.result().protocol["reference"] == {"images_sha256": digest.hexdigest()[:16]}
 
 
-def _weighted_stats(x: np.ndarray, w: np.ndarray):
-    return (w @ x) / w.sum(), np.cov(x, rowvar=False, fweights=w.astype(np.int64))
-
-
 def test_bootstrap_replicates_are_paired_poisson_resamples_and_their_std_is_the_spread(lookup):
     from bench.metrics.streaming import poisson1_weights
 
@@ -237,7 +231,8 @@ def test_bootstrap_replicates_are_paired_poisson_resamples_and_their_std_is_the_
     fake, real = t["pool"][:n].astype(np.float64), t["pool"][n:].astype(np.float64)
     got = _feed(_accumulator(("fid",), n, bootstrap=replicates), range(n), range(n, 2 * n), batch=24).result()
     weights = poisson1_weights(0, n, replicates)  # image i's counts, the same for its fake and its real copy
-    fids = np.array([frechet_by_definition(*_weighted_stats(fake, w), *_weighted_stats(real, w)) for w in weights])
+    fids = np.array([frechet_by_definition(*weighted_statistics(fake, w), *weighted_statistics(real, w))
+                     for w in weights])
     spread = got.spreads["standin_fid"]
     assert spread["n"] == replicates and spread["method"] == "poisson-bootstrap over images"
     assert spread["mean"] == pytest.approx(fids.mean(), rel=1e-7)
@@ -281,7 +276,7 @@ def test_every_value_against_a_statistics_file_equals_its_written_definition(loo
     # Against a file the reference is fixed: each replicate resamples the generated set alone.
     from bench.metrics.streaming import poisson1_weights
 
-    fids = [frechet_by_definition(*_weighted_stats(fake, w), ref["mu"], ref["sigma"])
+    fids = [frechet_by_definition(*weighted_statistics(fake, w), ref["mu"], ref["sigma"])
             for w in poisson1_weights(0, n, 3)]
     assert got.spreads["standin_fid"]["mean"] == pytest.approx(np.mean(fids), rel=1e-7)
 
@@ -367,16 +362,14 @@ class _Rows(torch.utils.data.Dataset):
     """A data set of lookup images read one at a time, as a folder is: rows in `unreadable` come back as such."""
 
     def __init__(self, rows, unreadable=()):
-        from titok.data.images import Unreadable
-
-        self.rows, self.bad, self.skipped, self.unreadable = list(rows), set(unreadable), [], Unreadable
+        self.rows, self.bad, self.skipped = list(rows), set(unreadable), []
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def read(self, i: int):
         if i in self.bad:
-            return self.unreadable(f"row{i}.png", "truncated")
+            return Unreadable(f"row{i}.png", "truncated")
         return _images([self.rows[i]])[0], 0
 
     __getitem__ = read
